@@ -1,0 +1,16 @@
+//! Data types for anybit: every integer width from 1 to 8 bits (and 16, 32), f16, bf16, f32 and
+//! small floats with any exponent/mantissa split.
+//!
+//! What this crate promises:
+//! - [`DType`] names parse and print exactly (`parse(print(t)) == t`).
+//! - [`DType::decode`] gives the exact value of every code as f64.
+//! - [`DType::encode`] converts from f32 with round-to-nearest-even and saturation (see its docs
+//!   for NaN, infinities and the 16-bit floats).
+//! - [`pack`] stores n-bit codes little-endian, element i at bits `[i·n, (i+1)·n)`.
+//! - [`quantize`] does group-wise quantization of matrices, with dequantization and error reports.
+
+mod dtype;
+mod minifloat;
+
+pub use dtype::{DType, ParseDTypeError};
+pub use minifloat::{MiniFloat, MiniFloatError};
