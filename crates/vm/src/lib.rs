@@ -13,7 +13,9 @@ pub mod builder;
 pub mod examples;
 pub mod ir;
 pub mod text;
+pub mod verify;
 
 pub use builder::{ProgramBuilder, Tensor};
 pub use ir::*;
 pub use text::{parse, print, ParseError};
+pub use verify::{verify, VerifyError, VerifyErrorKind};
