@@ -35,8 +35,8 @@ pub const MAX_REGISTER_BITS: u64 = 1 << 21;
 pub struct VerifyError {
     /// The statement, parameter or program at fault (0:0 for programs built in Rust).
     pub span: Span,
-    /// What is wrong.
-    pub kind: VerifyErrorKind,
+    /// What is wrong (boxed to keep `Result<_, VerifyError>` small).
+    pub kind: Box<VerifyErrorKind>,
 }
 
 /// A tensor shape, printed `[a, b]`.
@@ -291,7 +291,7 @@ impl Verifier {
     fn fail<T>(&self, kind: VerifyErrorKind) -> Result<T> {
         Err(VerifyError {
             span: self.span,
-            kind,
+            kind: Box::new(kind),
         })
     }
 
