@@ -140,7 +140,7 @@ pub enum VerifyErrorKind {
         value: i64,
         dtype: DType,
     },
-    #[error("`{inst}`: the float literal {value} cannot be a {dtype} value")]
+    #[error("`{inst}`: the float literal {value} needs a float type, and the tensor is {dtype}")]
     FloatForInteger {
         inst: &'static str,
         value: FloatLit,
@@ -172,7 +172,7 @@ pub enum VerifyErrorKind {
         coords: Shape,
         layout: String,
     },
-    #[error("`view` must keep the bits per thread: {from} ({from_local} x {from_dtype}) becomes {to} ({to_local} x {to_dtype})")]
+    #[error("`view` must keep the bits per thread: {from} bits ({from_local} x {from_dtype}) become {to} bits ({to_local} x {to_dtype})")]
     ViewBits {
         from: u64,
         from_local: usize,
