@@ -12,7 +12,9 @@ use crate::DType;
 /// A value that the type cannot hold in any form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
-    #[error("{dtype} has no NaN, so NaN cannot be encoded (finite-only types: every code is a number)")]
+    #[error(
+        "{dtype} has no NaN, so NaN cannot be encoded (finite-only types: every code is a number)"
+    )]
     NaN { dtype: DType },
 }
 

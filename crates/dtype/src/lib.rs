@@ -17,12 +17,12 @@ mod quantize;
 
 pub use convert::EncodeError;
 pub use dtype::{DType, ParseDTypeError};
+pub use minifloat::{MiniFloat, MiniFloatError, SpecialValues};
 pub use packing::{
     pack, pack_words, packed_bytes, packed_words, read_code, unpack, unpack_words, write_code,
     PackError,
 };
 pub use quantize::{
-    error_report, quantize, ErrorReport, GroupSize, QuantizeError, QuantizeOptions, QuantizedMatrix,
-    Weights,
+    error_report, quantize, ErrorReport, GroupSize, QuantizeError, QuantizeOptions,
+    QuantizedMatrix, Weights,
 };
-pub use minifloat::{MiniFloat, MiniFloatError, SpecialValues};

@@ -15,7 +15,10 @@ pub enum MiniFloatError {
     #[error("a small float needs at least one exponent bit")]
     NoExponent,
     #[error("a small float has at most 8 bits, and 1 + {exponent_bits} + {mantissa_bits} is more")]
-    TooWide { exponent_bits: u8, mantissa_bits: u8 },
+    TooWide {
+        exponent_bits: u8,
+        mantissa_bits: u8,
+    },
 }
 
 impl MiniFloat {
@@ -136,7 +139,11 @@ impl MiniFloat {
     /// Exact value of `code` (bits above the format's width are ignored).
     pub fn decode(self, code: u32) -> f64 {
         let code = code & (self.sign_mask() * 2 - 1);
-        let sign = if code & self.sign_mask() != 0 { -1.0 } else { 1.0 };
+        let sign = if code & self.sign_mask() != 0 {
+            -1.0
+        } else {
+            1.0
+        };
         let exponent_field = (code >> self.mantissa_bits) & self.exponent_field_max();
         let mantissa = code & self.mantissa_mask();
         let magnitude_code = code & (self.sign_mask() - 1);

@@ -63,7 +63,9 @@ pub fn unpack(bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u32>, PackErr
             available: bytes.len(),
         });
     }
-    Ok((0..count).map(|index| read_code(bytes, bits, index)).collect())
+    Ok((0..count)
+        .map(|index| read_code(bytes, bits, index))
+        .collect())
 }
 
 /// Packs codes into 32-bit words (the same bit stream as [`pack`], grouped by 4 bytes).

@@ -96,7 +96,9 @@ pub enum QuantizeError {
     },
     #[error("K = {cols} is not divisible by the group size {group_size}; choose a group size that divides K, or per-channel")]
     GroupDoesNotDivide { cols: usize, group_size: usize },
-    #[error("group size {0} is not supported; valid group sizes are 32, 64, 128, 256 and per-channel")]
+    #[error(
+        "group size {0} is not supported; valid group sizes are 32, 64, 128, 256 and per-channel"
+    )]
     InvalidGroupSize(usize),
     #[error("cannot quantize to {0}: weight types are those of at most 8 bits (u1..u8, i2..i8, small floats)")]
     UnsupportedDType(DType),
@@ -178,7 +180,7 @@ pub fn quantize(
         GroupSize::Elements(size) if GroupSize::VALID.contains(&size) => size,
         GroupSize::Elements(size) => return Err(QuantizeError::InvalidGroupSize(size)),
     };
-    if group_size == 0 || cols % group_size != 0 {
+    if group_size == 0 || !cols.is_multiple_of(group_size) {
         return Err(QuantizeError::GroupDoesNotDivide { cols, group_size });
     }
     let groups_per_row = cols / group_size;
@@ -216,7 +218,9 @@ pub fn quantize(
             })?;
             let zero_point = matches!(dtype, DType::Unsigned(_)).then(|| {
                 let lowest = group.iter().copied().fold(0.0, f64::min);
-                (-lowest / scale).round_ties_even().clamp(0.0, dtype.max_value())
+                (-lowest / scale)
+                    .round_ties_even()
+                    .clamp(0.0, dtype.max_value())
             });
             for (offset, &value) in group.iter().enumerate() {
                 let code = match zero_point {
@@ -296,10 +300,7 @@ impl QuantizedMatrix {
 }
 
 /// Compares an approximation with the original, element by element.
-pub fn error_report(
-    original: &[f32],
-    approximation: &[f32],
-) -> Result<ErrorReport, QuantizeError> {
+pub fn error_report(original: &[f32], approximation: &[f32]) -> Result<ErrorReport, QuantizeError> {
     if original.len() != approximation.len() {
         return Err(QuantizeError::LengthMismatch {
             original: original.len(),

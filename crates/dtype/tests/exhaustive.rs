@@ -64,7 +64,10 @@ fn every_small_float_code_decodes_to_the_formula() {
         for code in 0..1u32 << format.bits() {
             let expected = reference_value(format.exponent_bits(), format.mantissa_bits(), code);
             let actual = dtype.decode(code);
-            assert!(same(actual, expected), "{dtype} code {code}: {actual} != {expected}");
+            assert!(
+                same(actual, expected),
+                "{dtype} code {code}: {actual} != {expected}"
+            );
         }
     }
 }
@@ -73,7 +76,9 @@ fn every_small_float_code_decodes_to_the_formula() {
 fn known_values_of_common_formats() {
     let values = |name: &str| -> Vec<f64> {
         let dtype: DType = name.parse().unwrap();
-        (0..1 << dtype.bits()).map(|code| dtype.decode(code)).collect()
+        (0..1 << dtype.bits())
+            .map(|code| dtype.decode(code))
+            .collect()
     };
     assert_eq!(
         values("f4e2m1")[..8],
@@ -121,7 +126,11 @@ fn special_value_conventions() {
             SpecialValues::NanOnly => (2, 0),
             SpecialValues::Ieee => (6, 2),
         };
-        assert_eq!((nans, infinities), (expected_nans, expected_infinities), "{format}");
+        assert_eq!(
+            (nans, infinities),
+            (expected_nans, expected_infinities),
+            "{format}"
+        );
     }
 }
 
@@ -180,7 +189,11 @@ fn midpoints_round_to_even_and_neighbours_to_nearest() {
         for pair in table.windows(2) {
             let (lower, upper) = (pair[0], pair[1]);
             let middle = ((lower.0 + upper.0) / 2.0) as f32;
-            assert_eq!(middle as f64, (lower.0 + upper.0) / 2.0, "midpoint exact in f32");
+            assert_eq!(
+                middle as f64,
+                (lower.0 + upper.0) / 2.0,
+                "midpoint exact in f32"
+            );
             for probe in [middle, middle.next_down(), middle.next_up()] {
                 let expected = expected_rounding(probe as f64, lower, upper);
                 assert_eq!(dtype.encode(probe), expected, "{dtype} at {probe}");
@@ -225,7 +238,11 @@ fn values_beyond_the_range_saturate() {
         } else {
             max
         };
-        assert_eq!(dtype.decode(dtype.encode(f32::INFINITY)), expected_infinity, "{dtype}");
+        assert_eq!(
+            dtype.decode(dtype.encode(f32::INFINITY)),
+            expected_infinity,
+            "{dtype}"
+        );
         let negative_infinity = dtype.decode(dtype.encode(f32::NEG_INFINITY));
         let expected = if dtype.has_infinity() {
             f64::NEG_INFINITY
@@ -244,8 +261,15 @@ fn nan_is_nan_where_the_type_has_one_and_an_error_elsewhere() {
             assert!(dtype.decode(checked.unwrap()).is_nan(), "{dtype}");
         } else {
             let message = checked.unwrap_err().to_string();
-            assert!(message.contains(&format!("{dtype} has no NaN")), "{message}");
-            assert_eq!(dtype.encode(f32::NAN), 0, "{dtype}: unchecked NaN gives code 0");
+            assert!(
+                message.contains(&format!("{dtype} has no NaN")),
+                "{message}"
+            );
+            assert_eq!(
+                dtype.encode(f32::NAN),
+                0,
+                "{dtype}: unchecked NaN gives code 0"
+            );
         }
     }
 }
@@ -276,11 +300,23 @@ fn integers_decode_as_twos_complement_and_clamp() {
         }
         assert_eq!(unsigned.encode(-3.0), 0);
         assert_eq!(unsigned.encode(1000.0), (1 << bits) - 1);
-        assert_eq!(signed.decode(signed.encode(-1000.0)), -(2f64.powi(bits as i32 - 1)));
+        assert_eq!(
+            signed.decode(signed.encode(-1000.0)),
+            -(2f64.powi(bits as i32 - 1))
+        );
     }
-    assert_eq!(DType::Signed(16).decode(DType::Signed(16).encode(-2.5)), -2.0);
-    assert_eq!(DType::Signed(32).decode(DType::Signed(32).encode(3e9)), i32::MAX as f64);
-    assert_eq!(DType::Unsigned(32).decode(DType::Unsigned(32).encode(3e9)), 3e9);
+    assert_eq!(
+        DType::Signed(16).decode(DType::Signed(16).encode(-2.5)),
+        -2.0
+    );
+    assert_eq!(
+        DType::Signed(32).decode(DType::Signed(32).encode(3e9)),
+        i32::MAX as f64
+    );
+    assert_eq!(
+        DType::Unsigned(32).decode(DType::Unsigned(32).encode(3e9)),
+        3e9
+    );
 }
 
 #[test]

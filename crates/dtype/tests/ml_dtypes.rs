@@ -20,7 +20,10 @@ fn decode_and_rounding_match_ml_dtypes() {
                 let same = (actual.is_nan() && expected.is_nan())
                     || (actual == expected
                         && actual.is_sign_negative() == expected.is_sign_negative());
-                assert!(same, "{dtype} code {code}: {actual} vs ml_dtypes {expected}");
+                assert!(
+                    same,
+                    "{dtype} code {code}: {actual} vs ml_dtypes {expected}"
+                );
                 decoded += 1;
             }
             "encode" => {

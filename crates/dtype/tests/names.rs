@@ -18,7 +18,10 @@ fn names_are_spelled_as_documented() {
         "f4e2m1", "f4e1m2", "f5e2m2", "f5e3m1", "f6e3m2", "f6e2m3", "f7e4m2", "f8e4m3", "f8e5m2",
         "f8e7m0", "f2e1m0",
     ] {
-        assert!(names.iter().any(|name| name == expected), "{expected} missing");
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} missing"
+        );
     }
     // 8 unsigned + 8 signed + small floats (sum over bits 2..=8 of bits-1 splits = 28) + 7 wide.
     assert_eq!(names.len(), 8 + 8 + 28 + 7);
