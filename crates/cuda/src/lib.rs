@@ -6,11 +6,13 @@
 mod compile;
 mod driver;
 mod nvrtc;
+mod runtime;
 mod sass;
 mod toolkit;
 
 pub use compile::{compile, CompileError, CompiledModule, KernelCache, ParseTargetError, Target};
 pub use driver::{probe_driver, DriverStatus, GpuInfo};
 pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};
+pub use runtime::{DeviceBuffer, Gpu, Kernel, KernelArgument, Launch, RuntimeError};
 pub use sass::{disassemble, SassError};
 pub use toolkit::{locate_toolkit, Toolkit, ToolkitError, NVRTC_LIBRARY, PROJECT_CACHE};
