@@ -132,7 +132,7 @@ pub fn random_program(rng: &mut impl Rng, index: usize) -> RandomProgram {
         ));
     }
     let bits_per_thread = layout.local_size() * input_dtype.bits() as usize;
-    if bits_per_thread % 8 == 0 && layout.is_injective() {
+    if bits_per_thread.is_multiple_of(8) && layout.is_injective() {
         bodies.push(Body::ViewRoundTrip);
     }
     let body = *bodies.choose(rng).expect("not empty");
