@@ -1,1 +1,72 @@
-fn main() {}
+//! The `anybit` command: data types, environment checks, and (as the VM grows) compiling and
+//! running programs. Each subcommand lives in its own module under `commands/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+#[derive(Parser)]
+#[command(
+    name = "anybit",
+    version,
+    about = "GPU computation on data types of any bit width",
+    long_about = "anybit: a virtual machine for GPU computation on data types of any bit width \
+                  (1-8-bit integers, small floats such as f6e3m2), and kernels built on it.\n\n\
+                  Start with `anybit doctor` (what this machine has) and `anybit dtypes`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every supported data type with its width, range and smallest subnormal.
+    Dtypes,
+    /// Inspect one data type.
+    Dtype {
+        #[command(subcommand)]
+        command: commands::dtype::DtypeCommand,
+    },
+    /// Report the CUDA driver, GPUs, NVRTC and CUDA headers this machine has.
+    Doctor,
+    /// Parse and verify program files (`.anybit` text form); print every error with its
+    /// line and column.
+    Check {
+        /// Program files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a program in canonical text form.
+    Fmt {
+        /// The program file.
+        file: PathBuf,
+        /// Rewrite the file in place instead of printing.
+        #[arg(long, conflicts_with = "check")]
+        write: bool,
+        /// Only check that the file is canonical; exit 1 if it is not.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dtypes => commands::dtype::list(),
+        Command::Dtype { command } => commands::dtype::run(command),
+        Command::Doctor => commands::doctor::run(),
+        Command::Check { files } => commands::program::check(&files),
+        Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
