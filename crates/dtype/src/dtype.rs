@@ -157,9 +157,9 @@ impl FromStr for DType {
             return integer_width(digits).map(DType::Signed);
         }
         if let Some(rest) = name.strip_prefix('f') {
-            let (bits, rest) = rest
-                .split_once('e')
-                .ok_or_else(|| error("floats other than f16 and f32 are written f{bits}e{E}m{M}"))?;
+            let (bits, rest) = rest.split_once('e').ok_or_else(|| {
+                error("floats other than f16 and f32 are written f{bits}e{E}m{M}")
+            })?;
             let (exponent, mantissa) = rest
                 .split_once('m')
                 .ok_or_else(|| error("a small float name needs an `m{M}` part"))?;

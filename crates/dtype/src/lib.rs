@@ -9,8 +9,20 @@
 //! - [`pack`] stores n-bit codes little-endian, element i at bits `[i·n, (i+1)·n)`.
 //! - [`quantize`] does group-wise quantization of matrices, with dequantization and error reports.
 
+mod convert;
 mod dtype;
 mod minifloat;
+mod packing;
+mod quantize;
 
+pub use convert::EncodeError;
 pub use dtype::{DType, ParseDTypeError};
-pub use minifloat::{MiniFloat, MiniFloatError};
+pub use minifloat::{MiniFloat, MiniFloatError, SpecialValues};
+pub use packing::{
+    pack, pack_words, packed_bytes, packed_words, read_code, unpack, unpack_words, write_code,
+    PackError,
+};
+pub use quantize::{
+    error_report, quantize, ErrorReport, GroupSize, QuantizeError, QuantizeOptions,
+    QuantizedMatrix, Weights,
+};

@@ -15,7 +15,10 @@ pub enum MiniFloatError {
     #[error("a small float needs at least one exponent bit")]
     NoExponent,
     #[error("a small float has at most 8 bits, and 1 + {exponent_bits} + {mantissa_bits} is more")]
-    TooWide { exponent_bits: u8, mantissa_bits: u8 },
+    TooWide {
+        exponent_bits: u8,
+        mantissa_bits: u8,
+    },
 }
 
 impl MiniFloat {
@@ -59,5 +62,197 @@ impl fmt::Display for MiniFloat {
             self.exponent_bits,
             self.mantissa_bits
         )
+    }
+}
+
+/// How a small float uses its all-ones exponent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecialValues {
+    /// Every code is a finite number (all small floats except the two 8-bit OCP formats).
+    FiniteOnly,
+    /// OCP E4M3FN (`f8e4m3`): only S.1111.111 is NaN, no infinity.
+    NanOnly,
+    /// IEEE-like (`f8e5m2`): exponent all ones is infinity (mantissa 0) or NaN.
+    Ieee,
+}
+
+impl MiniFloat {
+    /// Exponent bias, 2^(E-1) - 1.
+    pub const fn bias(self) -> i32 {
+        (1 << (self.exponent_bits - 1)) - 1
+    }
+
+    /// Which special values the format has: `f8e4m3` is OCP E4M3FN, `f8e5m2` is IEEE-like, and
+    /// every other small float is finite-only.
+    pub const fn special_values(self) -> SpecialValues {
+        match (self.exponent_bits, self.mantissa_bits) {
+            (4, 3) => SpecialValues::NanOnly,
+            (5, 2) => SpecialValues::Ieee,
+            _ => SpecialValues::FiniteOnly,
+        }
+    }
+
+    const fn sign_mask(self) -> u32 {
+        1 << (self.exponent_bits + self.mantissa_bits)
+    }
+
+    const fn exponent_field_max(self) -> u32 {
+        (1 << self.exponent_bits) - 1
+    }
+
+    const fn mantissa_mask(self) -> u32 {
+        (1 << self.mantissa_bits) - 1
+    }
+
+    /// The code (sign bit clear) of the largest finite value.
+    pub const fn max_finite_code(self) -> u32 {
+        let all_ones = self.sign_mask() - 1;
+        match self.special_values() {
+            SpecialValues::FiniteOnly => all_ones,
+            SpecialValues::NanOnly => all_ones - 1,
+            SpecialValues::Ieee => all_ones - self.mantissa_mask() - 1,
+        }
+    }
+
+    /// The canonical NaN code (sign bit clear), for formats that have one.
+    pub const fn nan_code(self) -> Option<u32> {
+        match self.special_values() {
+            SpecialValues::FiniteOnly => None,
+            SpecialValues::NanOnly => Some(self.sign_mask() - 1),
+            SpecialValues::Ieee => Some((self.exponent_field_max() << self.mantissa_bits) | 1),
+        }
+    }
+
+    /// The code of +infinity, for the format that has one.
+    pub const fn infinity_code(self) -> Option<u32> {
+        match self.special_values() {
+            SpecialValues::Ieee => Some(self.exponent_field_max() << self.mantissa_bits),
+            _ => None,
+        }
+    }
+
+    /// Smallest exponent of a normal number, 1 - bias.
+    const fn min_normal_exponent(self) -> i32 {
+        1 - self.bias()
+    }
+
+    /// Exact value of `code` (bits above the format's width are ignored).
+    pub fn decode(self, code: u32) -> f64 {
+        let code = code & (self.sign_mask() * 2 - 1);
+        let sign = if code & self.sign_mask() != 0 {
+            -1.0
+        } else {
+            1.0
+        };
+        let exponent_field = (code >> self.mantissa_bits) & self.exponent_field_max();
+        let mantissa = code & self.mantissa_mask();
+        let magnitude_code = code & (self.sign_mask() - 1);
+        match self.special_values() {
+            SpecialValues::NanOnly if magnitude_code == self.sign_mask() - 1 => return f64::NAN,
+            SpecialValues::Ieee if exponent_field == self.exponent_field_max() => {
+                return if mantissa == 0 {
+                    sign * f64::INFINITY
+                } else {
+                    f64::NAN
+                };
+            }
+            _ => {}
+        }
+        let mantissa_bits = self.mantissa_bits as i32;
+        let magnitude = if exponent_field == 0 {
+            mantissa as f64 * exp2(self.min_normal_exponent() - mantissa_bits)
+        } else {
+            let significand = (1u32 << self.mantissa_bits) + mantissa;
+            significand as f64 * exp2(exponent_field as i32 - self.bias() - mantissa_bits)
+        };
+        sign * magnitude
+    }
+
+    /// Largest finite value.
+    pub fn max_finite(self) -> f64 {
+        self.decode(self.max_finite_code())
+    }
+
+    /// Smallest positive subnormal value, or `None` when the format has no mantissa bits (its
+    /// only subnormal is zero).
+    pub fn smallest_subnormal(self) -> Option<f64> {
+        (self.mantissa_bits > 0).then(|| self.decode(1))
+    }
+
+    /// Smallest positive normal value.
+    pub fn smallest_normal(self) -> f64 {
+        exp2(self.min_normal_exponent())
+    }
+
+    /// Encodes `value` with round-to-nearest-even and saturation.
+    ///
+    /// - Finite values beyond the largest finite magnitude saturate to ±max (also in `f8e5m2`).
+    /// - ±infinity becomes ±infinity in `f8e5m2` and ±max elsewhere.
+    /// - NaN becomes the canonical NaN where the format has one; finite-only formats have no NaN
+    ///   and get +0 (use [`crate::DType::try_encode`] to be told instead).
+    /// - Ties go to the neighbour whose integer significand is even (for M ≥ 1 the even code;
+    ///   for M = 0 the larger power of two), exactly as IEEE 754 roundTiesToEven does.
+    /// - Results that round to zero keep the sign (-0).
+    pub fn encode(self, value: f32) -> u32 {
+        self.encode_f64(value as f64)
+    }
+
+    /// [`MiniFloat::encode`] for an f64 input, rounded once (no double rounding through f32).
+    pub fn encode_f64(self, value: f64) -> u32 {
+        if value.is_nan() {
+            return self.nan_code().unwrap_or(0);
+        }
+        let sign = if value.is_sign_negative() {
+            self.sign_mask()
+        } else {
+            0
+        };
+        if value.is_infinite() {
+            return sign | self.infinity_code().unwrap_or(self.max_finite_code());
+        }
+        let magnitude = value.abs();
+        if magnitude >= self.max_finite() {
+            return sign | self.max_finite_code();
+        }
+        sign | self.encode_magnitude(magnitude)
+    }
+
+    /// Code of a finite magnitude below the largest finite value, rounding to nearest even.
+    fn encode_magnitude(self, magnitude: f64) -> u32 {
+        if magnitude == 0.0 {
+            return 0;
+        }
+        let mantissa_bits = self.mantissa_bits as i32;
+        // The binade of the value, clamped to the subnormal range: below the smallest normal
+        // the spacing stays that of the first normal binade.
+        let exponent = floor_log2(magnitude).max(self.min_normal_exponent());
+        let quantum = exp2(exponent - mantissa_bits);
+        // Exact: dividing by a power of two only changes the f64 exponent.
+        let significand = (magnitude / quantum).round_ties_even() as u32;
+        // significand lies in [0, 2^(M+1)]; 2^(M+1) carries into the next binade, which the
+        // code arithmetic below handles because codes of consecutive binades are consecutive.
+        if exponent == self.min_normal_exponent() && significand < (1 << self.mantissa_bits) {
+            return significand; // subnormal (or zero): exponent field 0
+        }
+        let exponent_field = (exponent + self.bias()) as u32;
+        (exponent_field << self.mantissa_bits) + (significand - (1 << self.mantissa_bits))
+    }
+}
+
+/// 2^exponent as f64 (exact for the exponents small floats use).
+pub(crate) fn exp2(exponent: i32) -> f64 {
+    2f64.powi(exponent)
+}
+
+/// floor(log2(x)) for a positive finite x, exactly.
+pub(crate) fn floor_log2(x: f64) -> i32 {
+    let bits = x.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        // f64 subnormal: never produced from f32 inputs, but stay exact anyway.
+        let mantissa = bits & ((1 << 52) - 1);
+        -1074 + (63 - mantissa.leading_zeros() as i32)
+    } else {
+        biased - 1023
     }
 }

@@ -1,0 +1,88 @@
+//! The `anybit` command as a user runs it.
+
+use std::process::{Command, Output};
+
+fn anybit(arguments: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anybit"))
+        .args(arguments)
+        .output()
+        .expect("the anybit binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn dtype_show_prints_every_code_in_order() {
+    let output = anybit(&["dtype", "show", "f4e2m1"]);
+    assert!(output.status.success());
+    let expected = "0 0\n1 0.5\n2 1\n3 1.5\n4 2\n5 3\n6 4\n7 6\n\
+                    8 -0\n9 -0.5\n10 -1\n11 -1.5\n12 -2\n13 -3\n14 -4\n15 -6\n";
+    assert_eq!(stdout(&output), expected);
+}
+
+#[test]
+fn dtype_show_prints_nan_infinity_and_integers() {
+    let e4m3 = stdout(&anybit(&["dtype", "show", "f8e4m3"]));
+    let lines: Vec<&str> = e4m3.lines().collect();
+    assert_eq!(lines.len(), 256);
+    assert_eq!(lines[126], "126 448");
+    assert_eq!(lines[127], "127 NaN");
+    assert_eq!(lines[1], "1 0.001953125");
+    let e5m2 = stdout(&anybit(&["dtype", "show", "f8e5m2"]));
+    assert_eq!(e5m2.lines().nth(124), Some("124 inf"));
+    assert_eq!(e5m2.lines().nth(252), Some("252 -inf"));
+    let i3 = stdout(&anybit(&["dtype", "show", "i3"]));
+    assert_eq!(i3, "0 0\n1 1\n2 2\n3 3\n4 -4\n5 -3\n6 -2\n7 -1\n");
+}
+
+#[test]
+fn dtype_show_rejects_bad_names_and_wide_types() {
+    let output = anybit(&["dtype", "show", "f6e3m3"]);
+    assert!(!output.status.success());
+    let message = String::from_utf8(output.stderr).unwrap();
+    assert!(message.contains("unknown data type `f6e3m3`"), "{message}");
+    assert!(message.contains("f{bits}e{E}m{M}"), "{message}");
+    let output = anybit(&["dtype", "show", "bf16"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8(output.stderr)
+        .unwrap()
+        .contains("at most 8 bits"));
+}
+
+#[test]
+fn dtypes_lists_every_type_with_its_limits() {
+    let listing = stdout(&anybit(&["dtypes"]));
+    let row = |name: &str| {
+        listing
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("f8e4m3")[..5],
+        ["f8e4m3", "8", "-448", "448", "1.953125e-3"]
+    );
+    assert_eq!(row("f6e3m2")[..5], ["f6e3m2", "6", "-28", "28", "6.25e-2"]);
+    assert_eq!(row("u3")[..5], ["u3", "3", "0", "7", "-"]);
+    assert_eq!(row("f8e7m0")[4], "-");
+    assert_eq!(listing.lines().count(), 1 + 51);
+}
+
+#[test]
+fn doctor_reports_without_failing() {
+    // Pointing ANYBIT_CUDA_HOME at nothing must not break the report.
+    let output = Command::new(env!("CARGO_BIN_EXE_anybit"))
+        .arg("doctor")
+        .env("ANYBIT_CUDA_HOME", "/nonexistent/cuda")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report = stdout(&output);
+    assert!(report.contains("CUDA driver: "), "{report}");
+    assert!(report.contains("CUDA toolkit: "), "{report}");
+}

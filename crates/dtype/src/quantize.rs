@@ -1,0 +1,330 @@
+//! Group-wise quantization of weight matrices.
+//!
+//! A matrix `W` of shape `[rows, cols]` (N×K, row-major) is cut along K into groups of
+//! `group_size` consecutive elements; each group gets one scale (and, for unsigned integer
+//! types, one zero point):
+//!
+//! | weight type      | scheme                              | dequantized value        |
+//! |------------------|-------------------------------------|--------------------------|
+//! | `i2`…`i8`        | symmetric: scale = max(max⁺/(2^(n-1)-1), max⁻/2^(n-1)) | `q · scale` |
+//! | small floats     | symmetric: scale = max\|w\| / max finite | `decode(q) · scale` |
+//! | `u1`…`u8`        | asymmetric over [min(w,0), max(w,0)]: scale = range/(2^n-1), zero = round(-min/scale) | `(q - zero) · scale` |
+//!
+//! Scales are stored as f16, bf16 or f32 and rounded *up* to the storage type, so that the
+//! group's extreme values still fit and every element is within half a quantization step of
+//! its original (times the scale). A group of zeros gets scale 1. `i1` (values −1 and 0) cannot
+//! hold a symmetric range and is refused; use `u1`.
+
+use half::{bf16, f16};
+
+use crate::packing::{packed_bytes, read_code, write_code};
+use crate::DType;
+
+/// Weights to quantize: a row-major matrix in one of the activation types.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+}
+
+impl Weights<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Weights::F32(values) => values.len(),
+            Weights::F16(values) => values.len(),
+            Weights::Bf16(values) => values.len(),
+        }
+    }
+
+    fn get(&self, index: usize) -> f32 {
+        match self {
+            Weights::F32(values) => values[index],
+            Weights::F16(values) => values[index].to_f32(),
+            Weights::Bf16(values) => values[index].to_f32(),
+        }
+    }
+}
+
+/// How many consecutive elements along K share a scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupSize {
+    /// Groups of 32, 64, 128 or 256 elements.
+    Elements(usize),
+    /// One group per row (the whole of K).
+    PerChannel,
+}
+
+impl GroupSize {
+    /// The group sizes [`GroupSize::Elements`] accepts.
+    pub const VALID: [usize; 4] = [32, 64, 128, 256];
+}
+
+impl std::fmt::Display for GroupSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupSize::Elements(size) => write!(f, "{size}"),
+            GroupSize::PerChannel => f.write_str("per-channel"),
+        }
+    }
+}
+
+/// What to quantize to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantizeOptions {
+    /// The weight type: any type of at most 8 bits except `i1`.
+    pub dtype: DType,
+    pub group_size: GroupSize,
+    /// The type scales are stored in: `f16`, `bf16` or `f32`.
+    pub scale_dtype: DType,
+}
+
+/// A quantization request that cannot be carried out.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("the matrix has {len} values, but {rows}×{cols} = {expected} were expected")]
+    ShapeMismatch {
+        len: usize,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+    },
+    #[error("cannot compare {original} values with {approximation}: lengths differ")]
+    LengthMismatch {
+        original: usize,
+        approximation: usize,
+    },
+    #[error("K = {cols} is not divisible by the group size {group_size}; choose a group size that divides K, or per-channel")]
+    GroupDoesNotDivide { cols: usize, group_size: usize },
+    #[error(
+        "group size {0} is not supported; valid group sizes are 32, 64, 128, 256 and per-channel"
+    )]
+    InvalidGroupSize(usize),
+    #[error("cannot quantize to {0}: weight types are those of at most 8 bits (u1..u8, i2..i8, small floats)")]
+    UnsupportedDType(DType),
+    #[error("cannot quantize to i1: it holds only -1 and 0, so no symmetric range fits; use u1")]
+    SignedOneBit,
+    #[error("scales are stored as f16, bf16 or f32, not {0}")]
+    InvalidScaleDType(DType),
+    #[error("weight at row {row}, column {col} is {value}; only finite weights can be quantized")]
+    NonFinite { row: usize, col: usize, value: f32 },
+    #[error("the scale of row {row}, group {group} is {scale:e}, beyond the largest {scale_dtype} ({max:e}); store scales as f32")]
+    ScaleOverflow {
+        row: usize,
+        group: usize,
+        scale: f64,
+        scale_dtype: DType,
+        max: f64,
+    },
+}
+
+/// A quantized matrix: packed codes, one scale (and zero point) per group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+    /// Elements per group (K for per-channel).
+    pub group_size: usize,
+    pub scale_dtype: DType,
+    /// Codes of `dtype`, row-major, packed as [`crate::pack`] does (rows are not padded).
+    pub codes: Vec<u8>,
+    /// Scales `[rows, cols / group_size]`, each exactly representable in `scale_dtype`.
+    pub scales: Vec<f32>,
+    /// Zero points `[rows, cols / group_size]` as codes of `dtype`, for unsigned types.
+    pub zero_points: Option<Vec<u32>>,
+}
+
+/// How far a dequantized matrix is from the original.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ErrorReport {
+    /// Largest absolute difference of one element.
+    pub max_abs: f64,
+    /// ‖original − approximation‖_F / ‖original‖_F (0 when the original is all zeros and so is
+    /// the difference).
+    pub relative_frobenius: f64,
+}
+
+/// Quantizes a row-major `[rows, cols]` matrix.
+pub fn quantize(
+    weights: Weights<'_>,
+    rows: usize,
+    cols: usize,
+    options: QuantizeOptions,
+) -> Result<QuantizedMatrix, QuantizeError> {
+    let QuantizeOptions {
+        dtype,
+        group_size,
+        scale_dtype,
+    } = options;
+    let expected = rows * cols;
+    if weights.len() != expected {
+        return Err(QuantizeError::ShapeMismatch {
+            len: weights.len(),
+            rows,
+            cols,
+            expected,
+        });
+    }
+    if dtype.bits() > 8 {
+        return Err(QuantizeError::UnsupportedDType(dtype));
+    }
+    if dtype == DType::Signed(1) {
+        return Err(QuantizeError::SignedOneBit);
+    }
+    if !matches!(scale_dtype, DType::F16 | DType::Bf16 | DType::F32) {
+        return Err(QuantizeError::InvalidScaleDType(scale_dtype));
+    }
+    let group_size = match group_size {
+        GroupSize::PerChannel => cols,
+        GroupSize::Elements(size) if GroupSize::VALID.contains(&size) => size,
+        GroupSize::Elements(size) => return Err(QuantizeError::InvalidGroupSize(size)),
+    };
+    if group_size == 0 || !cols.is_multiple_of(group_size) {
+        return Err(QuantizeError::GroupDoesNotDivide { cols, group_size });
+    }
+    let groups_per_row = cols / group_size;
+    let mut quantized = QuantizedMatrix {
+        rows,
+        cols,
+        dtype,
+        group_size,
+        scale_dtype,
+        codes: vec![0; packed_bytes(expected, dtype.bits())],
+        scales: Vec::with_capacity(rows * groups_per_row),
+        zero_points: matches!(dtype, DType::Unsigned(_)).then(Vec::new),
+    };
+    let mut group = vec![0f64; group_size];
+    for row in 0..rows {
+        for group_index in 0..groups_per_row {
+            let first = row * cols + group_index * group_size;
+            for (offset, slot) in group.iter_mut().enumerate() {
+                let value = weights.get(first + offset);
+                if !value.is_finite() {
+                    let col = group_index * group_size + offset;
+                    return Err(QuantizeError::NonFinite { row, col, value });
+                }
+                *slot = value as f64;
+            }
+            let exact_scale = group_scale(dtype, &group);
+            let scale = round_scale_up(exact_scale, scale_dtype).ok_or_else(|| {
+                QuantizeError::ScaleOverflow {
+                    row,
+                    group: group_index,
+                    scale: exact_scale,
+                    scale_dtype,
+                    max: scale_dtype.max_value(),
+                }
+            })?;
+            let zero_point = matches!(dtype, DType::Unsigned(_)).then(|| {
+                let lowest = group.iter().copied().fold(0.0, f64::min);
+                (-lowest / scale)
+                    .round_ties_even()
+                    .clamp(0.0, dtype.max_value())
+            });
+            for (offset, &value) in group.iter().enumerate() {
+                let code = match zero_point {
+                    Some(zero) => {
+                        let level = (value / scale).round_ties_even() + zero;
+                        level.clamp(0.0, dtype.max_value()) as u32
+                    }
+                    None => dtype.encode_f64(value / scale),
+                };
+                write_code(&mut quantized.codes, dtype.bits(), first + offset, code);
+            }
+            quantized.scales.push(scale as f32);
+            if let (Some(zero_points), Some(zero)) = (&mut quantized.zero_points, zero_point) {
+                zero_points.push(zero as u32);
+            }
+        }
+    }
+    Ok(quantized)
+}
+
+/// The exact (unrounded) scale of one group.
+fn group_scale(dtype: DType, group: &[f64]) -> f64 {
+    let highest = group.iter().copied().fold(0.0, f64::max);
+    let lowest = group.iter().copied().fold(0.0, f64::min);
+    let scale = match dtype {
+        DType::Unsigned(_) => (highest - lowest) / dtype.max_value(),
+        DType::Signed(_) => (highest / dtype.max_value()).max(lowest / dtype.min_value()),
+        _ => highest.max(-lowest) / dtype.max_value(),
+    };
+    if scale > 0.0 {
+        scale
+    } else {
+        1.0
+    }
+}
+
+/// The smallest value of `scale_dtype` that is ≥ `scale`, or `None` on overflow.
+fn round_scale_up(scale: f64, scale_dtype: DType) -> Option<f64> {
+    let mut code = scale_dtype.encode(scale as f32);
+    // Positive IEEE codes are ordered like their values, so the next code up is the next value.
+    while scale_dtype.decode(code) < scale {
+        code += 1;
+    }
+    let rounded = scale_dtype.decode(code);
+    rounded.is_finite().then_some(rounded)
+}
+
+impl QuantizedMatrix {
+    /// Number of groups in one row.
+    pub fn groups_per_row(&self) -> usize {
+        self.cols / self.group_size
+    }
+
+    /// The code at (row, col).
+    pub fn code(&self, row: usize, col: usize) -> u32 {
+        read_code(&self.codes, self.dtype.bits(), row * self.cols + col)
+    }
+
+    /// The dequantized value at (row, col), computed in f64.
+    pub fn dequantize_element(&self, row: usize, col: usize) -> f64 {
+        let group = row * self.groups_per_row() + col / self.group_size;
+        let scale = self.scales[group] as f64;
+        let code = self.code(row, col);
+        match &self.zero_points {
+            Some(zero_points) => (code as f64 - zero_points[group] as f64) * scale,
+            None => self.dtype.decode(code) * scale,
+        }
+    }
+
+    /// The dequantized matrix, row-major, rounded to f32.
+    pub fn dequantize(&self) -> Vec<f32> {
+        (0..self.rows)
+            .flat_map(|row| (0..self.cols).map(move |col| (row, col)))
+            .map(|(row, col)| self.dequantize_element(row, col) as f32)
+            .collect()
+    }
+}
+
+/// Compares an approximation with the original, element by element.
+pub fn error_report(original: &[f32], approximation: &[f32]) -> Result<ErrorReport, QuantizeError> {
+    if original.len() != approximation.len() {
+        return Err(QuantizeError::LengthMismatch {
+            original: original.len(),
+            approximation: approximation.len(),
+        });
+    }
+    let mut max_abs = 0f64;
+    let mut difference_squared = 0f64;
+    let mut original_squared = 0f64;
+    for (&a, &b) in original.iter().zip(approximation) {
+        let difference = (a as f64 - b as f64).abs();
+        max_abs = max_abs.max(difference);
+        difference_squared += difference * difference;
+        original_squared += (a as f64) * (a as f64);
+    }
+    let relative_frobenius = if original_squared > 0.0 {
+        (difference_squared / original_squared).sqrt()
+    } else if difference_squared > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    Ok(ErrorReport {
+        max_abs,
+        relative_frobenius,
+    })
+}

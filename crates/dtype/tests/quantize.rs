@@ -1,0 +1,231 @@
+//! Group-wise quantization: error within half a step, exact zero, every weight type, and clear
+//! errors for bad requests.
+
+use anybit_dtype::{
+    error_report, quantize, DType, GroupSize, QuantizeError, QuantizeOptions, Weights,
+};
+use half::{bf16, f16};
+use proptest::prelude::*;
+
+/// The largest distance from `code`'s value to a neighbouring value of the type, in units of
+/// the type (1 for integers).
+fn largest_gap_around(dtype: DType, code: u32) -> f64 {
+    if dtype.is_integer() {
+        return 1.0;
+    }
+    let value = dtype.decode(code);
+    let mut values: Vec<f64> = (0..1u32 << dtype.bits())
+        .map(|c| dtype.decode(c))
+        .filter(|v| v.is_finite())
+        .collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    let position = values.iter().position(|&v| v == value).unwrap();
+    let below = position
+        .checked_sub(1)
+        .map(|p| value - values[p])
+        .unwrap_or(0.0);
+    let above = values.get(position + 1).map(|v| v - value).unwrap_or(0.0);
+    below.max(above)
+}
+
+fn weight_types() -> Vec<DType> {
+    DType::all_small()
+        .into_iter()
+        .filter(|&dtype| dtype != DType::Signed(1))
+        .collect()
+}
+
+fn case() -> impl Strategy<Value = (DType, usize, usize, usize, DType, Vec<f32>)> {
+    (
+        proptest::sample::select(weight_types()),
+        proptest::sample::select(vec![32usize, 64, 128, 256]),
+        1usize..4,
+        1usize..3,
+        proptest::sample::select(vec![DType::F16, DType::Bf16, DType::F32]),
+        -8i32..8,
+    )
+        .prop_flat_map(|(dtype, group, rows, groups, scale_dtype, exponent)| {
+            let magnitude = 2f32.powi(exponent);
+            let values = proptest::collection::vec(-magnitude..magnitude, rows * group * groups);
+            (
+                Just(dtype),
+                Just(group),
+                Just(rows),
+                Just(group * groups),
+                Just(scale_dtype),
+                values,
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    #[test]
+    fn every_element_is_within_half_a_step(
+        (dtype, group, rows, cols, scale_dtype, values) in case()
+    ) {
+        let options = QuantizeOptions {
+            dtype,
+            group_size: GroupSize::Elements(group),
+            scale_dtype,
+        };
+        let quantized = quantize(Weights::F32(&values), rows, cols, options).unwrap();
+        prop_assert_eq!(quantized.scales.len(), rows * cols / group);
+        for row in 0..rows {
+            for col in 0..cols {
+                let scale = quantized.scales[row * (cols / group) + col / group] as f64;
+                prop_assert_eq!(scale_dtype.round(scale as f32), scale, "scale representable");
+                let original = values[row * cols + col] as f64;
+                let restored = quantized.dequantize_element(row, col);
+                let step = largest_gap_around(dtype, quantized.code(row, col)) * scale;
+                prop_assert!(
+                    (original - restored).abs() <= step / 2.0 * (1.0 + 1e-9),
+                    "{} at ({}, {}): {} -> {} (step {})", dtype, row, col, original, restored, step
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_is_exact_and_zero_groups_are_harmless() {
+    for dtype in weight_types() {
+        let mut values = vec![0f32; 64];
+        values[32..]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32 - 10.0);
+        values[40] = 0.0;
+        let options = QuantizeOptions {
+            dtype,
+            group_size: GroupSize::Elements(32),
+            scale_dtype: DType::F16,
+        };
+        let quantized = quantize(Weights::F32(&values), 1, 64, options).unwrap();
+        let restored = quantized.dequantize();
+        assert!(restored[..32].iter().all(|&v| v == 0.0), "{dtype}");
+        assert_eq!(quantized.scales[0], 1.0, "all-zero group gets scale 1");
+        assert_eq!(restored[40], 0.0, "{dtype}: zero inside a group");
+    }
+}
+
+#[test]
+fn known_example_four_bit_unsigned() {
+    // One group of 32: values -1.5 .. 14 in steps of 0.5: range 15.5 over 15 levels.
+    let values: Vec<f32> = (0..32).map(|i| i as f32 * 0.5 - 1.5).collect();
+    let options = QuantizeOptions {
+        dtype: DType::Unsigned(4),
+        group_size: GroupSize::PerChannel,
+        scale_dtype: DType::F32,
+    };
+    let quantized = quantize(Weights::F32(&values), 1, 32, options).unwrap();
+    assert_eq!(quantized.group_size, 32);
+    let scale = quantized.scales[0];
+    // The scale is 15.5 / 15 rounded up to the next f32.
+    assert!(scale as f64 >= 15.5 / 15.0 && (scale.next_down() as f64) < 15.5 / 15.0);
+    // zero point = round(1.5 / scale) = 1
+    assert_eq!(quantized.zero_points, Some(vec![1]));
+    assert_eq!(quantized.code(0, 0), 0);
+    assert_eq!(quantized.code(0, 31), 15);
+    let report = error_report(&values, &quantized.dequantize()).unwrap();
+    assert!(report.max_abs <= scale as f64 / 2.0 + 1e-6, "{report:?}");
+    assert!(report.relative_frobenius > 0.0 && report.relative_frobenius < 0.1);
+}
+
+#[test]
+fn half_precision_inputs_and_per_channel_groups() {
+    let values: Vec<f32> = (0..96)
+        .map(|i| ((i * 37) % 19) as f32 / 4.0 - 2.0)
+        .collect();
+    let as_f16: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+    let as_bf16: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+    let options = QuantizeOptions {
+        dtype: "f6e3m2".parse().unwrap(),
+        group_size: GroupSize::PerChannel,
+        scale_dtype: DType::Bf16,
+    };
+    let from_f32 = quantize(Weights::F32(&values), 2, 48, options).unwrap();
+    let from_f16 = quantize(Weights::F16(&as_f16), 2, 48, options).unwrap();
+    let from_bf16 = quantize(Weights::Bf16(&as_bf16), 2, 48, options).unwrap();
+    // These values are exact in f16 and bf16, so all three agree.
+    assert_eq!(from_f32, from_f16);
+    assert_eq!(from_f32, from_bf16);
+    assert_eq!(from_f32.scales.len(), 2);
+    assert!(from_f32.zero_points.is_none());
+}
+
+#[test]
+fn error_report_values() {
+    let report = error_report(&[3.0, 4.0], &[3.0, 3.0]).unwrap();
+    assert_eq!(report.max_abs, 1.0);
+    assert_eq!(report.relative_frobenius, 0.2);
+    assert_eq!(
+        error_report(&[0.0], &[0.0]).unwrap().relative_frobenius,
+        0.0
+    );
+    assert!(error_report(&[1.0], &[]).is_err());
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let values = vec![1.0f32; 96];
+    let options = |dtype: &str, group_size, scale: DType| QuantizeOptions {
+        dtype: dtype.parse().unwrap(),
+        group_size,
+        scale_dtype: scale,
+    };
+    let message = |result: Result<_, QuantizeError>| result.unwrap_err().to_string();
+    let u4_32 = options("u4", GroupSize::Elements(32), DType::F16);
+    assert_eq!(
+        message(quantize(Weights::F32(&values), 2, 48, u4_32)),
+        "K = 48 is not divisible by the group size 32; choose a group size that divides K, or per-channel"
+    );
+    assert!(message(quantize(
+        Weights::F32(&values),
+        1,
+        96,
+        options("u4", GroupSize::Elements(48), DType::F16)
+    ))
+    .contains("valid group sizes are 32, 64, 128, 256 and per-channel"));
+    assert!(message(quantize(Weights::F32(&values), 3, 48, u4_32))
+        .contains("96 values, but 3×48 = 144 were expected"));
+    assert!(message(quantize(
+        Weights::F32(&values),
+        1,
+        96,
+        options("i1", GroupSize::PerChannel, DType::F16)
+    ))
+    .contains("use u1"));
+    assert!(message(quantize(
+        Weights::F32(&values),
+        1,
+        96,
+        options("u16", GroupSize::PerChannel, DType::F16)
+    ))
+    .contains("at most 8 bits"));
+    assert!(message(quantize(
+        Weights::F32(&values),
+        1,
+        96,
+        options("u4", GroupSize::PerChannel, DType::Unsigned(8))
+    ))
+    .contains("f16, bf16 or f32, not u8"));
+    let mut with_nan = values.clone();
+    with_nan[50] = f32::NAN;
+    assert!(message(quantize(
+        Weights::F32(&with_nan),
+        2,
+        48,
+        options("u4", GroupSize::PerChannel, DType::F16)
+    ))
+    .contains("row 1, column 2 is NaN"));
+    let huge = vec![1e30f32; 32];
+    assert!(message(quantize(
+        Weights::F32(&huge),
+        1,
+        32,
+        options("u8", GroupSize::PerChannel, DType::F16)
+    ))
+    .contains("beyond the largest f16"));
+}
