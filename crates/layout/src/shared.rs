@@ -54,9 +54,3 @@ impl FromStr for SharedLayout {
         todo!("{text}")
     }
 }
-
-/// Number of shared-memory wavefronts one warp's access takes; each entry is (byte address,
-/// bytes accessed by that thread).
-pub fn shared_wavefronts(accesses: &[(u64, u32)]) -> usize {
-    todo!("{accesses:?}")
-}
