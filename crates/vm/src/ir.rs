@@ -4,7 +4,8 @@
 //! - Every type here is plain data (`Clone`, `Debug`, `PartialEq`); nothing is checked when a
 //!   value is built. [`crate::verify`] decides whether a program is well formed.
 //! - [`Span`]s never take part in equality: two programs that differ only in spans are equal.
-//! - Floating-point literals ([`FloatLit`]) compare by bits, so `NaN == NaN` and `0.0 != -0.0`.
+//! - Floating-point literals ([`FloatLit`]) compare by bits (all NaNs equal), so
+//!   `0.0 != -0.0`.
 //!
 //! The semantics of every construct are specified in `docs/vm.md` (also the crate docs).
 
@@ -247,13 +248,24 @@ pub enum Unroll {
     Factor(u32),
 }
 
-/// A floating-point literal. Equality and hashing are by bit pattern.
+/// A floating-point literal. Equality and hashing are by bit pattern, except that all NaNs
+/// are equal (the text form has one `nan`): `0.0 != -0.0`, `nan == nan`.
 #[derive(Clone, Copy, Debug)]
 pub struct FloatLit(pub f64);
 
+impl FloatLit {
+    fn key(self) -> u64 {
+        if self.0.is_nan() {
+            f64::NAN.to_bits()
+        } else {
+            self.0.to_bits()
+        }
+    }
+}
+
 impl PartialEq for FloatLit {
     fn eq(&self, other: &FloatLit) -> bool {
-        self.0.to_bits() == other.0.to_bits()
+        self.key() == other.key()
     }
 }
 
@@ -261,7 +273,7 @@ impl Eq for FloatLit {}
 
 impl Hash for FloatLit {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.to_bits().hash(state);
+        self.key().hash(state);
     }
 }
 

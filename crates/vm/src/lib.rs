@@ -11,6 +11,8 @@
 
 pub mod builder;
 pub mod ir;
+pub mod text;
 
 pub use builder::{ProgramBuilder, Tensor};
 pub use ir::*;
+pub use text::{parse, print, ParseError};
