@@ -10,6 +10,7 @@
 #![doc = include_str!("../../../docs/vm.md")]
 
 pub mod builder;
+pub mod examples;
 pub mod ir;
 pub mod text;
 

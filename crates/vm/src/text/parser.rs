@@ -225,7 +225,10 @@ impl Parser {
                 return Ok((Tok::Punct(punct), start));
             }
         }
-        Err(self.error_at(start, format!("unexpected character `{}`", c.escape_debug())))
+        Err(self.error_at(
+            start,
+            format!("unexpected character `{}`", c.escape_debug()),
+        ))
     }
 
     fn take_ident(&mut self) -> String {
@@ -350,10 +353,9 @@ impl Parser {
                 self.lex()?;
                 Ok((name, pos))
             }
-            (Tok::Ident(name), pos) => Err(self.error_at(
-                pos,
-                format!("expected {what}, found the keyword `{name}`"),
-            )),
+            (Tok::Ident(name), pos) => {
+                Err(self.error_at(pos, format!("expected {what}, found the keyword `{name}`")))
+            }
             _ => Err(self.expected(what)),
         }
     }
@@ -444,7 +446,10 @@ impl Parser {
         let (text, start) = self.layout_text("a register layout")?;
         RegisterLayout::from_str(&text).map_err(|error| {
             let pos = Self::offset_pos(start, &text, error.position);
-            self.error_at(pos, format!("bad register layout `{text}`: {}", error.message))
+            self.error_at(
+                pos,
+                format!("bad register layout `{text}`: {}", error.message),
+            )
         })
     }
 
@@ -452,7 +457,10 @@ impl Parser {
         let (text, start) = self.layout_text("a shared layout")?;
         SharedLayout::from_str(&text).map_err(|error| {
             let pos = Self::offset_pos(start, &text, error.position);
-            self.error_at(pos, format!("bad shared layout `{text}`: {}", error.message))
+            self.error_at(
+                pos,
+                format!("bad shared layout `{text}`: {}", error.message),
+            )
         })
     }
 
