@@ -4,7 +4,8 @@
 //! is the oracle that generated GPU code is compared with.
 //!
 //! ```
-//! //! use anybit_interp::{pack_values, run, unpack_values, Arguments};
+//! use anybit_dtype::DType;
+//! use anybit_interp::{pack_values, run, unpack_values, Arguments};
 //!
 //! let program = anybit_vm::parse(
 //!     "program scale(x: ptr<f32>, y: ptr<f32>, n: i32)
