@@ -72,3 +72,25 @@ fn comparison_finds_changed_elements_and_honours_tolerances() {
         0
     );
 }
+
+#[test]
+fn cast_cases_convert_every_code() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for source in anybit_dtype::DType::all_small() {
+        for target in [anybit_dtype::DType::F16, anybit_dtype::DType::Bf16] {
+            let case = anybit_difftest::cases::cast_case(&mut rng, source, target, 8);
+            let output = &run_on_interpreter(&case).unwrap()[0];
+            let input = match &case.values[0] {
+                anybit_difftest::Value::Buffer(bytes) => bytes,
+                _ => unreachable!(),
+            };
+            for index in 0..1024 {
+                let code = anybit_dtype::read_code(input, source.bits(), index);
+                let expected = target.encode(source.decode(code) as f32);
+                let actual = anybit_dtype::read_code(output, 16, index);
+                let both_nan = target.decode(expected).is_nan() && target.decode(actual).is_nan();
+                assert!(expected == actual || both_nan, "{}: code {code}", case.name);
+            }
+        }
+    }
+}
