@@ -251,6 +251,17 @@ pub fn weight_types() -> Vec<DType> {
 }
 
 impl Case {
+    /// The case's values with every output buffer refilled with `poison`.
+    pub fn with_poison(&self, poison: u8) -> Vec<Value> {
+        let mut values = self.values.clone();
+        for &(index, _) in &self.outputs {
+            if let Value::Buffer(bytes) = &mut values[index] {
+                bytes.fill(poison);
+            }
+        }
+        values
+    }
+
     /// The dtype of output `index` (a position in [`Case::outputs`]).
     pub fn output_dtype(&self, index: usize) -> DType {
         pointer_dtype(&self.program, self.outputs[index].0)
