@@ -187,6 +187,18 @@ impl<'p> BlockState<'p> {
     }
 }
 
+/// The result layout of an elementwise instruction, and for every tensor operand the map from
+/// result slots to its slots (`None` when it has the result's layout).
+type Broadcast = (Rc<LayoutInfo>, Vec<Option<Rc<[u32]>>>);
+
+/// The operands of a binary instruction, in their dtype, one code per result slot.
+struct TwoOperands<'s> {
+    dtype: DType,
+    info: Rc<LayoutInfo>,
+    a: Cow<'s, [u32]>,
+    b: Cow<'s, [u32]>,
+}
+
 /// An elementwise operand, resolved.
 enum Opnd<'a> {
     Tensor(&'a RegTensor),
@@ -839,10 +851,7 @@ impl<'p> Machine<'p, '_> {
 
     /// The result layout of an elementwise instruction and, for every tensor operand, the map
     /// from result slots to its slots (`None` when it has the result's layout).
-    fn broadcast(
-        &mut self,
-        tensors: &[&RegTensor],
-    ) -> Result<(Rc<LayoutInfo>, Vec<Option<Rc<[u32]>>>), Fault> {
+    fn broadcast(&mut self, tensors: &[&RegTensor]) -> Result<Broadcast, Fault> {
         let rank = tensors.first().map_or(0, |t| t.info.rank());
         if tensors.iter().any(|t| t.info.rank() != rank) {
             return invalid("tensor operands have different ranks");
@@ -907,13 +916,12 @@ impl<'p> Machine<'p, '_> {
     }
 
     /// Resolves the two operands of a binary or comparison instruction.
-    #[allow(clippy::type_complexity)]
     fn two_operands<'s>(
         &mut self,
         st: &'s BlockState<'p>,
         lhs: &Operand,
         rhs: &Operand,
-    ) -> Result<(DType, Rc<LayoutInfo>, Cow<'s, [u32]>, Cow<'s, [u32]>), Fault> {
+    ) -> Result<TwoOperands<'s>, Fault> {
         let ops = [self.operand(st, lhs)?, self.operand(st, rhs)?];
         let tensors: Vec<&RegTensor> = ops
             .iter()
@@ -945,7 +953,7 @@ impl<'p> Machine<'p, '_> {
         }
         let b = aligned.pop().unwrap_or_default();
         let a = aligned.pop().unwrap_or_default();
-        Ok((dtype, info, a, b))
+        Ok(TwoOperands { dtype, info, a, b })
     }
 
     fn binary(
@@ -955,7 +963,7 @@ impl<'p> Machine<'p, '_> {
         lhs: &Operand,
         rhs: &Operand,
     ) -> Result<RegTensor, Fault> {
-        let (dtype, info, a, b) = self.two_operands(st, lhs, rhs)?;
+        let TwoOperands { dtype, info, a, b } = self.two_operands(st, lhs, rhs)?;
         match num::binary(dtype, op, &a, &b) {
             Ok(codes) => Ok(RegTensor { dtype, info, codes }),
             Err(slot) => Err(Fault::TensorDivisionByZero {
@@ -971,7 +979,7 @@ impl<'p> Machine<'p, '_> {
         lhs: &Operand,
         rhs: &Operand,
     ) -> Result<RegTensor, Fault> {
-        let (dtype, info, a, b) = self.two_operands(st, lhs, rhs)?;
+        let TwoOperands { dtype, info, a, b } = self.two_operands(st, lhs, rhs)?;
         let codes = num::compare(dtype, op, &a, &b);
         Ok(RegTensor {
             dtype: DType::Unsigned(1),
