@@ -181,10 +181,11 @@ proptest! {
     fn compose_follows_its_definition(layouts in chains_of_same_rank(2)) {
         let (outer, inner) = (&layouts[0], &layouts[1]);
         let product = outer.compose(inner).unwrap();
-        prop_assume!(slots(&product) <= MAX_SLOTS);
         prop_assert_eq!(product.num_threads(), outer.num_threads() * inner.num_threads());
         prop_assert_eq!(product.local_size(), outer.local_size() * inner.local_size());
-        for thread in 0..product.num_threads() {
+        // Large products are checked on a strided sample of threads.
+        let step = (slots(&product) / MAX_SLOTS).max(1);
+        for thread in (0..product.num_threads()).step_by(step) {
             for local in 0..product.local_size() {
                 let o = outer.coordinates(thread / inner.num_threads(), local / inner.local_size());
                 let i = inner.coordinates(thread % inner.num_threads(), local % inner.local_size());

@@ -26,7 +26,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use crate::error::checked_product;
-pub use crate::error::LayoutError;
+use crate::LayoutError;
 
 /// The four primitive layouts; see [`RegisterLayout::primitive`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
