@@ -1,6 +1,7 @@
 //! The `anybit` command: data types, environment checks, and (as the VM grows) compiling and
 //! running programs. Each subcommand lives in its own module under `commands/`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,24 @@ enum Command {
     },
     /// Report the CUDA driver, GPUs, NVRTC and CUDA headers this machine has.
     Doctor,
+    /// Parse and verify program files (`.anybit` text form); print every error with its
+    /// line and column.
+    Check {
+        /// Program files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a program in canonical text form.
+    Fmt {
+        /// The program file.
+        file: PathBuf,
+        /// Rewrite the file in place instead of printing.
+        #[arg(long, conflicts_with = "check")]
+        write: bool,
+        /// Only check that the file is canonical; exit 1 if it is not.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +59,8 @@ fn main() -> ExitCode {
         Command::Dtypes => commands::dtype::list(),
         Command::Dtype { command } => commands::dtype::run(command),
         Command::Doctor => commands::doctor::run(),
+        Command::Check { files } => commands::program::check(&files),
+        Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,3 +86,85 @@ fn doctor_reports_without_failing() {
     assert!(report.contains("CUDA driver: "), "{report}");
     assert!(report.contains("CUDA toolkit: "), "{report}");
 }
+
+fn repository_file(relative: &str) -> String {
+    format!("{}/../../{relative}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_accepts_every_example_and_reports_errors_with_positions() {
+    let examples: Vec<String> = [
+        "vector_add",
+        "matmul_f16",
+        "softmax",
+        "quantized_matmul_u4_g128",
+    ]
+    .iter()
+    .map(|name| repository_file(&format!("examples/{name}.anybit")))
+    .collect();
+    let mut arguments = vec!["check"];
+    arguments.extend(examples.iter().map(String::as_str));
+    let output = anybit(&arguments);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout(&output)
+            .lines()
+            .filter(|line| line.ends_with(")"))
+            .count(),
+        4
+    );
+
+    let directory = std::env::temp_dir().join(format!("anybit-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let bad = directory.join("bad.anybit");
+    std::fs::write(
+        &bad,
+        "program p()\ngrid(1)\nthreads(32)\n{\n    %x = add(%y, 1);\n}\n",
+    )
+    .unwrap();
+    let output = anybit(&["check", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        message.contains("bad.anybit:5:5: `%y` is not a defined tensor"),
+        "{message}"
+    );
+    let missing = anybit(&["check", "/nonexistent/x.anybit"]);
+    assert!(String::from_utf8(missing.stderr)
+        .unwrap()
+        .contains("cannot read /nonexistent/x.anybit"));
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn fmt_prints_canonical_text_and_rewrites_in_place() {
+    let example = repository_file("examples/vector_add.anybit");
+    let canonical = std::fs::read_to_string(&example).unwrap();
+    let output = anybit(&["fmt", &example]);
+    assert_eq!(
+        stdout(&output),
+        canonical,
+        "examples are stored in canonical form"
+    );
+    assert!(anybit(&["fmt", "--check", &example]).status.success());
+
+    let directory = std::env::temp_dir().join(format!("anybit-fmt-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let messy = directory.join("messy.anybit");
+    // Same program with different spacing and line breaks.
+    let spaced = canonical.replace("    ", "\t  ").replace(", ", " ,  ");
+    std::fs::write(&messy, &spaced).unwrap();
+    let path = messy.to_str().unwrap();
+    let check = anybit(&["fmt", "--check", path]);
+    assert!(!check.status.success());
+    assert!(String::from_utf8(check.stderr)
+        .unwrap()
+        .contains("not in canonical form"));
+    assert!(anybit(&["fmt", "--write", path]).status.success());
+    assert_eq!(std::fs::read_to_string(&messy).unwrap(), canonical);
+    std::fs::remove_dir_all(&directory).unwrap();
+}

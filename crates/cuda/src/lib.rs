@@ -1,11 +1,18 @@
-//! anybit's CUDA backend. So far: finding the toolkit (NVRTC and headers) and asking the driver
-//! what GPUs there are. Everything works, and fails with clear errors, on machines without CUDA:
-//! libraries are loaded at run time, never linked.
+//! anybit's CUDA backend: finding the toolkit (NVRTC and headers), compiling CUDA C++ to PTX and
+//! cubin with an on-disk cache, and asking the driver what GPUs there are. Everything works, and
+//! fails with clear errors, on machines without CUDA: libraries are loaded at run time, never
+//! linked.
 
+mod compile;
 mod driver;
 mod nvrtc;
+mod runtime;
+mod sass;
 mod toolkit;
 
+pub use compile::{compile, CompileError, CompiledModule, KernelCache, ParseTargetError, Target};
 pub use driver::{probe_driver, DriverStatus, GpuInfo};
 pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};
+pub use runtime::{DeviceBuffer, Gpu, Kernel, KernelArgument, Launch, RuntimeError};
+pub use sass::{disassemble, SassError};
 pub use toolkit::{locate_toolkit, Toolkit, ToolkitError, NVRTC_LIBRARY, PROJECT_CACHE};

@@ -46,7 +46,7 @@ fn alloc_register_converts_literals_and_print_shows_logical_values() {
          %b in block (0,0,0): register<f32, local(1,2).spatial(2,2)>\n\
          [[{f}, {f}, {f}, {f}],\n [{f}, {f}, {f}, {f}]]\n\
          %c in block (0,0,0): register<i4, spatial(4)>\n[-8, -8, -8, -8]\n\
-         %d in block (0,0,0): register<f4e2m1, replicate(4).local(3)>\n[3, 3, 3]\n\
+         %d in block (0,0,0): register<f4e2m1, local(3).replicate(4)>\n[3, 3, 3]\n\
          %e in block (0,0,0): register<f16, spatial(4)>\n[inf, inf, inf, inf]\n"
     );
     assert_eq!(out, expected);
@@ -723,9 +723,9 @@ fn dot_products() {
     // 5 + 4 · (100 · -100) = -39995, which wraps in i16 to 25541; 4 · 9 = 36 = 4 mod 16.
     assert_eq!(
         out,
-        "%d in block (0,0,0): register<i16, spatial(1,2).local(2,1)>\n\
+        "%d in block (0,0,0): register<i16, local(2,1).spatial(1,2)>\n\
          [[25541, 25541],\n [25541, 25541]]\n\
-         %h in block (0,0,0): register<u4, spatial(1,2).local(2,1)>\n[[4, 4],\n [4, 4]]\n"
+         %h in block (0,0,0): register<u4, local(2,1).spatial(1,2)>\n[[4, 4],\n [4, 4]]\n"
     );
 }
 

@@ -86,7 +86,7 @@ pub fn register_read_wavefronts(
     }
     let per_access =
         usize::try_from(access_bits / bits).map_err(|_| LayoutError::new("access too wide"))?;
-    if register.local_size() % per_access != 0 {
+    if !register.local_size().is_multiple_of(per_access) {
         return Err(LayoutError::new(format!(
             "{register} holds {} elements per thread, not a multiple of the {per_access} read per access",
             register.local_size()
@@ -112,7 +112,7 @@ pub fn register_read_wavefronts(
                     }
                 }
                 let start_bits = start as u64 * bits;
-                if start_bits % access_bits != 0 {
+                if !start_bits.is_multiple_of(access_bits) {
                     return Err(LayoutError::new(format!(
                         "the access of thread {thread} at element offset {start} is not aligned to {access_bytes} bytes"
                     )));

@@ -2,7 +2,7 @@
 //!
 //! What this module promises:
 //! - [`ProgramBuilder`] appends statements in the order its methods are called; nested blocks
-//!   (`for`, `if`) are built by closures. It checks nothing: call `verify` on the
+//!   (`for`, `if`) are built by closures. It checks nothing: call [`crate::verify()`] on the
 //!   result.
 //! - Handles ([`Tensor`], [`Pointer`], [`Expr`]) are just names; they stay valid as long as the
 //!   program text would accept them.

@@ -176,7 +176,7 @@ pub fn matmul_f16() -> Result<Program, ExampleError> {
 /// each of `row_len / 256` chunks. `row_len` must be a multiple of 256: the IR has no index
 /// tensors, so a partial row could not be masked with `-inf` (out-of-bounds loads read 0).
 pub fn softmax(row_len: usize) -> Result<Program, ExampleError> {
-    if row_len == 0 || row_len % 256 != 0 {
+    if row_len == 0 || !row_len.is_multiple_of(256) {
         return Err(ExampleError::RowLength(row_len));
     }
     let len = Expr::Const(int(row_len)?);
@@ -223,7 +223,7 @@ pub fn softmax(row_len: usize) -> Result<Program, ExampleError> {
 /// accumulates in f32. `k` must be a multiple of the group size. `group_size` must be a
 /// positive multiple of 16.
 pub fn quantized_matmul(weight: DType, group_size: usize) -> Result<Program, ExampleError> {
-    if group_size == 0 || group_size % 16 != 0 {
+    if group_size == 0 || !group_size.is_multiple_of(16) {
         return Err(ExampleError::GroupSize(group_size));
     }
     let group = int(group_size)?;

@@ -2,7 +2,7 @@
 //!
 //! What this module promises:
 //! - Every type here is plain data (`Clone`, `Debug`, `PartialEq`); nothing is checked when a
-//!   value is built. [`crate::verify`] decides whether a program is well formed.
+//!   value is built. [`crate::verify()`] decides whether a program is well formed.
 //! - [`Span`]s never take part in equality: two programs that differ only in spans are equal.
 //! - Floating-point literals ([`FloatLit`]) compare by bits (all NaNs equal), so
 //!   `0.0 != -0.0`.

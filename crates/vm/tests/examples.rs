@@ -31,3 +31,47 @@ fn example_files_match_the_builder() {
         );
     }
 }
+
+#[test]
+fn examples_verify() {
+    for (file, program) in examples::all().expect("examples build") {
+        if let Err(error) = anybit_vm::verify(&program) {
+            panic!("{file}: {error}");
+        }
+    }
+}
+
+/// Every weight type of at most 8 bits (u1–u8, i1–i8 and every small float), group sizes 32 and
+/// 128: build, print, parse back, compare, verify.
+#[test]
+fn quantized_matmul_for_every_weight_type() {
+    let mut count = 0;
+    for weight in anybit_dtype::DType::all_small() {
+        for group_size in [32, 128] {
+            let program = examples::quantized_matmul(weight, group_size)
+                .unwrap_or_else(|error| panic!("{weight} g{group_size}: {error}"));
+            let text = print(&program);
+            let parsed = parse(&text).unwrap_or_else(|error| panic!("{weight}: {error}"));
+            assert_eq!(parsed, program, "{weight} g{group_size}");
+            assert_eq!(print(&parsed), text);
+            if let Err(error) = anybit_vm::verify(&parsed) {
+                panic!("{weight} g{group_size}: {error}\n{text}");
+            }
+            let has_zeros = text.contains("zeros: ptr<");
+            assert_eq!(has_zeros, weight.is_integer() && !weight.is_signed());
+            count += 1;
+        }
+    }
+    // 8 unsigned + 8 signed + 28 small floats, two group sizes each.
+    assert_eq!(count, 2 * (8 + 8 + 28));
+}
+
+#[test]
+fn unsupported_example_parameters_are_errors() {
+    use anybit_vm::examples::ExampleError;
+    assert_eq!(
+        examples::quantized_matmul(anybit_dtype::DType::Unsigned(4), 24),
+        Err(ExampleError::GroupSize(24))
+    );
+    assert_eq!(examples::softmax(100), Err(ExampleError::RowLength(100)));
+}

@@ -55,8 +55,8 @@ impl RegisterLayout {
     /// require, which reproduces any composition that canonicalised to `self`).
     pub fn divide(&self, atom: &RegisterLayout) -> Option<RegisterLayout> {
         if self.rank() != atom.rank()
-            || self.num_threads % atom.num_threads != 0
-            || self.local_size % atom.local_size != 0
+            || !self.num_threads.is_multiple_of(atom.num_threads)
+            || !self.local_size.is_multiple_of(atom.local_size)
             || self.shape.iter().zip(&atom.shape).any(|(s, a)| s % a != 0)
         {
             return None;
@@ -232,7 +232,7 @@ fn boundary_split(sizes: &[usize], need: usize) -> Option<Option<(usize, usize)>
             return Some(None);
         }
         let remaining = need / product;
-        if remaining % size == 0 {
+        if remaining.is_multiple_of(size) {
             product *= size;
         } else if size % remaining == 0 {
             return Some(Some((position, remaining)));

@@ -1,4 +1,4 @@
-//! The text form of programs: [`print`] and [`parse`], which round-trip.
+//! The text form of programs: [`print()`] and [`parse()`], which round-trip.
 //!
 //! What this module promises: `parse(&print(p)) == Ok(p)` for every program `p` the verifier
 //! accepts (spans aside), and `print(&parse(t)?) == t` for canonical text `t` (text that

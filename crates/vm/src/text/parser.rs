@@ -5,7 +5,7 @@
 //!   not a stack overflow), and runs in time roughly linear in the input.
 //! - Errors give the 1-based line and column of the offending token and say what was expected.
 //! - Parsing checks only syntax (and that dtype, layout and number tokens are valid); names,
-//!   types and scopes are [`crate::verify`]'s business.
+//!   types and scopes are [`crate::verify()`]'s business.
 //! - Every statement, parameter and the program get the span of their first token.
 //!
 //! The grammar is in `docs/vm-text.md`.

@@ -1,0 +1,65 @@
+//! `anybit check FILE` and `anybit fmt FILE`: reading, verifying and printing VM programs.
+
+use std::path::{Path, PathBuf};
+
+use anybit_vm::{parse, print, verify, Program};
+use anyhow::{bail, Context, Result};
+
+/// Reads, parses and verifies a program; errors are `FILE:line:column: message`.
+pub fn load_program(path: &Path) -> Result<Program> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let program = parse(&text).map_err(|error| anyhow::anyhow!("{}:{error}", path.display()))?;
+    verify(&program).map_err(|error| anyhow::anyhow!("{}:{error}", path.display()))?;
+    Ok(program)
+}
+
+/// `anybit check`: every file is parsed and verified; all errors are reported.
+pub fn check(paths: &[PathBuf]) -> Result<()> {
+    let mut failures = 0;
+    for path in paths {
+        match load_program(path) {
+            Ok(program) => println!("{}: ok (program `{}`)", path.display(), program.name),
+            Err(error) => {
+                eprintln!("{error:#}");
+                failures += 1;
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} of {} file(s) failed the check", paths.len());
+    }
+    Ok(())
+}
+
+/// `anybit fmt`: prints the canonical text, or rewrites the file (`--write`), or only reports
+/// whether it is canonical (`--check`).
+pub fn format(path: &Path, write: bool, check_only: bool) -> Result<()> {
+    let program = load_program(path)?;
+    let canonical = print(&program);
+    let current = std::fs::read_to_string(path)?;
+    if check_only {
+        if current != canonical {
+            bail!(
+                "{} is not in canonical form; run `anybit fmt --write {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    if write {
+        if current != canonical {
+            // Write beside the file and rename over it, so an interrupted write never leaves a
+            // truncated program behind.
+            let temporary = path.with_extension("anybit.tmp");
+            std::fs::write(&temporary, &canonical)
+                .with_context(|| format!("cannot write {}", temporary.display()))?;
+            std::fs::rename(&temporary, path)
+                .with_context(|| format!("cannot replace {}", path.display()))?;
+        }
+        return Ok(());
+    }
+    print!("{canonical}");
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! One test per kind of verifier error, each showing the exact message.
+//!
+//! Most programs are written in the text form (so the messages show real line:column spans);
+//! the few mistakes that the parser cannot express are built in Rust.
+
+use anybit_dtype::DType;
+use anybit_layout::RegisterLayout;
+use anybit_vm::builder::ProgramBuilder;
+use anybit_vm::{parse, verify, Program};
+use insta::assert_snapshot;
+
+/// The verifier's message for a program whose body is `body` (which starts on line 5), with
+/// parameters `a: ptr<f16>, q: ptr<u4>, n: i32` and 32 threads.
+fn body_error(body: &str) -> String {
+    program_error(&format!(
+        "program p(a: ptr<f16>, q: ptr<u4>, n: i32)\ngrid(1)\nthreads(32)\n{{\n{body}}}\n"
+    ))
+}
+
+fn program_error(text: &str) -> String {
+    let program = parse(text).unwrap_or_else(|error| panic!("parse: {error}\n{text}"));
+    built_error(&program)
+}
+
+fn built_error(program: &Program) -> String {
+    match verify(program) {
+        Ok(()) => panic!("verified:\n{program}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+const WARP: &str = "spatial(8,4)";
+
+#[test]
+fn invalid_name() {
+    let mut b = ProgramBuilder::new("p");
+    b.let_("my var", 1);
+    assert_snapshot!(built_error(&b.finish()), @"0:0: `my var` is not a valid variable name: use an identifier [A-Za-z_][A-Za-z0-9_]* that is not a keyword");
+}
+
+#[test]
+fn invalid_doc() {
+    let mut b = ProgramBuilder::new("p");
+    b.doc("two\nlines");
+    assert_snapshot!(built_error(&b.finish()), @"0:0: documentation line 1 contains a line break");
+}
+
+#[test]
+fn duplicate_param() {
+    assert_snapshot!(program_error("program p(n: i32, n: i32)\ngrid(1)\nthreads(32)\n{\n}\n"), @"1:19: parameter `n` is declared twice");
+}
+
+#[test]
+fn multiple_of_zero() {
+    assert_snapshot!(program_error("program p(n: i32 multiple_of 0)\ngrid(1)\nthreads(32)\n{\n}\n"), @"1:11: parameter `n`: `multiple_of 0` promises nothing; use a positive number");
+}
+
+#[test]
+fn grid_rank() {
+    assert_snapshot!(program_error("program p(n: i32)\ngrid(n, 1, 1, 1)\nthreads(32)\n{\n}\n"), @"1:1: the grid has 4 dimensions; it must have 1 to 3");
+}
+
+#[test]
+fn grid_expr() {
+    assert_snapshot!(program_error("program p(n: i32)\ngrid(block.x + n)\nthreads(32)\n{\n}\n"), @"1:1: the grid may only use constants and integer parameters, not `block.x`");
+}
+
+#[test]
+fn thread_count() {
+    assert_snapshot!(program_error("program p(n: i32)\ngrid(1)\nthreads(2048)\n{\n}\n"), @"1:1: 2048 threads per block; a block has 1 to 1024 threads");
+}
+
+#[test]
+fn undefined_scalar() {
+    assert_snapshot!(body_error("    let x = n + m;\n"), @"5:5: `m` is not a defined scalar");
+}
+
+#[test]
+fn pointer_as_integer() {
+    assert_snapshot!(body_error("    let x = a * 2;\n"), @"5:5: `a` is a pointer; only `view_global` can use it");
+}
+
+#[test]
+fn not_a_pointer() {
+    assert_snapshot!(body_error("    %g = view_global(n, [n], [1]);\n"), @"5:5: `view_global` needs a pointer parameter, and `n` is an i32");
+}
+
+#[test]
+fn scalar_redefined() {
+    assert_snapshot!(body_error("    for n in 0..4 {\n    }\n"), @"5:5: scalar `n` is already defined here (scalars cannot be shadowed)");
+}
+
+#[test]
+fn undefined_tensor() {
+    assert_snapshot!(body_error("    %y = exp(%x);\n"), @"5:5: `%x` is not a defined tensor");
+}
+
+#[test]
+fn wrong_space() {
+    assert_snapshot!(body_error("    %g = view_global(a, [n], [1]);\n    %y = exp(%g);\n"), @"6:5: `exp` needs a register tensor, and `%g` is a global tensor");
+}
+
+#[test]
+fn cannot_overwrite() {
+    assert_snapshot!(body_error(
+        "    %s = alloc_shared(f16, row_major(32));\n    %s = alloc_shared(f16, row_major(32));\n"
+    ), @"6:5: `%s` is a shared tensor and cannot be assigned again; only register tensors can be overwritten");
+}
+
+#[test]
+fn overwrite_type() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(f16, {WARP}, 0.0);\n    %x = cast(%x, f32);\n"
+    )), @"6:5: `%x` has type register<f16, spatial(8,4)>, and `cast` gives register<f32, spatial(8,4)>; an overwrite must keep the type");
+}
+
+#[test]
+fn layout_threads() {
+    assert_snapshot!(body_error("    %x = alloc_register(f16, spatial(8,8));\n"), @"5:5: `alloc_register`: layout spatial(8,8) spans 64 threads, and the block has 32");
+}
+
+#[test]
+fn register_too_large() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(f32, {WARP}.local(64,64));\n"
+    )), @"5:5: `alloc_register`: a register tensor of f32 with layout spatial(8,4).local(64,64) takes more than 2097152 bits");
+}
+
+#[test]
+fn rank_mismatch() {
+    assert_snapshot!(body_error(&format!(
+        "    %g = view_global(a, [n, n], [n, 1]);\n    %x = load_global(%g[0], {WARP});\n"
+    )), @"6:5: `load_global`: the list of offsets has rank 1, expected 2");
+}
+
+#[test]
+fn empty_shape() {
+    assert_snapshot!(body_error("    %g = view_global(a, [], []);\n"), @"5:5: `view_global`: a global tensor needs at least one dimension");
+}
+
+#[test]
+fn dtype_mismatch() {
+    assert_snapshot!(body_error(&format!(
+        "    %g = view_global(a, [n, n], [n, 1]);\n    %x = alloc_register(f32, {WARP}, 0.0);\n    store_global(%g[0, 0], %x);\n"
+    )), @"7:5: `store_global`: the dtype of `%x` is f32, expected f16");
+}
+
+#[test]
+fn dtype_not_allowed() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(i8, {WARP}, 1);\n    %y = exp(%x);\n"
+    )), @"6:5: `exp` is not defined on i8: it needs a float type");
+}
+
+#[test]
+fn constant_out_of_range() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(u4, {WARP}, 0);\n    %y = add(%x, 16);\n"
+    )), @"6:5: `add`: the constant 16 does not fit u4");
+}
+
+#[test]
+fn float_for_integer() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(i8, {WARP}, 0);\n    %y = mul(%x, 0.5);\n"
+    )), @"6:5: `mul`: the float literal 0.5 needs a float type, and the tensor is i8");
+}
+
+#[test]
+fn no_tensor_operand() {
+    assert_snapshot!(body_error("    %y = add(1, n);\n"), @"5:5: `add` needs a tensor operand");
+}
+
+#[test]
+fn broadcast_shape() {
+    assert_snapshot!(body_error(
+        "    %x = alloc_register(f16, spatial(8,4), 0.0);\n    %y = alloc_register(f16, spatial(4,8), 0.0);\n    %z = add(%x, %y);\n"
+    ), @"7:5: `add`: shapes [8, 4] and [4, 8] do not broadcast (sizes must be equal or 1)");
+}
+
+#[test]
+fn no_full_shape_operand() {
+    assert_snapshot!(body_error(
+        "    %x = alloc_register(f16, local(8,1).replicate(32), 0.0);\n    %y = alloc_register(f16, local(1,4).replicate(32), 0.0);\n    %z = add(%x, %y);\n"
+    ), @"7:5: `add`: no operand has the result shape [8, 4], so the result has no layout");
+}
+
+#[test]
+fn layout_mismatch() {
+    assert_snapshot!(body_error(
+        "    %x = alloc_register(f16, spatial(8,4), 0.0);\n    %y = alloc_register(f16, column_spatial(8,4), 0.0);\n    %z = sub(%x, %y);\n"
+    ), @"7:5: `sub`: `%y` has layout column_spatial(8,4), expected spatial(8,4) like the other operand of shape [8, 4]");
+}
+
+#[test]
+fn broadcast_layout() {
+    // %r holds row values in thread order, but %x spreads the rows over threads differently.
+    assert_snapshot!(body_error(
+        "    %x = alloc_register(f32, spatial(8,4), 0.0);\n    %r = alloc_register(f32, replicate(4).spatial(8,1), 1.0);\n    %y = add(%x, %r);\n"
+    ), @"7:5: `add`: thread 1 needs element [0, 0] of `%r` for broadcasting, but layout replicate(4).spatial(8,1) does not give it to that thread");
+}
+
+#[test]
+fn view_bits() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(u8, {WARP}.local(1,4), 0);\n    %y = view(%x, u4, {WARP}.local(1,4));\n"
+    )), @"6:5: `view` must keep the bits per thread: 32 bits (4 x u8) become 16 bits (4 x u4)");
+}
+
+#[test]
+fn dot_shape() {
+    assert_snapshot!(body_error(
+        "    %a = alloc_register(f16, spatial(8,4).local(2,2), 0.0);\n    %b = alloc_register(f16, spatial(8,4).local(2,2), 0.0);\n    %c = alloc_register(f32, spatial(8,4).local(2,2), 0.0);\n    %c = dot(%a, %b, %c);\n"
+    ), @"8:5: `dot` needs a [M, K], b [K, N], c [M, N]; found a [16, 8], b [16, 8], c [16, 8]");
+}
+
+#[test]
+fn dot_dtypes() {
+    assert_snapshot!(body_error(
+        "    %a = alloc_register(i8, spatial(8,4).local(2,4), 0);\n    %b = alloc_register(i8, spatial(8,4).local(2,2), 0);\n    %c = alloc_register(f32, spatial(8,4).local(2,2), 0.0);\n    %c = dot(%a, %b, %c);\n"
+    ), @"8:5: `dot`: the inputs and the accumulator must be both floats or both integers (a is i8, b is i8, c is f32)");
+}
+
+#[test]
+fn reduce_dim() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(f32, {WARP}, 0.0);\n    %s = reduce_sum(%x, 2);\n"
+    )), @"6:5: `reduce_sum`: dimension 2 is out of range for rank 2");
+}
+
+#[test]
+fn double_free() {
+    assert_snapshot!(body_error(
+        "    %s = alloc_shared(f16, row_major(32));\n    free_shared(%s);\n    free_shared(%s);\n"
+    ), @"7:5: `%s` is freed twice");
+}
+
+#[test]
+fn use_after_free() {
+    assert_snapshot!(body_error(&format!(
+        "    %s = alloc_shared(f16, row_major(8,4));\n    free_shared(%s);\n    %x = load_shared(%s[0, 0], {WARP});\n"
+    )), @"7:5: `%s` is used after `free_shared`");
+}
+
+#[test]
+fn free_in_other_block() {
+    assert_snapshot!(body_error(
+        "    %s = alloc_shared(f16, row_major(32));\n    if n > 0 {\n        free_shared(%s);\n    }\n"
+    ), @"7:9: `%s` must be freed in the block that allocates it");
+}
+
+#[test]
+fn shared_tile_out_of_bounds() {
+    assert_snapshot!(body_error(&format!(
+        "    %s = alloc_shared(f16, row_major(16,4));\n    %x = load_shared(%s[12, 0], {WARP});\n"
+    )), @"6:5: `load_shared`: the tile [8, 4] at offsets [12, 0] does not fit in `%s` of shape [16, 4]");
+}
+
+#[test]
+fn non_positive_step() {
+    assert_snapshot!(body_error("    for i in 0..n step 0 {\n    }\n"), @"5:5: the loop step is 0; it must be positive");
+}
+
+#[test]
+fn unroll_zero() {
+    assert_snapshot!(body_error("    for i in 0..n unroll 0 {\n    }\n"), @"5:5: `unroll 0` is not a factor; write `unroll` or a factor of at least 1");
+}
+
+/// Every kind above has a test: keep this list in step with `VerifyErrorKind`.
+#[test]
+fn every_kind_has_a_test() {
+    let source = include_str!("verify_errors.rs");
+    let kinds = include_str!("../src/verify.rs");
+    let start = kinds.find("pub enum VerifyErrorKind").expect("enum");
+    let end = kinds[start..].find("\n}\n").expect("end of enum") + start;
+    let mut missing = Vec::new();
+    for line in kinds[start..end].lines() {
+        let line = line.trim();
+        let Some(first) = line.chars().next() else {
+            continue;
+        };
+        if !first.is_ascii_uppercase() {
+            continue;
+        }
+        let variant: String = line.chars().take_while(|c| c.is_alphanumeric()).collect();
+        let mut test_name = String::new();
+        for (index, c) in variant.replace("DType", "Dtype").chars().enumerate() {
+            if c.is_ascii_uppercase() && index > 0 {
+                test_name.push('_');
+            }
+            test_name.push(c.to_ascii_lowercase());
+        }
+        if !source.contains(&format!("fn {test_name}()")) {
+            missing.push(variant);
+        }
+    }
+    assert!(missing.is_empty(), "no test for {missing:?}");
+}
+
+#[test]
+fn builder_errors_point_nowhere_but_say_what() {
+    let mut b = ProgramBuilder::new("p");
+    b.threads(32);
+    let x = b.alloc_register(
+        "x",
+        DType::F16,
+        RegisterLayout::spatial(&[8, 4]),
+        Some(0.0.into()),
+    );
+    b.exp("x", &x);
+    b.cast("x", &x, DType::F32);
+    let error = verify(&b.finish()).expect_err("overwrite with another type");
+    assert!(error.span.is_unknown());
+    assert_snapshot!(error.to_string(), @"0:0: `%x` has type register<f16, spatial(8,4)>, and `cast` gives register<f32, spatial(8,4)>; an overwrite must keep the type");
+}
