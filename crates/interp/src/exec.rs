@@ -109,10 +109,6 @@ impl<'p> BlockState<'p> {
         }
     }
 
-    fn scalar_visible(&self, name: &str) -> bool {
-        self.scalars.iter().any(|(n, _)| *n == name)
-    }
-
     fn tensor(&self, name: &str) -> Result<&TensorVar<'p>, Fault> {
         match self.tensors.iter().rev().find(|(n, _)| *n == name) {
             Some((_, var)) => Ok(var),
@@ -284,7 +280,7 @@ impl<'p> Machine<'p, '_> {
         match &stmt.kind {
             StmtKind::Let { name, value } => {
                 let result = self.eval(st, value).and_then(|value| {
-                    if st.scalar_visible(name) {
+                    if self.scalar_visible(st, name) {
                         return invalid(format!("`{name}` is already defined"));
                     }
                     st.scalars.push((name, value));
@@ -300,7 +296,7 @@ impl<'p> Machine<'p, '_> {
                     if step <= 0 {
                         return Err(Fault::NonPositiveStep(step));
                     }
-                    if st.scalar_visible(&lp.var) {
+                    if self.scalar_visible(st, &lp.var) {
                         return invalid(format!("`{}` is already defined", lp.var));
                     }
                     Ok((start, end, step))
@@ -332,6 +328,12 @@ impl<'p> Machine<'p, '_> {
                 .exec_inst(st, inst, stmt.span)
                 .map_err(|fault| located(st, stmt.span, inst.mnemonic(), fault)),
         }
+    }
+
+    /// True when a parameter or a visible `let` or loop variable is called `name`.
+    fn scalar_visible(&self, st: &BlockState, name: &str) -> bool {
+        st.scalars.iter().any(|(n, _)| *n == name)
+            || self.program.params.iter().any(|p| p.name == name)
     }
 
     fn scalar(&self, st: &BlockState, name: &str) -> Result<i32, Fault> {

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use anybit_interp::{
     run, run_with, Argument, ArgumentError, Arguments, Fault, RunError, RunOptions,
 };
-use common::{parse, run_err};
+use common::{parse, parse_unverified, run_err};
 
 fn error_of(text: &str, values: Vec<(&str, Argument)>) -> RunError {
     let program = parse(text);
@@ -313,6 +313,8 @@ fn ill_formed_programs_are_errors() {
         "let x = 1; let x = 2;",
         "let y = z;",
         "let y = x;",
+        "let x = 1;",
+        "for x in 0..2 { }",
         "%g = view_global(x, [4], [1, 1]);",
         "%g = view_global(q, [4], [1]);",
         "print(%g);",
@@ -321,7 +323,11 @@ fn ill_formed_programs_are_errors() {
         let text = format!(
             "program p(x: ptr<f16>) grid(1) threads(4) {{\n    %g = view_global(x, [4], [1]);\n    {body}\n}}"
         );
-        let program = parse(&text);
+        let program = parse_unverified(&text);
+        assert!(
+            anybit_vm::verify(&program).is_err(),
+            "the verifier accepts {body}"
+        );
         let mut args = Arguments::new(&program);
         args.set("x", vec![0u8; 8]).expect("x");
         match run(&program, &mut args, &mut io::sink()) {
