@@ -214,6 +214,7 @@ fn launch_errors() {
         &mut args,
         &RunOptions {
             grid: Some([2, 3, 4]),
+            ..RunOptions::default()
         },
         &mut io::sink(),
     )
@@ -330,7 +331,18 @@ fn ill_formed_programs_are_errors() {
         );
         let mut args = Arguments::new(&program);
         args.set("x", vec![0u8; 8]).expect("x");
-        match run(&program, &mut args, &mut io::sink()) {
+        assert!(
+            matches!(
+                run(&program, &mut args, &mut io::sink()),
+                Err(RunError::Verify { .. })
+            ),
+            "{body}"
+        );
+        let options = RunOptions {
+            skip_verify: true,
+            ..RunOptions::default()
+        };
+        match run_with(&program, &mut args, &options, &mut io::sink()) {
             Err(error @ RunError::Runtime(_)) => {
                 assert!(
                     matches!(error.fault(), Some(Fault::Invalid(_))),
