@@ -51,6 +51,31 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run a program on the CPU reference interpreter.
+    ///
+    /// Every parameter needs an --arg: `n=1024` for an i32; for a buffer `zeros:N`,
+    /// `random:N`, `values:1,2.5,-3` or `file:PATH` (raw packed bytes). Example:
+    /// anybit run examples/vector_add.anybit --arg n=1000 --arg a=random:1000
+    /// --arg b=random:1000 --arg c=zeros:1000 --show c:8
+    Run {
+        /// The program file.
+        file: PathBuf,
+        /// A parameter's value, NAME=VALUE (repeat for each parameter).
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        arguments: Vec<String>,
+        /// Run this grid instead of the program's: X, X,Y or X,Y,Z.
+        #[arg(long)]
+        grid: Option<String>,
+        /// After the run, print the values of buffer NAME (NAME:COUNT for the first COUNT).
+        #[arg(long, value_name = "NAME[:COUNT]")]
+        show: Vec<String>,
+        /// After the run, write the bytes of buffer NAME to PATH.
+        #[arg(long, value_name = "NAME=PATH")]
+        save: Vec<String>,
+        /// Seed of the random:N buffers.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +86,21 @@ fn main() -> ExitCode {
         Command::Doctor => commands::doctor::run(),
         Command::Check { files } => commands::program::check(&files),
         Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
+        Command::Run {
+            file,
+            arguments,
+            grid,
+            show,
+            save,
+            seed,
+        } => commands::run::run(commands::run::RunRequest {
+            file,
+            arguments,
+            grid,
+            show,
+            save,
+            seed,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -168,3 +168,82 @@ fn fmt_prints_canonical_text_and_rewrites_in_place() {
     assert_eq!(std::fs::read_to_string(&messy).unwrap(), canonical);
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+#[test]
+fn run_executes_a_program_on_the_interpreter() {
+    let example = repository_file("examples/vector_add.anybit");
+    let saved = std::env::temp_dir().join(format!("anybit-run-{}.bin", std::process::id()));
+    let output = anybit(&[
+        "run",
+        &example,
+        "--arg",
+        "n=8",
+        "--arg",
+        "a=values:1,2,3,4,5,6,7,8",
+        "--arg",
+        "b=values:0.5,0.25,-3,100,1e5,0,0,-8",
+        "--arg",
+        "c=zeros:8",
+        "--show",
+        "c",
+        "--save",
+        &format!("c={}", saved.display()),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // 1e5 is beyond f16's range: it encodes to infinity (IEEE f16).
+    assert_eq!(
+        stdout(&output),
+        "c (f16, 8 elements): 1.5 2.25 0 104 inf 6 7 0\n"
+    );
+    let bytes = std::fs::read(&saved).unwrap();
+    assert_eq!(
+        &bytes[..4],
+        &[0x00, 0x3e, 0x80, 0x40],
+        "1.5 and 2.25 as f16"
+    );
+    std::fs::remove_file(&saved).unwrap();
+}
+
+#[test]
+fn run_explains_bad_arguments() {
+    let example = repository_file("examples/vector_add.anybit");
+    let error = |arguments: &[&str]| {
+        let mut all = vec!["run", example.as_str()];
+        all.extend_from_slice(arguments);
+        let output = anybit(&all);
+        assert!(!output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    };
+    assert!(error(&["--arg", "q=3"]).contains("no parameter `q`; its parameters are a, b, c, n"));
+    assert!(error(&["--arg", "a=ones:3"]).contains("zeros:N, random:N, values:1,2,3 or file:PATH"));
+    assert!(error(&["--arg", "n=eight"]).contains("`n` is an i32, but `eight` is not an integer"));
+    let broken_promise = error(&[
+        "--arg",
+        "n=7",
+        "--arg",
+        "a=zeros:8",
+        "--arg",
+        "b=zeros:8",
+        "--arg",
+        "c=zeros:8",
+    ]);
+    assert!(
+        broken_promise.contains("breaks its promise `multiple_of 8`"),
+        "{broken_promise}"
+    );
+    let short = error(&[
+        "--arg",
+        "n=8",
+        "--arg",
+        "a=values:1,2,3",
+        "--arg",
+        "b=zeros:8",
+        "--arg",
+        "c=zeros:8",
+    ]);
+    assert!(short.contains("outside its 3-element buffer"), "{short}");
+}

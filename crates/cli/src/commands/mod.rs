@@ -3,3 +3,4 @@
 pub mod doctor;
 pub mod dtype;
 pub mod program;
+pub mod run;

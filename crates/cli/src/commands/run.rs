@@ -1,0 +1,194 @@
+//! `anybit run FILE`: runs a program on the CPU reference interpreter.
+//!
+//! Arguments are given as `--arg NAME=VALUE`, one per parameter:
+//!
+//! | parameter  | VALUE            | meaning                                                  |
+//! |------------|------------------|----------------------------------------------------------|
+//! | `i32`      | `1024`, `-3`     | the integer                                              |
+//! | `ptr<T>`   | `zeros:N`        | N elements of T, all codes 0                             |
+//! | `ptr<T>`   | `random:N`       | N random codes of T (finite values for floats; `--seed`) |
+//! | `ptr<T>`   | `values:1,2.5,-3`| the numbers, encoded to T (round to nearest even)        |
+//! | `ptr<T>`   | `file:PATH`      | the raw bytes of PATH, packed as anybit packs T          |
+//!
+//! After the run, `--show NAME` prints a buffer's values and `--save NAME=PATH` writes its
+//! bytes (to a temporary file renamed into place).
+
+use std::path::{Path, PathBuf};
+
+use anybit_dtype::{packed_bytes, DType};
+use anybit_interp::{pack_codes, pack_values, run_with, unpack_values, Arguments, RunOptions};
+use anybit_vm::{ParamKind, Program};
+use anyhow::{anyhow, bail, Context, Result};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use super::program::load_program;
+
+/// Everything `anybit run` was asked to do.
+pub struct RunRequest {
+    pub file: PathBuf,
+    pub arguments: Vec<String>,
+    pub grid: Option<String>,
+    pub show: Vec<String>,
+    pub save: Vec<String>,
+    pub seed: u64,
+}
+
+pub fn run(request: RunRequest) -> Result<()> {
+    let program = load_program(&request.file)?;
+    let mut rng = StdRng::seed_from_u64(request.seed);
+    let mut arguments = Arguments::new(&program);
+    for assignment in &request.arguments {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--arg `{assignment}` must be NAME=VALUE"))?;
+        let param = program
+            .params
+            .iter()
+            .find(|param| param.name == name)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} has no parameter `{name}`; its parameters are {}",
+                    program.name,
+                    parameter_list(&program)
+                )
+            })?;
+        match &param.kind {
+            ParamKind::Int { .. } => {
+                let value: i32 = value
+                    .parse()
+                    .map_err(|_| anyhow!("`{name}` is an i32, but `{value}` is not an integer"))?;
+                arguments.set(name, value)?;
+            }
+            ParamKind::Pointer(dtype) => {
+                let bytes = buffer_value(*dtype, name, value, &mut rng)?;
+                arguments.set(name, bytes)?;
+            }
+        }
+    }
+    let options = RunOptions {
+        grid: request.grid.as_deref().map(parse_grid).transpose()?,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let summary = run_with(&program, &mut arguments, &options, &mut stdout)?;
+    drop(stdout);
+    eprintln!(
+        "ran {} on grid {}x{}x{} ({} blocks)",
+        program.name, summary.grid[0], summary.grid[1], summary.grid[2], summary.blocks
+    );
+    for name in &request.show {
+        let (name, limit) =
+            match name.split_once(':') {
+                Some((name, count)) => (
+                    name,
+                    Some(count.parse::<usize>().map_err(|_| {
+                        anyhow!("--show {name}:{count}: the count must be a number")
+                    })?),
+                ),
+                None => (name.as_str(), None),
+            };
+        let dtype = pointer_dtype(&program, name)?;
+        let bytes = arguments.buffer(name).unwrap_or_default();
+        let available = bytes.len() * 8 / dtype.bits() as usize;
+        let values = unpack_values(dtype, bytes, limit.unwrap_or(available));
+        let text: Vec<String> = values.iter().map(ToString::to_string).collect();
+        println!(
+            "{name} ({dtype}, {} elements): {}",
+            values.len(),
+            text.join(" ")
+        );
+    }
+    for assignment in &request.save {
+        let (name, path) = assignment
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--save `{assignment}` must be NAME=PATH"))?;
+        pointer_dtype(&program, name)?;
+        write_atomically(Path::new(path), arguments.buffer(name).unwrap_or_default())?;
+    }
+    Ok(())
+}
+
+fn parameter_list(program: &Program) -> String {
+    let names: Vec<&str> = program
+        .params
+        .iter()
+        .map(|param| param.name.as_str())
+        .collect();
+    names.join(", ")
+}
+
+fn pointer_dtype(program: &Program, name: &str) -> Result<DType> {
+    match program.params.iter().find(|param| param.name == name) {
+        Some(param) => match param.kind {
+            ParamKind::Pointer(dtype) => Ok(dtype),
+            ParamKind::Int { .. } => bail!("`{name}` is an i32 parameter, not a buffer"),
+        },
+        None => bail!(
+            "{} has no parameter `{name}`; its parameters are {}",
+            program.name,
+            parameter_list(program)
+        ),
+    }
+}
+
+fn buffer_value(dtype: DType, name: &str, value: &str, rng: &mut StdRng) -> Result<Vec<u8>> {
+    let count = |text: &str| -> Result<usize> {
+        text.parse()
+            .map_err(|_| anyhow!("`{name}={value}`: `{text}` is not an element count"))
+    };
+    if let Some(text) = value.strip_prefix("zeros:") {
+        return Ok(vec![0; packed_bytes(count(text)?, dtype.bits())]);
+    }
+    if let Some(text) = value.strip_prefix("random:") {
+        let codes: Vec<u32> = (0..count(text)?).map(|_| random_code(dtype, rng)).collect();
+        return Ok(pack_codes(dtype, &codes));
+    }
+    if let Some(text) = value.strip_prefix("values:") {
+        let numbers = text
+            .split(',')
+            .map(|number| {
+                number
+                    .trim()
+                    .parse::<f32>()
+                    .map_err(|_| anyhow!("`{name}`: `{number}` is not a number"))
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        return Ok(pack_values(dtype, &numbers));
+    }
+    if let Some(path) = value.strip_prefix("file:") {
+        return std::fs::read(path).with_context(|| format!("cannot read {path} for `{name}`"));
+    }
+    bail!("`{name}={value}`: a buffer is given as zeros:N, random:N, values:1,2,3 or file:PATH")
+}
+
+/// A random code of `dtype` that decodes to a finite number.
+fn random_code(dtype: DType, rng: &mut StdRng) -> u32 {
+    loop {
+        let code = rng.random::<u32>() & dtype.code_mask();
+        if dtype.decode(code).is_finite() {
+            return code;
+        }
+    }
+}
+
+fn parse_grid(text: &str) -> Result<[u32; 3]> {
+    let sizes = text
+        .split([',', 'x'])
+        .map(|size| size.trim().parse::<u32>())
+        .collect::<Result<Vec<u32>, _>>()
+        .map_err(|_| anyhow!("--grid `{text}` must be 1 to 3 sizes such as 4 or 8,2"))?;
+    if sizes.is_empty() || sizes.len() > 3 {
+        bail!("--grid `{text}` must be 1 to 3 sizes such as 4 or 8,2");
+    }
+    let mut grid = [1; 3];
+    grid[..sizes.len()].copy_from_slice(&sizes);
+    Ok(grid)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, bytes)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
+}

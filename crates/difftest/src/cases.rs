@@ -1,0 +1,258 @@
+//! Test cases: a program, fresh random arguments, which buffers are outputs, and how closely a
+//! second implementation must agree with the interpreter on them.
+//!
+//! Inputs are random every time a case is made (from the caller's generator), never zeros;
+//! output buffers start poisoned, so an element a kernel fails to write shows.
+
+use anybit_dtype::{packed_bytes, quantize, DType, GroupSize, QuantizeOptions, Weights};
+use anybit_vm::{examples, ParamKind, Program};
+use rand::prelude::*;
+
+use crate::random_programs::{random_program, Agreement};
+
+/// The value of one parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Buffer(Vec<u8>),
+    I32(i32),
+}
+
+/// A program with arguments, ready to run anywhere.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub name: String,
+    pub program: Program,
+    /// One value per parameter, in the program's order. Outputs hold their poison.
+    pub values: Vec<Value>,
+    /// Parameter positions of the outputs, with the number of elements to compare.
+    pub outputs: Vec<(usize, usize)>,
+    pub agreement: Agreement,
+}
+
+/// The byte every output buffer is filled with before a run: all-ones codes (NaN in most float
+/// types, −1 or the maximum in integers). Runs compare whole buffers, so an unwritten element
+/// differs from the interpreter's result unless the interpreter leaves it unwritten too.
+pub const POISON: u8 = 0xff;
+
+/// A random code of `dtype` with a finite value.
+pub fn random_finite_code(dtype: DType, rng: &mut impl Rng) -> u32 {
+    loop {
+        let code = rng.random::<u32>() & dtype.code_mask();
+        if dtype.decode(code).is_finite() {
+            return code;
+        }
+    }
+}
+
+fn random_buffer(dtype: DType, count: usize, rng: &mut impl Rng) -> Vec<u8> {
+    let mut bytes = vec![0; packed_bytes(count, dtype.bits())];
+    for index in 0..count {
+        anybit_dtype::write_code(
+            &mut bytes,
+            dtype.bits(),
+            index,
+            random_finite_code(dtype, rng),
+        );
+    }
+    bytes
+}
+
+/// f16 values drawn uniformly from [-range, range].
+fn random_f16_values(count: usize, range: f32, rng: &mut impl Rng) -> Vec<u8> {
+    let codes: Vec<u32> = (0..count)
+        .map(|_| DType::F16.encode(rng.random_range(-range..range)))
+        .collect();
+    anybit_dtype::pack(&codes, 16).expect("16-bit codes")
+}
+
+fn poison(dtype: DType, count: usize) -> Vec<u8> {
+    vec![POISON; packed_bytes(count, dtype.bits())]
+}
+
+fn pointer_dtype(program: &Program, index: usize) -> DType {
+    match program.params[index].kind {
+        ParamKind::Pointer(dtype) => dtype,
+        ParamKind::Int { .. } => DType::Signed(32),
+    }
+}
+
+/// A random program of [`random_program`] with random sizes `m`, `n` (partial edge tiles).
+pub fn random_program_case(rng: &mut impl Rng, index: usize) -> Case {
+    let generated = random_program(rng, index);
+    let layout_tile = |dim: usize| -> usize {
+        // Tile sizes are in the grid expressions; recover them from a load's layout.
+        generated
+            .program
+            .body
+            .iter()
+            .find_map(|stmt| match &stmt.kind {
+                anybit_vm::StmtKind::Inst(anybit_vm::Inst::LoadGlobal { layout, .. }) => {
+                    Some(layout.shape()[dim])
+                }
+                _ => None,
+            })
+            .unwrap_or(1)
+    };
+    let m = layout_tile(0) * rng.random_range(1..4) + rng.random_range(0..3);
+    let n = layout_tile(1) * rng.random_range(1..3) + rng.random_range(0..5);
+    let count = m * n;
+    let values = vec![
+        Value::Buffer(random_buffer(generated.input_dtype, count, rng)),
+        Value::Buffer(random_buffer(generated.input_dtype, count, rng)),
+        Value::Buffer(poison(generated.output_dtype, count)),
+        Value::I32(m as i32),
+        Value::I32(n as i32),
+    ];
+    Case {
+        name: generated.description.clone(),
+        program: generated.program,
+        values,
+        outputs: vec![(2, count)],
+        agreement: generated.agreement,
+    }
+}
+
+/// The vector-add example on a random length that is no multiple of its 1024-element tile.
+pub fn vector_add_case(rng: &mut impl Rng) -> Case {
+    let program = examples::vector_add().expect("example builds");
+    let n = 8 * rng.random_range(200..700);
+    Case {
+        name: format!("vector_add n={n}"),
+        values: vec![
+            Value::Buffer(random_buffer(DType::F16, n, rng)),
+            Value::Buffer(random_buffer(DType::F16, n, rng)),
+            Value::Buffer(poison(DType::F16, n)),
+            Value::I32(n as i32),
+        ],
+        outputs: vec![(2, n)],
+        program,
+        agreement: Agreement::BitExact,
+    }
+}
+
+/// The tiled f16 matmul on random sizes with partial tiles in every dimension.
+pub fn matmul_case(rng: &mut impl Rng) -> Case {
+    let program = examples::matmul_f16().expect("example builds");
+    let m = rng.random_range(1..150);
+    let n = 8 * rng.random_range(1..20);
+    let k = 8 * rng.random_range(1..40);
+    Case {
+        name: format!("matmul_f16 m={m} n={n} k={k}"),
+        values: vec![
+            Value::Buffer(random_f16_values(m * k, 1.0, rng)),
+            Value::Buffer(random_f16_values(k * n, 1.0, rng)),
+            Value::Buffer(poison(DType::F16, m * n)),
+            Value::I32(m as i32),
+            Value::I32(n as i32),
+            Value::I32(k as i32),
+        ],
+        outputs: vec![(2, m * n)],
+        program,
+        agreement: Agreement::Close {
+            ulps: 2,
+            fraction_of_max: 1e-3,
+        },
+    }
+}
+
+/// Row softmax over rows of `row_len` (a multiple of 256) f16 values.
+pub fn softmax_case(rng: &mut impl Rng, row_len: usize) -> Case {
+    let program = examples::softmax(row_len).expect("example builds");
+    let m = rng.random_range(1..40);
+    Case {
+        name: format!("softmax_{row_len} m={m}"),
+        values: vec![
+            Value::Buffer(random_f16_values(m * row_len, 8.0, rng)),
+            Value::Buffer(poison(DType::F16, m * row_len)),
+            Value::I32(m as i32),
+        ],
+        outputs: vec![(1, m * row_len)],
+        program,
+        agreement: Agreement::Close {
+            ulps: 2,
+            fraction_of_max: 1e-3,
+        },
+    }
+}
+
+/// The quantized matmul example for `weight` and `group_size`, with weights quantized by the
+/// dtype crate from random f32 matrices (raw random codes for `i1`, which the quantizer
+/// refuses), and sizes that leave partial tiles in m and n. `group_size` is one the quantizer
+/// offers (32, 64, 128 or 256).
+pub fn quantized_matmul_case(rng: &mut impl Rng, weight: DType, group_size: usize) -> Case {
+    let program = examples::quantized_matmul(weight, group_size).expect("example builds");
+    let m = rng.random_range(1..40);
+    let n = 8 * rng.random_range(2..20);
+    let k = group_size * rng.random_range(1..4);
+    let groups = k / group_size;
+    let (codes, scales, zeros) = if weight == DType::Signed(1) {
+        let codes = random_buffer(weight, n * k, rng);
+        let scales: Vec<f32> = (0..n * groups)
+            .map(|_| rng.random_range(0.01..0.1))
+            .collect();
+        (codes, scales, None)
+    } else {
+        let original: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let options = QuantizeOptions {
+            dtype: weight,
+            group_size: GroupSize::Elements(group_size),
+            scale_dtype: DType::F16,
+        };
+        let quantized = quantize(Weights::F32(&original), n, k, options)
+            .expect("group sizes of the examples are ones the quantizer offers");
+        let zeros = quantized.zero_points.clone();
+        let scales = quantized.scales.clone();
+        (quantized.codes, scales, zeros)
+    };
+    let scale_codes: Vec<u32> = scales
+        .iter()
+        .map(|&scale| DType::F16.encode(scale))
+        .collect();
+    let mut values = vec![
+        Value::Buffer(random_f16_values(m * k, 1.0, rng)),
+        Value::Buffer(codes),
+        Value::Buffer(anybit_dtype::pack(&scale_codes, 16).expect("f16 codes")),
+    ];
+    if let Some(zeros) = zeros {
+        values.push(Value::Buffer(
+            anybit_dtype::pack(&zeros, weight.bits()).expect("codes fit"),
+        ));
+    }
+    let y_index = values.len();
+    values.push(Value::Buffer(poison(DType::F16, m * n)));
+    values.extend([
+        Value::I32(m as i32),
+        Value::I32(n as i32),
+        Value::I32(k as i32),
+    ]);
+    Case {
+        name: format!("quantized_matmul {weight} g{group_size} m={m} n={n} k={k}"),
+        values,
+        outputs: vec![(y_index, m * n)],
+        program,
+        agreement: Agreement::Close {
+            ulps: 2,
+            fraction_of_max: 1e-3,
+        },
+    }
+}
+
+/// Every weight type the quantized matmul is checked with.
+pub fn weight_types() -> Vec<DType> {
+    let mut types: Vec<DType> = (1..=8).map(DType::Unsigned).collect();
+    types.extend((1..=8).map(DType::Signed));
+    for name in [
+        "f3e1m1", "f4e2m1", "f4e1m2", "f5e2m2", "f5e3m1", "f6e3m2", "f6e2m3", "f7e4m2", "f8e4m3",
+        "f8e5m2",
+    ] {
+        types.push(name.parse().expect("valid name"));
+    }
+    types
+}
+
+impl Case {
+    /// The dtype of output `index` (a position in [`Case::outputs`]).
+    pub fn output_dtype(&self, index: usize) -> DType {
+        pointer_dtype(&self.program, self.outputs[index].0)
+    }
+}

@@ -1,0 +1,74 @@
+//! Every kind of case runs on the interpreter, writes every output element it promises, and
+//! compares equal with itself; the comparison catches a changed element.
+
+use anybit_difftest::cases::{
+    matmul_case, quantized_matmul_case, random_program_case, softmax_case, vector_add_case,
+    weight_types,
+};
+use anybit_difftest::{compare, run_on_interpreter, Agreement, Case};
+use rand::prelude::*;
+
+fn check_runs(case: &Case) {
+    let outputs = run_on_interpreter(case).unwrap_or_else(|error| panic!("{}: {error}", case.name));
+    for (position, bytes) in outputs.iter().enumerate() {
+        let dtype = case.output_dtype(position);
+        let count = case.outputs[position].1;
+        let same = compare(dtype, bytes, bytes, count, Agreement::BitExact);
+        assert!(same.passed() && same.compared == count, "{}", case.name);
+    }
+}
+
+#[test]
+fn random_programs_run_on_the_interpreter() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for index in 0..150 {
+        check_runs(&random_program_case(&mut rng, index));
+    }
+}
+
+#[test]
+fn examples_run_with_fresh_inputs() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let vector = vector_add_case(&mut rng);
+    check_runs(&vector);
+    // Every element of the vector sum is written: no poison (NaN) is left.
+    let out = &run_on_interpreter(&vector).unwrap()[0];
+    let n = vector.outputs[0].1;
+    assert!((0..n).all(|i| anybit_dtype::read_code(out, 16, i) != 0xffff));
+    check_runs(&matmul_case(&mut rng));
+    check_runs(&softmax_case(&mut rng, 256));
+    for weight in weight_types() {
+        check_runs(&quantized_matmul_case(&mut rng, weight, 32));
+    }
+}
+
+#[test]
+fn comparison_finds_changed_elements_and_honours_tolerances() {
+    let dtype = anybit_dtype::DType::F16;
+    let values = [1.0f32, 2.0, -3.0, 1000.0];
+    let codes: Vec<u32> = values.iter().map(|&v| dtype.encode(v)).collect();
+    let expected = anybit_dtype::pack(&codes, 16).unwrap();
+    let mut actual = expected.clone();
+    // One ulp up on element 3.
+    anybit_dtype::write_code(&mut actual, 16, 3, codes[3] + 1);
+    let exact = compare(dtype, &expected, &actual, 4, Agreement::BitExact);
+    assert_eq!(exact.mismatches, 1);
+    assert_eq!(exact.first_mismatch.as_ref().unwrap().index, 3);
+    assert_eq!(exact.max_abs_error, 0.5);
+    let close = Agreement::Close {
+        ulps: 1,
+        fraction_of_max: 0.0,
+    };
+    assert!(compare(dtype, &expected, &actual, 4, close).passed());
+    anybit_dtype::write_code(&mut actual, 16, 0, dtype.encode(1.01));
+    let loose = compare(dtype, &expected, &actual, 4, close);
+    assert_eq!(loose.mismatches, 1, "1.01 is 10 ulps from 1");
+    let by_magnitude = Agreement::Close {
+        ulps: 0,
+        fraction_of_max: 1e-3,
+    };
+    assert_eq!(
+        compare(dtype, &expected, &actual, 4, by_magnitude).mismatches,
+        0
+    );
+}
