@@ -14,7 +14,7 @@ pub enum RunError {
     /// The arguments do not fit the program.
     #[error(transparent)]
     Argument(#[from] ArgumentError),
-    /// The verifier rejects the program (see [`crate::RunOptions::skip_verify`]).
+    /// The verifier rejects the program (see [`crate::run_unverified`]).
     #[error("`{program}` is not a valid program: {error}")]
     Verify {
         /// The program's name.

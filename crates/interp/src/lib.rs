@@ -34,9 +34,9 @@
 //!   says; element conversions go through `anybit_dtype` ([`DType::encode`],
 //!   [`DType::decode`]). Results are deterministic: the same program and arguments give the
 //!   same bits on every run and machine.
-//! - **No panics.** [`run`] verifies the program first (`anybit_vm::verify`; a rejected program
-//!   is [`RunError::Verify`]). With [`RunOptions::skip_verify`] a program that is not well
-//!   formed gives [`Fault::Invalid`] where it breaks a rule, never a panic. Run-time errors of the
+//! - **No panics.** [`run`] and [`run_with`] verify the program first (`anybit_vm::verify`; a
+//!   rejected program is [`RunError::Verify`]). With [`run_unverified`] a program that is not
+//!   well formed gives [`Fault::Invalid`] where it breaks a rule, never a panic. Run-time errors of the
 //!   semantics (overflow, division by zero, a loop step that is not positive, an in-bounds
 //!   element outside its buffer, a shared tile outside its tensor, `multiple_of` promises
 //!   broken at launch) are reported as [`RunError`]s that name the block, the statement's span
@@ -96,10 +96,6 @@ use layouts::LayoutCache;
 pub struct RunOptions {
     /// Runs this grid `[x, y, z]` instead of the program's.
     pub grid: Option<[u32; 3]>,
-    /// Skips `anybit_vm::verify` before the run (for callers that verified the program
-    /// already). An ill-formed program then fails with [`Fault::Invalid`] where it breaks a
-    /// rule, after the blocks before it ran.
-    pub skip_verify: bool,
 }
 
 /// What a run did.
@@ -123,12 +119,23 @@ pub fn run_with(
     options: &RunOptions,
     out: &mut dyn Write,
 ) -> Result<RunSummary, RunError> {
-    if !options.skip_verify {
-        anybit_vm::verify(program).map_err(|error| RunError::Verify {
-            program: program.name.clone(),
-            error,
-        })?;
-    }
+    anybit_vm::verify(program).map_err(|error| RunError::Verify {
+        program: program.name.clone(),
+        error,
+    })?;
+    run_unverified(program, args, options, out)
+}
+
+/// Like [`run_with`], without `anybit_vm::verify` (for callers that verified the program
+/// already, or that test the interpreter on programs the verifier rejects). An ill-formed
+/// program fails with [`Fault::Invalid`] where it breaks a rule, after what came before it ran;
+/// it never panics.
+pub fn run_unverified(
+    program: &Program,
+    args: &mut Arguments,
+    options: &RunOptions,
+    out: &mut dyn Write,
+) -> Result<RunSummary, RunError> {
     args.check(program)?;
     let values = args.take_values();
     let mut machine = Machine {

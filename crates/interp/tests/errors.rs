@@ -6,7 +6,7 @@ mod common;
 use std::io::{self, Write};
 
 use anybit_interp::{
-    run, run_with, Argument, ArgumentError, Arguments, Fault, RunError, RunOptions,
+    run, run_unverified, run_with, Argument, ArgumentError, Arguments, Fault, RunError, RunOptions,
 };
 use common::{parse, parse_unverified, run_err};
 
@@ -214,7 +214,6 @@ fn launch_errors() {
         &mut args,
         &RunOptions {
             grid: Some([2, 3, 4]),
-            ..RunOptions::default()
         },
         &mut io::sink(),
     )
@@ -338,11 +337,7 @@ fn ill_formed_programs_are_errors() {
             ),
             "{body}"
         );
-        let options = RunOptions {
-            skip_verify: true,
-            ..RunOptions::default()
-        };
-        match run_with(&program, &mut args, &options, &mut io::sink()) {
+        match run_unverified(&program, &mut args, &RunOptions::default(), &mut io::sink()) {
             Err(error @ RunError::Runtime(_)) => {
                 assert!(
                     matches!(error.fault(), Some(Fault::Invalid(_))),
