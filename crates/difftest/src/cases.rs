@@ -251,8 +251,61 @@ pub fn weight_types() -> Vec<DType> {
 }
 
 impl Case {
+    /// The case's values with every output buffer refilled with `poison`.
+    pub fn with_poison(&self, poison: u8) -> Vec<Value> {
+        let mut values = self.values.clone();
+        for &(index, _) in &self.outputs {
+            if let Value::Buffer(bytes) = &mut values[index] {
+                bytes.fill(poison);
+            }
+        }
+        values
+    }
+
     /// The dtype of output `index` (a position in [`Case::outputs`]).
     pub fn output_dtype(&self, index: usize) -> DType {
         pointer_dtype(&self.program, self.outputs[index].0)
+    }
+}
+
+/// Every code of `source` (repeated to fill 1024 elements, in shuffled order) cast to `target`:
+/// an exhaustive check of one conversion. `elements_per_thread` (1, 2, 4 or 8 contiguous
+/// elements) decides whether code generation can convert several values per register.
+pub fn cast_case(
+    rng: &mut impl Rng,
+    source: DType,
+    target: DType,
+    elements_per_thread: usize,
+) -> Case {
+    const COUNT: usize = 1024;
+    let threads = COUNT / elements_per_thread;
+    let mut b = anybit_vm::ProgramBuilder::new(&format!(
+        "cast_{source}_to_{target}_x{elements_per_thread}"
+    ));
+    let input = b.pointer("input", source);
+    let output = b.pointer("output", target);
+    b.grid([1]).threads(threads as u32);
+    let gi = b.view_global("gi", &input, [COUNT as i32], [1]);
+    let go = b.view_global("go", &output, [COUNT as i32], [1]);
+    let layout = anybit_layout::RegisterLayout::spatial(&[threads])
+        .compose(&anybit_layout::RegisterLayout::local(&[
+            elements_per_thread,
+        ]))
+        .expect("rank 1");
+    let codes = b.load_global("codes", &gi, [0], layout);
+    let converted = b.cast("converted", &codes, target);
+    b.store_global(&go, [0], &converted);
+    let program = b.finish();
+    let mut codes: Vec<u32> = (0..COUNT as u32).map(|i| i & source.code_mask()).collect();
+    codes.shuffle(rng);
+    Case {
+        name: format!("cast {source} -> {target}, {elements_per_thread} per thread"),
+        values: vec![
+            Value::Buffer(anybit_dtype::pack(&codes, source.bits()).expect("codes fit")),
+            Value::Buffer(poison(target, COUNT)),
+        ],
+        outputs: vec![(1, COUNT)],
+        program,
+        agreement: Agreement::BitExact,
     }
 }

@@ -106,10 +106,11 @@ pub fn compare(
     comparison
 }
 
-/// Runs a case on the interpreter and returns its output buffers, in [`Case::outputs`] order.
-pub fn run_on_interpreter(case: &Case) -> Result<Vec<Vec<u8>>, RunError> {
+/// Runs a case on the interpreter, with every output buffer filled with `poison` first, and
+/// returns its output buffers in [`Case::outputs`] order.
+pub fn run_on_interpreter(case: &Case, poison: u8) -> Result<Vec<Vec<u8>>, RunError> {
     let mut arguments = Arguments::new(&case.program);
-    for (index, value) in case.values.iter().enumerate() {
+    for (index, value) in case.with_poison(poison).iter().enumerate() {
         match value {
             Value::Buffer(bytes) => arguments.set_at(index, bytes.clone())?,
             Value::I32(number) => arguments.set_at(index, *number)?,

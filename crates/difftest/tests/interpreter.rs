@@ -9,7 +9,7 @@ use anybit_difftest::{compare, run_on_interpreter, Agreement, Case};
 use rand::prelude::*;
 
 fn check_runs(case: &Case) {
-    let outputs = run_on_interpreter(case).unwrap_or_else(|error| panic!("{}: {error}", case.name));
+    let outputs = run_on_interpreter(case, anybit_difftest::POISON).unwrap_or_else(|error| panic!("{}: {error}", case.name));
     for (position, bytes) in outputs.iter().enumerate() {
         let dtype = case.output_dtype(position);
         let count = case.outputs[position].1;
@@ -32,7 +32,7 @@ fn examples_run_with_fresh_inputs() {
     let vector = vector_add_case(&mut rng);
     check_runs(&vector);
     // Every element of the vector sum is written: no poison (NaN) is left.
-    let out = &run_on_interpreter(&vector).unwrap()[0];
+    let out = &run_on_interpreter(&vector, anybit_difftest::POISON).unwrap()[0];
     let n = vector.outputs[0].1;
     assert!((0..n).all(|i| anybit_dtype::read_code(out, 16, i) != 0xffff));
     check_runs(&matmul_case(&mut rng));
@@ -71,4 +71,26 @@ fn comparison_finds_changed_elements_and_honours_tolerances() {
         compare(dtype, &expected, &actual, 4, by_magnitude).mismatches,
         0
     );
+}
+
+#[test]
+fn cast_cases_convert_every_code() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for source in anybit_dtype::DType::all_small() {
+        for target in [anybit_dtype::DType::F16, anybit_dtype::DType::Bf16] {
+            let case = anybit_difftest::cases::cast_case(&mut rng, source, target, 8);
+            let output = &run_on_interpreter(&case, anybit_difftest::POISON).unwrap()[0];
+            let input = match &case.values[0] {
+                anybit_difftest::Value::Buffer(bytes) => bytes,
+                _ => unreachable!(),
+            };
+            for index in 0..1024 {
+                let code = anybit_dtype::read_code(input, source.bits(), index);
+                let expected = target.encode(source.decode(code) as f32);
+                let actual = anybit_dtype::read_code(output, 16, index);
+                let both_nan = target.decode(expected).is_nan() && target.decode(actual).is_nan();
+                assert!(expected == actual || both_nan, "{}: code {code}", case.name);
+            }
+        }
+    }
 }
