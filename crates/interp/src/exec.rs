@@ -1295,11 +1295,12 @@ fn reduce(src: &RegTensor, op: ReduceOp, dim: usize, info: Rc<LayoutInfo>) -> Re
         let element = (o * length + r) * inner + i;
         src.codes[src.info.first_owner[element] as usize]
     };
+    let (float, int) = (FloatDecoder::new(dtype), IntDecoder::new(dtype));
     let mut values = Vec::with_capacity(outer * inner);
     for o in 0..outer {
         for i in 0..inner {
             let code = if dtype.is_float() {
-                let decode = FloatDecoder::new(dtype);
+                let decode = float;
                 let row = (0..length).map(|r| decode.get(logical(o, r, i)));
                 let value = match op {
                     ReduceOp::Sum => row.fold(-0.0f64, |sum, x| sum + f64::from(x)) as f32,
@@ -1308,7 +1309,7 @@ fn reduce(src: &RegTensor, op: ReduceOp, dim: usize, info: Rc<LayoutInfo>) -> Re
                 };
                 dtype.encode(value)
             } else {
-                let decode = IntDecoder::new(dtype);
+                let decode = int;
                 let row = (0..length).map(|r| decode.get(logical(o, r, i)));
                 let value = match op {
                     ReduceOp::Sum => row.fold(0i64, i64::wrapping_add),
