@@ -14,6 +14,14 @@ pub enum RunError {
     /// The arguments do not fit the program.
     #[error(transparent)]
     Argument(#[from] ArgumentError),
+    /// The verifier rejects the program (see [`crate::run_unverified`]).
+    #[error("`{program}` is not a valid program: {error}")]
+    Verify {
+        /// The program's name.
+        program: String,
+        /// The verifier's error.
+        error: anybit_vm::VerifyError,
+    },
     /// The launch was refused before any block ran (grid, threads, `multiple_of` promises).
     #[error("cannot launch `{program}`: {message}")]
     Launch {
@@ -112,9 +120,9 @@ impl std::error::Error for RuntimeError {
     }
 }
 
-/// What went wrong in a block. The first group are the run-time errors of `docs/vm.md`; the
-/// `Invalid` variant covers programs that the verifier rejects (the interpreter never panics
-/// on them).
+/// What went wrong in a block. Most variants are the run-time errors of `docs/vm.md`;
+/// [`Fault::Invalid`] covers programs that the verifier rejects, when they run without
+/// verification (the interpreter never panics on them).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fault {

@@ -109,10 +109,6 @@ impl<'p> BlockState<'p> {
         }
     }
 
-    fn scalar_visible(&self, name: &str) -> bool {
-        self.scalars.iter().any(|(n, _)| *n == name)
-    }
-
     fn tensor(&self, name: &str) -> Result<&TensorVar<'p>, Fault> {
         match self.tensors.iter().rev().find(|(n, _)| *n == name) {
             Some((_, var)) => Ok(var),
@@ -185,6 +181,18 @@ impl<'p> BlockState<'p> {
             )),
         }
     }
+}
+
+/// The result layout of an elementwise instruction, and for every tensor operand the map from
+/// result slots to its slots (`None` when it has the result's layout).
+type Broadcast = (Rc<LayoutInfo>, Vec<Option<Rc<[u32]>>>);
+
+/// The operands of a binary instruction, in their dtype, one code per result slot.
+struct TwoOperands<'s> {
+    dtype: DType,
+    info: Rc<LayoutInfo>,
+    a: Cow<'s, [u32]>,
+    b: Cow<'s, [u32]>,
 }
 
 /// An elementwise operand, resolved.
@@ -272,7 +280,7 @@ impl<'p> Machine<'p, '_> {
         match &stmt.kind {
             StmtKind::Let { name, value } => {
                 let result = self.eval(st, value).and_then(|value| {
-                    if st.scalar_visible(name) {
+                    if self.scalar_visible(st, name) {
                         return invalid(format!("`{name}` is already defined"));
                     }
                     st.scalars.push((name, value));
@@ -288,7 +296,7 @@ impl<'p> Machine<'p, '_> {
                     if step <= 0 {
                         return Err(Fault::NonPositiveStep(step));
                     }
-                    if st.scalar_visible(&lp.var) {
+                    if self.scalar_visible(st, &lp.var) {
                         return invalid(format!("`{}` is already defined", lp.var));
                     }
                     Ok((start, end, step))
@@ -320,6 +328,12 @@ impl<'p> Machine<'p, '_> {
                 .exec_inst(st, inst, stmt.span)
                 .map_err(|fault| located(st, stmt.span, inst.mnemonic(), fault)),
         }
+    }
+
+    /// True when a parameter or a visible `let` or loop variable is called `name`.
+    fn scalar_visible(&self, st: &BlockState, name: &str) -> bool {
+        st.scalars.iter().any(|(n, _)| *n == name)
+            || self.program.params.iter().any(|p| p.name == name)
     }
 
     fn scalar(&self, st: &BlockState, name: &str) -> Result<i32, Fault> {
@@ -839,10 +853,7 @@ impl<'p> Machine<'p, '_> {
 
     /// The result layout of an elementwise instruction and, for every tensor operand, the map
     /// from result slots to its slots (`None` when it has the result's layout).
-    fn broadcast(
-        &mut self,
-        tensors: &[&RegTensor],
-    ) -> Result<(Rc<LayoutInfo>, Vec<Option<Rc<[u32]>>>), Fault> {
+    fn broadcast(&mut self, tensors: &[&RegTensor]) -> Result<Broadcast, Fault> {
         let rank = tensors.first().map_or(0, |t| t.info.rank());
         if tensors.iter().any(|t| t.info.rank() != rank) {
             return invalid("tensor operands have different ranks");
@@ -907,13 +918,12 @@ impl<'p> Machine<'p, '_> {
     }
 
     /// Resolves the two operands of a binary or comparison instruction.
-    #[allow(clippy::type_complexity)]
     fn two_operands<'s>(
         &mut self,
         st: &'s BlockState<'p>,
         lhs: &Operand,
         rhs: &Operand,
-    ) -> Result<(DType, Rc<LayoutInfo>, Cow<'s, [u32]>, Cow<'s, [u32]>), Fault> {
+    ) -> Result<TwoOperands<'s>, Fault> {
         let ops = [self.operand(st, lhs)?, self.operand(st, rhs)?];
         let tensors: Vec<&RegTensor> = ops
             .iter()
@@ -945,7 +955,7 @@ impl<'p> Machine<'p, '_> {
         }
         let b = aligned.pop().unwrap_or_default();
         let a = aligned.pop().unwrap_or_default();
-        Ok((dtype, info, a, b))
+        Ok(TwoOperands { dtype, info, a, b })
     }
 
     fn binary(
@@ -955,7 +965,7 @@ impl<'p> Machine<'p, '_> {
         lhs: &Operand,
         rhs: &Operand,
     ) -> Result<RegTensor, Fault> {
-        let (dtype, info, a, b) = self.two_operands(st, lhs, rhs)?;
+        let TwoOperands { dtype, info, a, b } = self.two_operands(st, lhs, rhs)?;
         match num::binary(dtype, op, &a, &b) {
             Ok(codes) => Ok(RegTensor { dtype, info, codes }),
             Err(slot) => Err(Fault::TensorDivisionByZero {
@@ -971,7 +981,7 @@ impl<'p> Machine<'p, '_> {
         lhs: &Operand,
         rhs: &Operand,
     ) -> Result<RegTensor, Fault> {
-        let (dtype, info, a, b) = self.two_operands(st, lhs, rhs)?;
+        let TwoOperands { dtype, info, a, b } = self.two_operands(st, lhs, rhs)?;
         let codes = num::compare(dtype, op, &a, &b);
         Ok(RegTensor {
             dtype: DType::Unsigned(1),
@@ -1285,11 +1295,12 @@ fn reduce(src: &RegTensor, op: ReduceOp, dim: usize, info: Rc<LayoutInfo>) -> Re
         let element = (o * length + r) * inner + i;
         src.codes[src.info.first_owner[element] as usize]
     };
+    let (float, int) = (FloatDecoder::new(dtype), IntDecoder::new(dtype));
     let mut values = Vec::with_capacity(outer * inner);
     for o in 0..outer {
         for i in 0..inner {
             let code = if dtype.is_float() {
-                let decode = FloatDecoder::new(dtype);
+                let decode = float;
                 let row = (0..length).map(|r| decode.get(logical(o, r, i)));
                 let value = match op {
                     ReduceOp::Sum => row.fold(-0.0f64, |sum, x| sum + f64::from(x)) as f32,
@@ -1298,7 +1309,7 @@ fn reduce(src: &RegTensor, op: ReduceOp, dim: usize, info: Rc<LayoutInfo>) -> Re
                 };
                 dtype.encode(value)
             } else {
-                let decode = IntDecoder::new(dtype);
+                let decode = int;
                 let row = (0..length).map(|r| decode.get(logical(o, r, i)));
                 let value = match op {
                     ReduceOp::Sum => row.fold(0i64, i64::wrapping_add),

@@ -34,8 +34,9 @@
 //!   says; element conversions go through `anybit_dtype` ([`DType::encode`],
 //!   [`DType::decode`]). Results are deterministic: the same program and arguments give the
 //!   same bits on every run and machine.
-//! - **No panics.** Programs are expected to have passed `anybit_vm::verify`, but a program that
-//!   is not well formed gives [`Fault::Invalid`], never a panic. Run-time errors of the
+//! - **No panics.** [`run`] and [`run_with`] verify the program first (`anybit_vm::verify`; a
+//!   rejected program is [`RunError::Verify`]). With [`run_unverified`] a program that is not
+//!   well formed gives [`Fault::Invalid`] where it breaks a rule, never a panic. Run-time errors of the
 //!   semantics (overflow, division by zero, a loop step that is not positive, an in-bounds
 //!   element outside its buffer, a shared tile outside its tensor, `multiple_of` promises
 //!   broken at launch) are reported as [`RunError`]s that name the block, the statement's span
@@ -106,13 +107,30 @@ pub struct RunSummary {
     pub blocks: u64,
 }
 
-/// Runs `program` over its grid with `args`, writing `print` output to `out`.
+/// Verifies `program` and runs it over its grid with `args`, writing `print` output to `out`.
 pub fn run(program: &Program, args: &mut Arguments, out: &mut dyn Write) -> Result<(), RunError> {
     run_with(program, args, &RunOptions::default(), out).map(|_| ())
 }
 
 /// Like [`run`], with options.
 pub fn run_with(
+    program: &Program,
+    args: &mut Arguments,
+    options: &RunOptions,
+    out: &mut dyn Write,
+) -> Result<RunSummary, RunError> {
+    anybit_vm::verify(program).map_err(|error| RunError::Verify {
+        program: program.name.clone(),
+        error,
+    })?;
+    run_unverified(program, args, options, out)
+}
+
+/// Like [`run_with`], without `anybit_vm::verify` (for callers that verified the program
+/// already, or that test the interpreter on programs the verifier rejects). An ill-formed
+/// program fails with [`Fault::Invalid`] where it breaks a rule, after what came before it ran;
+/// it never panics.
+pub fn run_unverified(
     program: &Program,
     args: &mut Arguments,
     options: &RunOptions,

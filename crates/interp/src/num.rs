@@ -146,9 +146,8 @@ pub(crate) fn float_max(a: f32, b: f32) -> f32 {
         b
     } else if b.is_nan() || a > b {
         a
-    } else if b > a {
-        b
-    } else if a.is_sign_negative() {
+    } else if b > a || a.is_sign_negative() {
+        // Equal values: +0 wins over -0.
         b
     } else {
         a

@@ -12,7 +12,9 @@ const F16: DType = DType::F16;
 
 #[test]
 fn vector_add_is_exactly_rounded_and_leaves_the_tail_alone() {
-    let program = examples::vector_add().expect("example builds");
+    let program = examples::vector_add()
+        .map(common::verified)
+        .expect("example builds");
     let n = 2000; // two blocks, the second one partial
     let mut rng = Rng::new(1);
     let a = rng.values(F16, n, 10.0);
@@ -38,7 +40,9 @@ fn vector_add_is_exactly_rounded_and_leaves_the_tail_alone() {
 #[test]
 fn softmax_matches_f64() {
     let row_len = 1024;
-    let program = examples::softmax(row_len).expect("example builds");
+    let program = examples::softmax(row_len)
+        .map(common::verified)
+        .expect("example builds");
     let m = 6; // two blocks of 4 rows; the second has 2 rows out of bounds
     let mut rng = Rng::new(2);
     let x = rng.values(F16, m * row_len, 3.0);
@@ -69,7 +73,9 @@ fn softmax_matches_f64() {
 
 #[test]
 fn f16_matmul_matches_f64_with_partial_tiles() {
-    let program = examples::matmul_f16().expect("example builds");
+    let program = examples::matmul_f16()
+        .map(common::verified)
+        .expect("example builds");
     // m, n and k are not multiples of the 64×64×32 tile (n and k must be multiples of 8).
     let (m, n, k) = (70, 72, 40);
     let mut rng = Rng::new(3);

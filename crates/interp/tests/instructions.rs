@@ -850,3 +850,61 @@ fn minifloat_names_in_programs() {
         DType::MiniFloat(MiniFloat::new(2, 1).expect("format"))
     );
 }
+
+#[test]
+fn bf16_and_16_bit_float_conversions() {
+    let values = [
+        1.0f32 / 3.0,
+        1e30,
+        -7.0e-39,
+        65520.0,
+        f32::NAN,
+        -0.0,
+        3.0e38,
+        1.0e-8,
+    ];
+    let (args, _) = run_with(
+        "program p(x: ptr<f32>, b: ptr<bf16>, h: ptr<f16>, e: ptr<f8e4m3>) grid(1) threads(8) {
+            %gx = view_global(x, [8], [1]);
+            %x = load_global(%gx[0], spatial(8));
+            %b = cast(%x, bf16);
+            %h = cast(%x, f16);
+            %e = cast(%x, f8e4m3);
+            %gb = view_global(b, [8], [1]);
+            %gh = view_global(h, [8], [1]);
+            %ge = view_global(e, [8], [1]);
+            store_global(%gb[0], %b);
+            store_global(%gh[0], %h);
+            store_global(%ge[0], %e);
+        }",
+        vec![
+            ("x", buffer(pack_values(F32, &values))),
+            ("b", buffer(vec![0; 16])),
+            ("h", buffer(vec![0; 16])),
+            ("e", buffer(vec![0; 8])),
+        ],
+    );
+    for (dtype, name) in [
+        (DType::Bf16, "b"),
+        (F16, "h"),
+        ("f8e4m3".parse().expect("dtype"), "e"),
+    ] {
+        let codes = unpack_codes(dtype, args.buffer(name).expect(name), 8);
+        let expected: Vec<u32> = values.iter().map(|&v| dtype.encode(v)).collect();
+        assert_eq!(codes, expected, "{dtype}");
+    }
+}
+
+#[test]
+fn loops_near_the_top_of_i32_stop_without_overflow() {
+    let out = print_output(
+        "program p() grid(1) threads(1) {
+            %n = alloc_register(i32, local(1), 0);
+            for i in 2147483640..2147483647 step 5 {
+                %n = add(%n, 1);
+            }
+            print(%n);
+        }",
+    );
+    assert_eq!(out, "%n in block (0,0,0): register<i32, local(1)>\n[2]\n");
+}

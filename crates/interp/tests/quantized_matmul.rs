@@ -168,7 +168,9 @@ impl Problem {
 fn example_matches_f64_for_every_weight_type() {
     for (index, dtype) in weight_types().into_iter().enumerate() {
         for group in [32, 128] {
-            let program = examples::quantized_matmul(dtype, group).expect("example builds");
+            let program = examples::quantized_matmul(dtype, group)
+                .map(common::verified)
+                .expect("example builds");
             let problem = Problem::new(100 + index as u64, dtype, group, (20, 72, 2 * group));
             let worst = problem.check(&program, F16, group.min(64));
             eprintln!("{dtype} g{group}: worst error {worst:.3} of the tolerance");
@@ -249,7 +251,7 @@ fn quantized_matmul_masked_k(weight: DType, group: usize) -> Program {
 fn masked_k_tiles_match_f64_for_every_weight_type() {
     for (index, dtype) in weight_types().into_iter().enumerate() {
         for group in [32, 128] {
-            let program = quantized_matmul_masked_k(dtype, group);
+            let program = common::verified(quantized_matmul_masked_k(dtype, group));
             // k = 3 groups: one full tile of two groups, then one half out of bounds.
             let problem = Problem::new(300 + index as u64, dtype, group, (18, 100, 3 * group));
             let worst = problem.check(&program, DType::F32, 2 * group);
@@ -265,7 +267,9 @@ fn masked_k_tiles_match_f64_for_every_weight_type() {
 fn example_64x256x64_is_fast() {
     for group in [32, 128] {
         let dtype = DType::Unsigned(4);
-        let program = examples::quantized_matmul(dtype, group).expect("example builds");
+        let program = examples::quantized_matmul(dtype, group)
+            .map(common::verified)
+            .expect("example builds");
         let problem = Problem::new(7, dtype, group, (64, 64, 256));
         let mut args = problem.arguments(&program, F16);
         let start = Instant::now();

@@ -53,9 +53,27 @@ impl Rng {
     }
 }
 
-/// Parses a program, panicking with the parser's message.
+/// Parses a program that the verifier accepts, panicking with the parser's or verifier's
+/// message.
 pub fn parse(text: &str) -> Program {
+    let program = parse_unverified(text);
+    if let Err(error) = anybit_vm::verify(&program) {
+        panic!("{error}\n{text}");
+    }
+    program
+}
+
+/// Parses a program without verifying it.
+pub fn parse_unverified(text: &str) -> Program {
     anybit_vm::parse(text).unwrap_or_else(|error| panic!("{error}\n{text}"))
+}
+
+/// Panics unless the verifier accepts `program`.
+pub fn verified(program: Program) -> Program {
+    if let Err(error) = anybit_vm::verify(&program) {
+        panic!("{}: {error}", program.name);
+    }
+    program
 }
 
 /// Runs `program` with `args`, returning the print output.
