@@ -9,7 +9,8 @@ use anybit_difftest::{compare, run_on_interpreter, Agreement, Case};
 use rand::prelude::*;
 
 fn check_runs(case: &Case) {
-    let outputs = run_on_interpreter(case, anybit_difftest::POISON).unwrap_or_else(|error| panic!("{}: {error}", case.name));
+    let outputs = run_on_interpreter(case, anybit_difftest::POISON)
+        .unwrap_or_else(|error| panic!("{}: {error}", case.name));
     for (position, bytes) in outputs.iter().enumerate() {
         let dtype = case.output_dtype(position);
         let count = case.outputs[position].1;
