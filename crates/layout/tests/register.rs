@@ -85,7 +85,7 @@ fn compose_merges_into_canonical_form() {
     // Not mergeable: the two local modes of dim 0 are not adjacent in the local list. Display
     // picks one of the chains that denote the layout.
     let interleaved = parse("local(2,2).local(2,1)");
-    assert_eq!(interleaved.to_string(), "local(2,1).column_local(2,2)");
+    assert_eq!(interleaved.to_string(), "local(2,2).local(2,1)");
     assert_eq!(interleaved, parse("local(2,1).column_local(2,2)"));
     assert_ne!(interleaved, RegisterLayout::local(&[4, 2]));
 }

@@ -32,29 +32,44 @@ enum ChainItem {
 }
 
 impl RegisterLayout {
-    /// A chain of primitives (outermost first) whose composition is `self`, if one is found.
-    ///
-    /// Peels primitives off the inside: the innermost primitive of a chain owns the least
-    /// significant mode of each dimension it touches and the last digits of one list.
+    /// A chain of primitives (outermost first) whose composition is `self`, if one is found:
+    /// the shorter of the chains found by peeling from the outside and from the inside,
+    /// preferring the outside one (it keeps the order in which chains are usually written).
     fn as_chain(&self) -> Option<Vec<ChainItem>> {
-        let mut modes = self.modes.clone();
-        let mut threads = self.threads.clone();
-        let mut locals = self.locals.clone();
-        let mut chain = Vec::new();
+        match (self.peel_chain(true), self.peel_chain(false)) {
+            (Some(outer), Some(inner)) if inner.len() < outer.len() => Some(inner),
+            (Some(outer), _) => Some(outer),
+            (None, inner) => inner,
+        }
+    }
+
+    /// Peels primitives off one end. The outermost primitive of a chain owns the most
+    /// significant remaining mode of each dimension it touches and the first remaining digits
+    /// of one list; the innermost one the least significant modes and the last digits.
+    fn peel_chain(&self, from_outside: bool) -> Option<Vec<ChainItem>> {
         let rank = self.rank();
-        let is_last_of_dim = |modes: &[Vec<usize>], m: ModeRef| m.index + 1 == modes[m.dim].len();
-        // The dims of the longest suffix of `refs` that can form one primitive, innermost first.
-        let primitive_suffix = |modes: &[Vec<usize>], refs: &[ModeRef]| -> Vec<ModeRef> {
+        // Remaining modes of dimension d: indices front[d]..back[d].
+        let mut front = vec![0; rank];
+        let mut back: Vec<usize> = self.modes.iter().map(Vec::len).collect();
+        let mut threads: &[ThreadEntry] = &self.threads;
+        let mut locals: &[ModeRef] = &self.locals;
+        let mut chain = Vec::new();
+
+        // Walking from the peeled end, the longest run of modes that can form one primitive.
+        let run = |walk: &mut dyn Iterator<Item = ModeRef>, front: &[usize], back: &[usize]| {
             let mut taken: Vec<ModeRef> = Vec::new();
-            for &m in refs.iter().rev() {
-                if !is_last_of_dim(modes, m) || taken.iter().any(|t| t.dim == m.dim) {
+            for m in walk {
+                let at_end = if from_outside {
+                    m.index == front[m.dim]
+                } else {
+                    m.index + 1 == back[m.dim]
+                };
+                if !at_end || taken.iter().any(|t| t.dim == m.dim) {
                     break;
                 }
-                // Row-major lists have increasing dims, so walking backwards they decrease.
                 if taken.len() >= 2 {
-                    let decreasing = taken[1].dim < taken[0].dim;
-                    let last = taken[taken.len() - 1].dim;
-                    if (m.dim < last) != decreasing {
+                    let increasing = taken[0].dim < taken[1].dim;
+                    if (taken[taken.len() - 1].dim < m.dim) != increasing {
                         break;
                     }
                 }
@@ -62,65 +77,87 @@ impl RegisterLayout {
             }
             taken
         };
-        let make = |modes: &[Vec<usize>], taken: &[ModeRef], row: Primitive, column: Primitive| {
+        let make = |taken: &[ModeRef], row: Primitive, column: Primitive| {
             let mut shape = vec![1; rank];
             for m in taken {
-                shape[m.dim] = modes[m.dim][m.index];
+                shape[m.dim] = self.modes[m.dim][m.index];
             }
-            let kind = if taken.len() >= 2 && taken[1].dim > taken[0].dim {
-                column
-            } else {
+            // Row-major lists have increasing dims; walking from the inside reverses them.
+            let walk_increasing = taken.len() >= 2 && taken[0].dim < taken[1].dim;
+            let kind = if taken.len() < 2 || walk_increasing == from_outside {
                 row
+            } else {
+                column
             };
             ChainItem::Primitive(kind, shape)
         };
         loop {
-            let local_suffix = primitive_suffix(&modes, &locals);
-            let thread_refs: Vec<ModeRef> = threads
-                .iter()
-                .rev()
-                .map_while(|entry| match *entry {
-                    ThreadEntry::Mode(m) => Some(m),
-                    ThreadEntry::Replicate(_) => None,
-                })
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let thread_suffix = primitive_suffix(&modes, &thread_refs);
-            if !local_suffix.is_empty() {
+            let mut local_walk: Box<dyn Iterator<Item = ModeRef>> = if from_outside {
+                Box::new(locals.iter().copied())
+            } else {
+                Box::new(locals.iter().rev().copied())
+            };
+            let local_run = run(&mut local_walk, &front, &back);
+            let as_mode = |entry: &ThreadEntry| match *entry {
+                ThreadEntry::Mode(m) => Some(m),
+                ThreadEntry::Replicate(_) => None,
+            };
+            let mut thread_walk: Box<dyn Iterator<Item = ModeRef>> = if from_outside {
+                Box::new(threads.iter().map_while(as_mode))
+            } else {
+                Box::new(threads.iter().rev().map_while(as_mode))
+            };
+            let thread_run = run(&mut thread_walk, &front, &back);
+            let end_entry = if from_outside {
+                threads.first()
+            } else {
+                threads.last()
+            };
+            let taken = if !local_run.is_empty() {
+                chain.push(make(&local_run, Primitive::Local, Primitive::ColumnLocal));
+                locals = if from_outside {
+                    &locals[local_run.len()..]
+                } else {
+                    &locals[..locals.len() - local_run.len()]
+                };
+                local_run
+            } else if !thread_run.is_empty() {
                 chain.push(make(
-                    &modes,
-                    &local_suffix,
-                    Primitive::Local,
-                    Primitive::ColumnLocal,
-                ));
-                locals.truncate(locals.len() - local_suffix.len());
-                for m in &local_suffix {
-                    modes[m.dim].pop();
-                }
-            } else if !thread_suffix.is_empty() {
-                chain.push(make(
-                    &modes,
-                    &thread_suffix,
+                    &thread_run,
                     Primitive::Spatial,
                     Primitive::ColumnSpatial,
                 ));
-                threads.truncate(threads.len() - thread_suffix.len());
-                for m in &thread_suffix {
-                    modes[m.dim].pop();
-                }
-            } else if let Some(&ThreadEntry::Replicate(n)) = threads.last() {
+                threads = if from_outside {
+                    &threads[thread_run.len()..]
+                } else {
+                    &threads[..threads.len() - thread_run.len()]
+                };
+                thread_run
+            } else if let Some(&ThreadEntry::Replicate(n)) = end_entry {
                 chain.push(ChainItem::Replicate(n));
-                threads.pop();
+                threads = if from_outside {
+                    &threads[1..]
+                } else {
+                    &threads[..threads.len() - 1]
+                };
+                Vec::new()
             } else {
                 break;
+            };
+            for m in taken {
+                if from_outside {
+                    front[m.dim] += 1;
+                } else {
+                    back[m.dim] -= 1;
+                }
             }
         }
         if !threads.is_empty() || !locals.is_empty() {
             return None;
         }
-        chain.reverse();
+        if !from_outside {
+            chain.reverse();
+        }
         // A chain of only replicates (or nothing) needs an item that carries the rank.
         if !chain
             .iter()
@@ -128,7 +165,7 @@ impl RegisterLayout {
         {
             chain.insert(0, ChainItem::Primitive(Primitive::Local, vec![1; rank]));
         }
-        // The peeling above is a heuristic; only print a chain that provably denotes `self`.
+        // The peeling is a heuristic; only print a chain that provably denotes `self`.
         (evaluate_chain(&chain, rank).as_ref() == Some(self)).then_some(chain)
     }
 
