@@ -3,12 +3,14 @@
 //! fails with clear errors, on machines without CUDA: libraries are loaded at run time, never
 //! linked.
 
+pub mod codegen;
 mod compile;
 mod driver;
 mod nvrtc;
 mod sass;
 mod toolkit;
 
+pub use codegen::{generate, CodegenError, GeneratedKernel, KernelParam, KernelParamKind};
 pub use compile::{compile, CompileError, CompiledModule, KernelCache, ParseTargetError, Target};
 pub use driver::{probe_driver, DriverStatus, GpuInfo};
 pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};
