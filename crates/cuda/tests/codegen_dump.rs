@@ -33,5 +33,9 @@ fn dump() {
     if std::env::var_os("ANYBIT_SASS").is_some() {
         println!("{}", disassemble(&module.cubin).unwrap());
     }
-    println!("// cubin: {} bytes; log: {}", module.cubin.len(), module.log);
+    println!(
+        "// cubin: {} bytes; log: {}",
+        module.cubin.len(),
+        module.log
+    );
 }

@@ -367,7 +367,7 @@ pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, 
         .params
         .iter()
         .map(|p| match &p.kind {
-            ParamKind::Pointer(_) => format!("u8* __restrict__ p_{}", p.name),
+            ParamKind::Pointer(_) => format!("u8* p_{}", p.name),
             ParamKind::Int { .. } => format!("const int {}", scalar_name(&p.name)),
         })
         .collect();

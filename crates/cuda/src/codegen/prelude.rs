@@ -45,6 +45,8 @@ template <int N> AB_INLINE void ab_set(u32* r, int l, u32 v) {
   r[w] = (r[w] & ~(m << s)) | (v << s);
   if (s + N > 32) r[w + 1] = (r[w + 1] & ~(m >> ((32 - s) & 31))) | (v >> ((32 - s) & 31));
 }
+// Elements l and l + 1 of an N-bit stream, in bits 0.. and 16.. of the result.
+template <int N> AB_INLINE u32 ab_pair(const u32* r, int l) { return ab_get<N>(r, l) | (ab_get<N>(r, l + 1) << 16); }
 // Element idx (a run-time value) of a stream of L elements, without indexing registers at run time.
 template <int N, int L> AB_INLINE u32 ab_get_dyn(const u32* r, int idx) {
   u32 v = 0;
@@ -180,16 +182,16 @@ AB_INLINE void ab_ldmatrix_x4_trans(u32* r, const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(ab_smem_addr(p)));
 }
-// d = a b + c with f32 accumulators; T is f16 or bf16.
-AB_INLINE void ab_mma_f16(float* d, const u32* a, const u32* b) {
+// d = a b + d with f32 accumulators (held as u32 bits), a and b f16 or bf16.
+AB_INLINE void ab_mma_f16(u32* d, const u32* a, const u32* b) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
-AB_INLINE void ab_mma_bf16(float* d, const u32* a, const u32* b) {
+AB_INLINE void ab_mma_bf16(u32* d, const u32* a, const u32* b) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 // Packed pairs of 16-bit floats: d = a * b + c, rounded once.
 AB_INLINE u32 ab_fma_f16x2(u32 a, u32 b, u32 c) {
