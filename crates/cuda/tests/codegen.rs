@@ -154,3 +154,35 @@ fn check_promises(k: &GeneratedKernel, sass: &str, target: Target) {
     let local = count(sass, "LDL") + count(sass, "STL");
     assert!(local <= 8, "{}{local} local-memory accesses", context());
 }
+
+#[test]
+fn cast_test_kernels_compile_for_every_small_type() {
+    use anybit_cuda::codegen::{cast_test_kernel, FastCast};
+    std::thread::scope(|scope| {
+        for target in TARGETS {
+            scope.spawn(move || {
+                let kernels: Vec<GeneratedKernel> = DType::all_small()
+                    .into_iter()
+                    .map(|d| cast_test_kernel(d, target).unwrap_or_else(|e| panic!("{d}: {e}")))
+                    .collect();
+                for (dtype, k) in DType::all_small().into_iter().zip(&kernels) {
+                    for to in [DType::F16, DType::Bf16] {
+                        let fast = FastCast::new(dtype, to).is_some();
+                        let selected = k
+                            .selections
+                            .iter()
+                            .any(|s| s.contains(&format!("packed conversion {dtype} -> {to}")));
+                        assert_eq!(fast, selected, "{dtype} -> {to}: {:?}", k.selections);
+                    }
+                }
+                let sass = compile_together(&kernels, target);
+                for k in &kernels {
+                    let body = sass
+                        .get(&k.name)
+                        .unwrap_or_else(|| panic!("no SASS for {}", k.name));
+                    check_promises(k, body, target);
+                }
+            });
+        }
+    });
+}

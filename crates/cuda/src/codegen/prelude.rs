@@ -205,3 +205,140 @@ AB_INLINE u32 ab_fma_bf16x2(u32 a, u32 b, u32 c) {
   return d;
 }
 "#;
+
+#[cfg(test)]
+mod tests {
+    //! Line-by-line host ports of `ab_mf_dec` and `ab_mf_enc`, checked against `anybit_dtype`.
+    use anybit_dtype::{DType, SpecialValues};
+
+    fn pow2(k: i32) -> f32 {
+        f32::from_bits(((127 + k) as u32) << 23)
+    }
+
+    fn spec(dtype: DType) -> u32 {
+        match dtype.as_mini_float().map(|f| f.special_values()) {
+            Some(SpecialValues::NanOnly) => 1,
+            Some(SpecialValues::Ieee) => 2,
+            _ => 0,
+        }
+    }
+
+    fn mf_dec(e: u32, m: u32, spec: u32, c: u32) -> f32 {
+        let bias = (1i32 << (e - 1)) - 1;
+        let sign = 1u32 << (e + m);
+        let emax = (1u32 << e) - 1;
+        let mag = c & (sign - 1);
+        let ef = mag >> m;
+        let mm = mag & ((1 << m) - 1);
+        if spec == 1 && mag == sign - 1 {
+            return f32::from_bits(0x7fc0_0000);
+        }
+        if spec == 2 && ef == emax {
+            if mm != 0 {
+                return f32::from_bits(0x7fc0_0000);
+            }
+            return f32::from_bits(if c & sign != 0 {
+                0xff80_0000
+            } else {
+                0x7f80_0000
+            });
+        }
+        let v = if ef == 0 {
+            mm as f32 * pow2(1 - bias - m as i32)
+        } else {
+            f32::from_bits((((ef as i32 + 127 - bias) as u32) << 23) | (mm << (23 - m)))
+        };
+        if c & sign != 0 {
+            -v
+        } else {
+            v
+        }
+    }
+
+    fn mf_enc(e: u32, m: u32, spec: u32, f: f32) -> u32 {
+        let bias = (1i32 << (e - 1)) - 1;
+        let emin = 1 - bias;
+        let sign = 1u32 << (e + m);
+        let all = sign - 1;
+        let maxc = match spec {
+            0 => all,
+            1 => all - 1,
+            _ => all - ((1 << m) - 1) - 1,
+        };
+        let nanc = match spec {
+            0 => 0,
+            1 => all,
+            _ => (((1 << e) - 1) << m) | 1,
+        };
+        let infc = if spec == 2 { ((1 << e) - 1) << m } else { maxc };
+        let x = f.to_bits();
+        let ax = x & 0x7fff_ffff;
+        if ax > 0x7f80_0000 {
+            return nanc;
+        }
+        let s = if x >> 31 != 0 { sign } else { 0 };
+        if ax == 0x7f80_0000 {
+            return s | infc;
+        }
+        let a = f32::from_bits(ax);
+        if a >= mf_dec(e, m, spec, maxc) {
+            return s | maxc;
+        }
+        let mut ex = (ax >> 23) as i32 - 127;
+        if ex < emin {
+            ex = emin;
+        }
+        let sig = (a * pow2(m as i32 - ex)).round_ties_even() as u32;
+        if ex == emin && sig < (1 << m) {
+            return s | sig;
+        }
+        s | ((((ex + bias) as u32) << m) + (sig - (1 << m)))
+    }
+
+    #[test]
+    fn small_float_helpers_match_anybit_dtype() {
+        // Every f16 value, every small-float value and its neighbours, and a spread of f32s.
+        let mut inputs: Vec<f32> = (0..=u16::MAX)
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .collect();
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            inputs.push(f32::from_bits(state as u32));
+        }
+        for dtype in DType::all_small().into_iter().filter(|d| d.is_float()) {
+            let f = dtype.as_mini_float().unwrap();
+            let (e, m, sp) = (f.exponent_bits(), f.mantissa_bits(), spec(dtype));
+            let mut extra = Vec::new();
+            for code in 0..dtype.code_count() as u32 {
+                let v = mf_dec(e, m, sp, code);
+                let want = dtype.decode(code);
+                assert!(
+                    v.to_bits() == (want as f32).to_bits() || (v.is_nan() && want.is_nan()),
+                    "{dtype} decode {code:#x}: {v} vs {want}"
+                );
+                if v.is_finite() {
+                    extra.extend([
+                        v,
+                        f32::from_bits(v.to_bits() + 1),
+                        f32::from_bits(v.to_bits().wrapping_sub(1)),
+                    ]);
+                    let next = dtype.decode(code + 1) as f32;
+                    if next.is_finite() {
+                        extra.push((v + next) / 2.0);
+                    }
+                }
+            }
+            for &x in inputs.iter().chain(&extra) {
+                assert_eq!(
+                    mf_enc(e, m, sp, x),
+                    dtype.encode(x),
+                    "{dtype} encode {x:e} ({:#x})",
+                    x.to_bits()
+                );
+            }
+        }
+    }
+}
