@@ -1714,7 +1714,7 @@ impl<'a> Emitter<'a> {
                 ));
                 let fname = fast.function_name();
                 let xname = x.cname.clone();
-                let guard = format!("AB_{}", fname.to_uppercase());
+                let guard = fname.to_uppercase();
                 self.helpers.insert(
                     fname.clone(),
                     format!(
@@ -1788,9 +1788,8 @@ impl<'a> Emitter<'a> {
         self.line(&format!("{vt}* const sa = ({vt}*)ab_scratch;"));
         self.line(&format!("{vt}* const sb = sa + {};", m * k));
         self.line("__syncthreads();");
-        for (r, stride) in [(&ra, k), (&rb, n)] {
+        for (r, stride, arr) in [(&ra, k, "sa"), (&rb, n, "sb")] {
             let terms = Terms::new(&r.layout);
-            let arr = if stride == k { "sa" } else { "sb" };
             let owner = terms.first_owner_cond("tid");
             self.open("{");
             if let Some(cnd) = &owner {
