@@ -27,7 +27,7 @@ use anybit_vm::{Expr, ParamKind, Program, Span};
 
 use crate::Target;
 
-pub use cast::{cast_test_kernel, cast_test_program, FastCast};
+pub use cast::{cast_test_kernel, cast_test_program, reference_cast, FastCast};
 pub use scalar::EvalError;
 
 /// Shared memory a block may use without opting in to more (`cudaFuncSetAttribute`).
