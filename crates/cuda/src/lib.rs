@@ -3,6 +3,7 @@
 //! fails with clear errors, on machines without CUDA: libraries are loaded at run time, never
 //! linked.
 
+pub mod codegen;
 mod compile;
 mod driver;
 mod nvrtc;
@@ -10,6 +11,7 @@ mod runtime;
 mod sass;
 mod toolkit;
 
+pub use codegen::{generate, CodegenError, GeneratedKernel, KernelParam, KernelParamKind};
 pub use compile::{compile, CompileError, CompiledModule, KernelCache, ParseTargetError, Target};
 pub use driver::{probe_driver, DriverStatus, GpuInfo};
 pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};

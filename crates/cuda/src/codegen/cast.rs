@@ -1,0 +1,479 @@
+//! Fast conversions of packed low-precision codes to f16 and bf16, described as data.
+//!
+//! What this module promises: a [`FastCast`] is a short recipe of 32-bit integer operations
+//! and one packed fused multiply-add that converts two codes at once (element `2j` in the low
+//! half, `2j + 1` in the high half of a 32-bit register). The same description is printed as a
+//! CUDA device function ([`FastCast::device_function`]) and evaluated on the host
+//! ([`FastCast::eval_pair`]) with the same arithmetic (u32 operations; the fma computed exactly
+//! in f64 and rounded once, as `fma.rn` does), so the host tests in this module check every
+//! code of every fast path against `anybit_dtype` without a GPU. [`FastCast::new`] returns a
+//! recipe only for conversions it is exact for; everything else takes the generic path.
+//!
+//! The recipes:
+//! - `uN → f16` (N ≤ 8): `x = code | 0x6400` (1024 + code, the f16 ulp at 1024 is 1), then
+//!   `x - 1024`; `iN`: `code ^ 2^(N-1)` first (two's complement to offset binary) and subtract
+//!   `1024 + 2^(N-1)`.
+//! - `uN → bf16` (N ≤ 7): the same with `0x4300` (128.0); `u8`/`i8 → bf16`: `0x4b000000 | code`
+//!   (2^23 + code in f32), subtract 2^23 (and 128 for signed), then `cvt.rn.bf16x2.f32`.
+//! - small floats `f{1+E+M}eEmM → f16` (E ≤ 5) and `→ bf16` (every E ≤ 7): the sign moves to bit
+//!   15, the exponent and mantissa bits to the top of the half's exponent/mantissa
+//!   (shift `10 - M`, or `7 - M` for bf16), so the half holds the value times
+//!   `2^(bias - 15)` (or `2^(bias - 127)`); one multiply by `2^(15 - bias)` (`2^(127 - bias)`)
+//!   re-biases the exponent, exactly, subnormals included. Special codes are fixed afterwards:
+//!   NaN of `f8e4m3`, infinity and NaN of `f8e5m2`, and the all-ones exponent of the finite
+//!   E = 5 formats (which overflows f16 to infinity).
+
+use anybit_dtype::{DType, SpecialValues};
+use anybit_layout::RegisterLayout;
+use anybit_vm::{builder::block_x, Program, ProgramBuilder};
+use half::{bf16, f16};
+
+/// A special code fixed after the arithmetic: when `code & mask == value`, the half becomes
+/// `result`, with the code's sign bit copied to bit 15 when `keep_sign`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fixup {
+    pub mask: u32,
+    pub value: u32,
+    pub result: u16,
+    pub keep_sign: bool,
+}
+
+/// How the two codes become two halves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Recipe {
+    /// `x = ((p << shift_a) & mask_a) | ((p << shift_b) & mask_b)`, `x = (x ^ xor) | or`,
+    /// then `fma.rn.{f16x2,bf16x2}(x, mul, add)` with `mul` and `add` in both halves.
+    Halves {
+        shift_a: u32,
+        mask_a: u32,
+        shift_b: u32,
+        mask_b: u32,
+        xor: u32,
+        or: u32,
+        mul: u16,
+        add: u16,
+    },
+    /// Per code: `f = as_f32(or | (code ^ xor)) - sub` (exact), then `cvt.rn.bf16x2.f32`.
+    F32Magic { xor: u32, or: u32, sub: f32 },
+}
+
+/// A fast conversion from a type of at most 8 bits to f16 or bf16, two codes at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FastCast {
+    pub from: DType,
+    pub to: DType,
+    pub recipe: Recipe,
+    pub fixups: Vec<Fixup>,
+}
+
+fn both(half: u32) -> u32 {
+    half | (half << 16)
+}
+
+fn half_bits(to: DType, value: f64) -> u16 {
+    if to == DType::F16 {
+        f16::from_f64(value).to_bits()
+    } else {
+        bf16::from_f64(value).to_bits()
+    }
+}
+
+impl FastCast {
+    /// The fast conversion from `from` to `to`, if there is one.
+    pub fn new(from: DType, to: DType) -> Option<FastCast> {
+        if !matches!(to, DType::F16 | DType::Bf16) || from.bits() > 8 {
+            return None;
+        }
+        let f16_target = to == DType::F16;
+        let n = from.bits();
+        let code_mask = from.code_mask();
+        match from {
+            DType::Unsigned(_) | DType::Signed(_) => {
+                let signed = matches!(from, DType::Signed(_));
+                let offset = if signed { 1u32 << (n - 1) } else { 0 };
+                if f16_target || n <= 7 {
+                    let (magic_bits, magic) = if f16_target {
+                        (0x6400u32, 1024.0)
+                    } else {
+                        (0x4300u32, 128.0)
+                    };
+                    Some(FastCast {
+                        from,
+                        to,
+                        recipe: Recipe::Halves {
+                            shift_a: 0,
+                            mask_a: both(code_mask),
+                            shift_b: 0,
+                            mask_b: 0,
+                            xor: both(offset),
+                            or: both(magic_bits),
+                            mul: half_bits(to, 1.0),
+                            add: half_bits(to, -(magic + offset as f64)),
+                        },
+                        fixups: Vec::new(),
+                    })
+                } else {
+                    Some(FastCast {
+                        from,
+                        to,
+                        recipe: Recipe::F32Magic {
+                            xor: offset,
+                            or: 0x4b00_0000,
+                            sub: 8_388_608.0 + offset as f32,
+                        },
+                        fixups: Vec::new(),
+                    })
+                }
+            }
+            DType::MiniFloat(format) => {
+                let (e, m) = (format.exponent_bits(), format.mantissa_bits());
+                let (mantissa_top, half_bias) = if f16_target { (10, 15) } else { (7, 127) };
+                if f16_target && e > 5 {
+                    return None;
+                }
+                let bias = format.bias();
+                let shift_a = mantissa_top - m;
+                let magnitude = (1u32 << (n - 1)) - 1;
+                let mut fixups = Vec::new();
+                let (nan, inf) = if f16_target {
+                    (0x7e00, 0x7c00)
+                } else {
+                    (0x7fc0, 0x7f80)
+                };
+                let exponent_field = ((1u32 << e) - 1) << m;
+                match format.special_values() {
+                    SpecialValues::NanOnly => fixups.push(Fixup {
+                        mask: magnitude,
+                        value: magnitude,
+                        result: nan,
+                        keep_sign: false,
+                    }),
+                    SpecialValues::Ieee => {
+                        fixups.push(Fixup {
+                            mask: exponent_field,
+                            value: exponent_field,
+                            result: nan,
+                            keep_sign: false,
+                        });
+                        fixups.push(Fixup {
+                            mask: magnitude,
+                            value: exponent_field,
+                            result: inf,
+                            keep_sign: true,
+                        });
+                    }
+                    SpecialValues::FiniteOnly if f16_target && e == 5 => fixups.push(Fixup {
+                        mask: exponent_field,
+                        value: exponent_field,
+                        result: inf,
+                        keep_sign: true,
+                    }),
+                    SpecialValues::FiniteOnly => {}
+                }
+                Some(FastCast {
+                    from,
+                    to,
+                    recipe: Recipe::Halves {
+                        shift_a,
+                        mask_a: both(magnitude << shift_a),
+                        shift_b: 16 - n,
+                        mask_b: both(0x8000),
+                        xor: 0,
+                        or: 0,
+                        mul: half_bits(to, 2f64.powi(half_bias - bias)),
+                        add: 0x8000,
+                    },
+                    fixups,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// One line saying what the recipe does, for comments and selection reports.
+    pub fn summary(&self) -> String {
+        match self.recipe {
+            Recipe::Halves { or, mul, add, .. } if or != 0 => format!(
+                "magic number 0x{:04x}, fma(x, 0x{mul:04x}, 0x{add:04x})",
+                or & 0xffff
+            ),
+            Recipe::Halves { mul, .. } => {
+                format!("exponent re-bias: shift, mask, multiply by 0x{mul:04x}")
+            }
+            Recipe::F32Magic { or, sub, .. } => {
+                format!("f32 magic number 0x{or:08x} minus {sub}, cvt.rn.bf16x2.f32")
+            }
+        }
+    }
+
+    /// The name of the device function.
+    pub fn function_name(&self) -> String {
+        format!("ab_cvt_{}_{}", self.from, self.to)
+    }
+
+    /// The device function `u32 NAME(u32 p)`: `p` holds two codes (bits 0.. and 16..), the
+    /// result the two converted halves.
+    pub fn device_function(&self) -> String {
+        let mut s = format!(
+            "// {} -> {}: {}\n__device__ __forceinline__ u32 {}(u32 p) {{\n",
+            self.from,
+            self.to,
+            self.summary(),
+            self.function_name()
+        );
+        let fma = if self.to == DType::F16 {
+            "ab_fma_f16x2"
+        } else {
+            "ab_fma_bf16x2"
+        };
+        match self.recipe {
+            Recipe::Halves {
+                shift_a,
+                mask_a,
+                shift_b,
+                mask_b,
+                xor,
+                or,
+                mul,
+                add,
+            } => {
+                let mut x = if shift_a == 0 {
+                    format!("(p & 0x{mask_a:08x}u)")
+                } else {
+                    format!("((p << {shift_a}) & 0x{mask_a:08x}u)")
+                };
+                if mask_b != 0 {
+                    x = format!("{x} | ((p << {shift_b}) & 0x{mask_b:08x}u)");
+                }
+                s.push_str(&format!("  u32 x = {x};\n"));
+                if xor != 0 {
+                    s.push_str(&format!("  x ^= 0x{xor:08x}u;\n"));
+                }
+                if or != 0 {
+                    s.push_str(&format!("  x |= 0x{or:08x}u;\n"));
+                }
+                s.push_str(&format!(
+                    "  u32 y = {fma}(x, 0x{:08x}u, 0x{:08x}u);\n",
+                    both(mul as u32),
+                    both(add as u32)
+                ));
+            }
+            Recipe::F32Magic { xor, or, sub } => {
+                let m = self.from.code_mask();
+                s.push_str(&format!(
+                    "  const float lo = __fsub_rn(__uint_as_float(0x{or:08x}u | ((p & 0x{m:x}u) ^ 0x{xor:x}u)), {sub:.1}f);\n"
+                ));
+                s.push_str(&format!(
+                    "  const float hi = __fsub_rn(__uint_as_float(0x{or:08x}u | (((p >> 16) & 0x{m:x}u) ^ 0x{xor:x}u)), {sub:.1}f);\n"
+                ));
+                s.push_str("  u32 y;\n  asm(\"cvt.rn.bf16x2.f32 %0, %1, %2;\\n\" : \"=r\"(y) : \"f\"(hi), \"f\"(lo));\n");
+            }
+        }
+        if !self.fixups.is_empty() {
+            let m = self.from.code_mask();
+            let sign_shift = 16 - self.from.bits();
+            for (half, shift) in [(0, 0), (1, 16)] {
+                s.push_str(&format!("  {{ const u32 c = (p >> {shift}) & 0x{m:x}u;\n"));
+                for f in &self.fixups {
+                    let value = if f.keep_sign {
+                        format!("(0x{:04x}u | ((c << {sign_shift}) & 0x8000u))", f.result)
+                    } else {
+                        format!("0x{:04x}u", f.result)
+                    };
+                    let keep = if half == 0 {
+                        "0xffff0000u"
+                    } else {
+                        "0x0000ffffu"
+                    };
+                    s.push_str(&format!(
+                        "    if ((c & 0x{:x}u) == 0x{:x}u) y = (y & {keep}) | ({value} << {shift});\n",
+                        f.mask, f.value
+                    ));
+                }
+                s.push_str("  }\n");
+            }
+        }
+        s.push_str("  return y;\n}\n");
+        s
+    }
+
+    /// Host evaluation of the device function, with the same arithmetic: `p` holds two codes.
+    pub fn eval_pair(&self, p: u32) -> u32 {
+        let round = |v: f64| -> u16 {
+            if v.is_nan() {
+                0x7fff
+            } else {
+                half_bits(self.to, v)
+            }
+        };
+        let value = |bits: u16| -> f64 {
+            if self.to == DType::F16 {
+                f16::from_bits(bits).to_f64()
+            } else {
+                bf16::from_bits(bits).to_f64()
+            }
+        };
+        let mut y = match self.recipe {
+            Recipe::Halves {
+                shift_a,
+                mask_a,
+                shift_b,
+                mask_b,
+                xor,
+                or,
+                mul,
+                add,
+            } => {
+                let mut x = ((p << shift_a) & mask_a) | ((p << shift_b) & mask_b);
+                x = (x ^ xor) | or;
+                let half = |h: u16| round(value(h) * value(mul) + value(add));
+                let lo = half(x as u16);
+                let hi = half((x >> 16) as u16);
+                lo as u32 | ((hi as u32) << 16)
+            }
+            Recipe::F32Magic { xor, or, sub } => {
+                let m = self.from.code_mask();
+                let one = |c: u32| {
+                    let f = f32::from_bits(or | ((c & m) ^ xor)) - sub;
+                    bf16::from_f32(f).to_bits() as u32
+                };
+                one(p) | (one(p >> 16) << 16)
+            }
+        };
+        let m = self.from.code_mask();
+        let sign_shift = 16 - self.from.bits();
+        for (half, shift) in [(0u32, 0u32), (1, 16)] {
+            let c = (p >> shift) & m;
+            for f in &self.fixups {
+                if c & f.mask == f.value {
+                    let mut v = f.result as u32;
+                    if f.keep_sign {
+                        v |= (c << sign_shift) & 0x8000;
+                    }
+                    let keep = if half == 0 { 0xffff_0000 } else { 0x0000_ffff };
+                    y = (y & keep) | (v << shift);
+                }
+            }
+        }
+        y
+    }
+}
+
+/// What `cast` gives for one code: `to.encode(from.decode(code) as f32)`.
+pub fn reference_cast(from: DType, to: DType, code: u32) -> u32 {
+    to.encode(from.decode(code) as f32)
+}
+
+/// A program that converts `n` codes of `dtype` (packed, from `codes`) to f16 (`out_f16`) and
+/// bf16 (`out_bf16`), 8 per thread: run it over all `2^bits` codes and compare with
+/// [`reference_cast`] (or the interpreter). Even local sizes use the fast paths where
+/// [`FastCast::new`] has one.
+pub fn cast_test_program(dtype: DType) -> Program {
+    let mut b = ProgramBuilder::new(&format!("cast_test_{dtype}"));
+    b.doc(&format!(
+        "Converts n codes of {dtype} to f16 and bf16, 8 per thread."
+    ));
+    let codes = b.pointer("codes", dtype);
+    let out_f16 = b.pointer("out_f16", DType::F16);
+    let out_bf16 = b.pointer("out_bf16", DType::Bf16);
+    let n = b.int("n");
+    b.grid([n.clone().ceil_div(256)]).threads(32);
+    let base = b.let_("base", block_x() * 256);
+    let layout = RegisterLayout::spatial(&[32])
+        .compose(&RegisterLayout::local(&[8]))
+        .unwrap_or_else(|_| RegisterLayout::local(&[8]));
+    let g = b.view_global("g", &codes, [n.clone()], [1]);
+    let gh = b.view_global("gh", &out_f16, [n.clone()], [1]);
+    let gb = b.view_global("gb", &out_bf16, [n], [1]);
+    let x = b.load_global("x", &g, [base.clone()], layout);
+    let h = b.cast("h", &x, DType::F16);
+    let bf = b.cast("bf", &x, DType::Bf16);
+    b.store_global(&gh, [base.clone()], &h);
+    b.store_global(&gb, [base], &bf);
+    b.finish()
+}
+
+/// The generated kernel of [`cast_test_program`].
+pub fn cast_test_kernel(
+    dtype: DType,
+    target: crate::Target,
+) -> Result<super::GeneratedKernel, super::CodegenError> {
+    super::generate(&cast_test_program(dtype), target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every fast path, every pair of codes, against `anybit_dtype`.
+    #[test]
+    fn fast_paths_are_exact_for_every_code() {
+        let mut checked = 0;
+        for from in DType::all_small() {
+            for to in [DType::F16, DType::Bf16] {
+                let Some(fast) = FastCast::new(from, to) else {
+                    continue;
+                };
+                let count = 1u32 << from.bits();
+                for lo in 0..count {
+                    for hi in [0, 1, count / 2, count - 1, lo] {
+                        let got = fast.eval_pair(lo | (hi << 16));
+                        let want_lo = reference_cast(from, to, lo);
+                        let want_hi = reference_cast(from, to, hi);
+                        assert_eq!(
+                            (got & 0xffff, got >> 16),
+                            (want_lo, want_hi),
+                            "{from} -> {to}: codes {lo:#x}, {hi:#x} ({})",
+                            fast.summary()
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+        // u1..u8, i1..i8 and the small floats with E <= 5 to f16, everything to bf16.
+        assert!(checked >= 60, "only {checked} fast paths");
+    }
+
+    #[test]
+    fn required_fast_paths_exist() {
+        let names = [
+            "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "i1", "i2", "i3", "i4", "i5", "i6",
+            "i7", "i8", "f6e3m2", "f6e2m3", "f5e2m2", "f4e2m1", "f3e1m1", "f8e4m3", "f8e5m2",
+        ];
+        for name in names {
+            let from: DType = name.parse().unwrap();
+            for to in [DType::F16, DType::Bf16] {
+                assert!(FastCast::new(from, to).is_some(), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_constants() {
+        let u4 = FastCast::new(DType::Unsigned(4), DType::F16).unwrap();
+        assert_eq!(
+            u4.recipe,
+            Recipe::Halves {
+                shift_a: 0,
+                mask_a: 0x000f_000f,
+                shift_b: 0,
+                mask_b: 0,
+                xor: 0,
+                or: 0x6400_6400,
+                mul: 0x3c00,
+                add: 0xe400,
+            }
+        );
+        let i4 = FastCast::new(DType::Signed(4), DType::F16).unwrap();
+        let Recipe::Halves { xor, add, .. } = i4.recipe else {
+            panic!()
+        };
+        assert_eq!((xor, add), (0x0008_0008, 0xe408)); // -1032
+        let e2m1 = FastCast::new("f4e2m1".parse().unwrap(), DType::F16).unwrap();
+        let Recipe::Halves { shift_a, mul, .. } = e2m1.recipe else {
+            panic!()
+        };
+        assert_eq!((shift_a, mul), (9, 0x7400)); // 2^(15 - 1) = 16384
+    }
+}

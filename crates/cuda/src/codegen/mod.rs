@@ -1,0 +1,209 @@
+//! Code generation: a VM program → CUDA C++ with inline PTX, one kernel per program.
+//!
+//! What this module promises (`docs/codegen.md` explains how):
+//! - [`generate`] either returns a [`GeneratedKernel`] whose source NVRTC compiles for the
+//!   target, or a [`CodegenError`] that names the statement (its span) and the reason; it never
+//!   panics on a program, well formed or not.
+//! - The kernel computes what `docs/vm.md` says, for every instruction: every instruction has a
+//!   generic lowering that is correct for any layout, and faster instructions (`mma.sync`,
+//!   `ldmatrix`, `cp.async`, vector accesses, packed conversions) are used only where layout
+//!   division and divisibility facts prove them equivalent.
+//! - The output is deterministic and named after the program, so it can be golden-tested.
+//!
+//! Modules: [`layout`] (register layouts as thread/local arithmetic), [`scalar`] (scalar
+//! expressions and divisibility facts), [`prelude`] (fixed device helpers), [`cast`] (fast
+//! conversion descriptions that a host test checks for every code), `emit` (the lowering).
+
+pub mod cast;
+mod emit;
+pub(crate) mod layout;
+pub mod prelude;
+pub(crate) mod scalar;
+mod select;
+mod vector;
+
+use anybit_dtype::DType;
+use anybit_vm::{Expr, ParamKind, Program, Span};
+
+use crate::Target;
+
+pub use cast::{cast_test_kernel, cast_test_program, reference_cast, FastCast};
+pub use scalar::EvalError;
+
+/// Shared memory a block may use without opting in to more (`cudaFuncSetAttribute`).
+pub const STATIC_SHARED_LIMIT: usize = 48 * 1024;
+/// The most shared memory a block may use on the supported GPUs (sm_80: 163 KiB, sm_86/89: 99
+/// KiB, sm_90: 227 KiB); generation fails above the target's limit.
+pub fn shared_memory_limit(target: Target) -> usize {
+    match target {
+        Target::Sm80 => 163 * 1024,
+        Target::Sm86 | Target::Sm89 => 99 * 1024,
+        Target::Sm90 | Target::Sm90a => 227 * 1024,
+    }
+}
+
+/// A program the backend cannot lower.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodegenError {
+    /// The instruction at `span` cannot be lowered (for example a type the backend does not
+    /// handle, or a program that is not well formed).
+    #[error("{span}: `{inst}`: {reason}")]
+    Unsupported {
+        /// The instruction's mnemonic (or `program`, `let`, `for`, `if`).
+        inst: String,
+        span: Span,
+        reason: String,
+    },
+    /// The program uses more shared memory than the target has.
+    #[error("{span}: program `{program}` needs {bytes} bytes of shared memory per block, more than the {limit} bytes {target} allows")]
+    SharedMemory {
+        program: String,
+        span: Span,
+        bytes: usize,
+        limit: usize,
+        target: Target,
+    },
+}
+
+/// The kind of a kernel parameter, in launch order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelParamKind {
+    /// A device pointer (`const u8*`-like, passed as a 64-bit address) to packed elements of
+    /// this type. It must be aligned to 16 bytes (`cudaMalloc` gives 256).
+    Pointer(DType),
+    /// A 32-bit `int`, with its divisibility promise if any.
+    Int { multiple_of: Option<u32> },
+}
+
+/// One kernel parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelParam {
+    /// The program's name of the parameter.
+    pub name: String,
+    pub kind: KernelParamKind,
+}
+
+/// A grid could not be computed from the arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GridError {
+    #[error("expected {expected} integer arguments, got {got}")]
+    ArgumentCount { expected: usize, got: usize },
+    #[error("argument `{name}` = {value} is not a multiple of {multiple}")]
+    NotMultiple {
+        name: String,
+        value: i32,
+        multiple: u32,
+    },
+    #[error("grid dimension {dim}: {error}")]
+    Eval { dim: usize, error: EvalError },
+    #[error("grid dimension {dim} is negative ({value})")]
+    Negative { dim: usize, value: i32 },
+}
+
+/// The result of [`generate`]: CUDA C++ source and what a launcher needs to run it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratedKernel {
+    /// The `extern "C" __global__` function's name (the program's name).
+    pub name: String,
+    /// The complete CUDA C++ source (prelude + kernel).
+    pub source: String,
+    /// Parameters in launch order.
+    pub params: Vec<KernelParam>,
+    /// Threads per block (`blockDim.x`; y and z are 1).
+    pub threads: u32,
+    /// Shared memory declared in the source (≤ 48 KiB).
+    pub static_shared_bytes: usize,
+    /// Dynamic shared memory to pass at launch (used when the block needs more than 48 KiB;
+    /// the launcher must then raise `cudaFuncAttributeMaxDynamicSharedMemorySize`).
+    pub dynamic_shared_bytes: usize,
+    /// The target the source was generated for.
+    pub target: Target,
+    /// What instruction selection chose, one line per decision (`line:column mnemonic: …`).
+    pub selections: Vec<String>,
+    grid: Vec<Expr>,
+}
+
+impl GeneratedKernel {
+    /// The kernel part of [`GeneratedKernel::source`], without the fixed prelude.
+    pub fn kernel_source(&self) -> &str {
+        self.source
+            .strip_prefix(prelude::PRELUDE)
+            .unwrap_or(&self.source)
+    }
+
+    /// The integer parameters, in order.
+    pub fn int_params(&self) -> impl Iterator<Item = &KernelParam> {
+        self.params
+            .iter()
+            .filter(|p| matches!(p.kind, KernelParamKind::Int { .. }))
+    }
+
+    /// The grid `[x, y, z]` for the values of the integer parameters, given in parameter order
+    /// (pointers skipped). Checks `multiple_of` promises, like the interpreter.
+    pub fn grid(&self, int_args: &[i32]) -> Result<[u32; 3], GridError> {
+        let ints: Vec<&KernelParam> = self.int_params().collect();
+        if ints.len() != int_args.len() {
+            return Err(GridError::ArgumentCount {
+                expected: ints.len(),
+                got: int_args.len(),
+            });
+        }
+        for (param, &value) in ints.iter().zip(int_args) {
+            if let KernelParamKind::Int {
+                multiple_of: Some(m),
+            } = param.kind
+            {
+                if m != 0 && value % m as i32 != 0 {
+                    return Err(GridError::NotMultiple {
+                        name: param.name.clone(),
+                        value,
+                        multiple: m,
+                    });
+                }
+            }
+        }
+        let lookup = |name: &str| {
+            ints.iter()
+                .position(|p| p.name == name)
+                .map(|i| int_args[i])
+        };
+        let mut grid = [1u32; 3];
+        for (dim, e) in self.grid.iter().enumerate().take(3) {
+            let value = scalar::eval(e, &lookup).map_err(|error| GridError::Eval { dim, error })?;
+            if value < 0 {
+                return Err(GridError::Negative { dim, value });
+            }
+            grid[dim] = value as u32;
+        }
+        Ok(grid)
+    }
+}
+
+/// Generates the CUDA C++ kernel of `program` for `target`.
+pub fn generate(program: &Program, target: Target) -> Result<GeneratedKernel, CodegenError> {
+    let output = emit::emit_program(program, target)?;
+    let params = program
+        .params
+        .iter()
+        .map(|p| KernelParam {
+            name: p.name.clone(),
+            kind: match &p.kind {
+                ParamKind::Pointer(dtype) => KernelParamKind::Pointer(*dtype),
+                ParamKind::Int { multiple_of } => KernelParamKind::Int {
+                    multiple_of: *multiple_of,
+                },
+            },
+        })
+        .collect();
+    Ok(GeneratedKernel {
+        name: output.name,
+        source: format!("{}{}", prelude::PRELUDE, output.kernel),
+        params,
+        threads: program.threads,
+        static_shared_bytes: output.static_shared,
+        dynamic_shared_bytes: output.dynamic_shared,
+        target,
+        selections: output.selections,
+        grid: program.grid.clone(),
+    })
+}

@@ -1,0 +1,583 @@
+//! Instruction selection: tensor-core `mma.sync`, `ldmatrix`, `cp.async`, packed 16-bit float
+//! arithmetic and in-warp reductions.
+//!
+//! What this module promises: each `try_*` function either emits code that computes exactly
+//! what the generic lowering in `emit` computes (up to the tolerances `docs/vm.md` allows for
+//! `dot` and `reduce_sum`) and returns `true`, or emits nothing and returns `false`. The
+//! preconditions are proven at generation time:
+//! - `mma.sync.m16n8k16` (f16/bf16 inputs, f32 accumulators): the three layouts divide by the
+//!   A, B and C fragment atoms, and for every warp and every C fragment the A and B fragments
+//!   of every k step sit in the same local slots in every warp;
+//! - `ldmatrix.x4` (`.trans` for the B side): 16-bit elements, constant offsets, the layout
+//!   divides by the atom, and every 8-element row the lanes point at is contiguous and 16-byte
+//!   aligned in the shared layout (checked for every warp, slot and lane);
+//! - `cp.async` of 16, 8 or 4 bytes: the global dimension is contiguous (stride constant 1), the
+//!   chunk start is provably aligned, the shared chunks are contiguous and aligned (checked for
+//!   every chunk), and bounds are handled by the zero-filling `src-size` operand;
+//! - packed `fma.rn.{f16x2,bf16x2}` for `add`, `sub`, `mul` of f16/bf16 (a single rounding, as
+//!   the f32 computation followed by rounding gives);
+//! - `shfl.xor` butterflies for reductions whose reduced thread digits lie inside a warp.
+
+use std::collections::BTreeMap;
+
+use anybit_dtype::DType;
+use anybit_layout::{RegisterLayout, SharedLayout};
+use anybit_vm::{BinaryOp, Expr, Operand, ReduceOp};
+
+use super::emit::{ctype, decode, encode, kind, Emitter, Global, OperandIndex, Reg, Shared};
+use super::layout::{shared_offset_expr, Terms};
+use super::CodegenError;
+
+type R<T> = Result<T, CodegenError>;
+
+fn chain(parts: &[RegisterLayout]) -> Option<RegisterLayout> {
+    let mut it = parts.iter();
+    let first = it.next()?.clone();
+    it.try_fold(first, |acc, p| acc.compose(p).ok())
+}
+
+/// The A operand of `mma.m16n8k16` (and the result of `ldmatrix.x4`).
+pub(super) fn atom_a() -> Option<RegisterLayout> {
+    chain(&[
+        RegisterLayout::column_local(&[2, 2]),
+        RegisterLayout::spatial(&[8, 4]),
+        RegisterLayout::local(&[1, 2]),
+    ])
+}
+
+/// The B operand of `mma.m16n8k16`.
+pub(super) fn atom_b() -> Option<RegisterLayout> {
+    chain(&[
+        RegisterLayout::local(&[2, 1]),
+        RegisterLayout::column_spatial(&[4, 8]),
+        RegisterLayout::local(&[2, 1]),
+    ])
+}
+
+/// The C/D operand of `mma.m16n8k16` with f32 accumulators.
+pub(super) fn atom_c() -> Option<RegisterLayout> {
+    chain(&[
+        RegisterLayout::local(&[2, 1]),
+        RegisterLayout::spatial(&[8, 4]),
+        RegisterLayout::local(&[1, 2]),
+    ])
+}
+
+/// The result of `ldmatrix.x4.trans` on a row-major [k, n] tile: two B fragments side by side.
+pub(super) fn atom_b_pair() -> Option<RegisterLayout> {
+    RegisterLayout::local(&[1, 2]).compose(&atom_b()?).ok()
+}
+
+pub(super) fn try_mma(
+    e: &mut Emitter,
+    dst: &str,
+    reg: &Reg,
+    new: bool,
+    a: &Reg,
+    b: &Reg,
+    c: &Reg,
+) -> R<bool> {
+    let function = match (a.dtype, c.dtype) {
+        (DType::F16, DType::F32) => "ab_mma_f16",
+        (DType::Bf16, DType::F32) => "ab_mma_bf16",
+        _ => return Ok(false),
+    };
+    let (Some(fa), Some(fb), Some(fc)) = (atom_a(), atom_b(), atom_c()) else {
+        return Ok(false);
+    };
+    let (Some(qa), Some(qb), Some(qc)) = (
+        a.layout.divide(&fa),
+        b.layout.divide(&fb),
+        c.layout.divide(&fc),
+    ) else {
+        return Ok(false);
+    };
+    let k_steps = a.layout.shape()[1] / 16;
+    let warps = qc.num_threads();
+    // plan[q] = [(a slot, b slot) for each k step], the same in every warp.
+    let mut plan: Vec<Vec<(usize, usize)>> = Vec::new();
+    for q in 0..qc.local_size() {
+        let mut steps = Vec::new();
+        for kk in 0..k_steps {
+            let mut slot: Option<(usize, usize)> = None;
+            for w in 0..warps {
+                let ij = qc.coordinates(w, q);
+                let (Some(ia), Some(ib)) = (
+                    qa.local_index_of(w, &[ij[0], kk]),
+                    qb.local_index_of(w, &[kk, ij[1]]),
+                ) else {
+                    return Ok(false);
+                };
+                match slot {
+                    None => slot = Some((ia, ib)),
+                    Some(s) if s != (ia, ib) => return Ok(false),
+                    _ => {}
+                }
+            }
+            let Some(s) = slot else {
+                return Ok(false);
+            };
+            steps.push(s);
+        }
+        plan.push(steps);
+    }
+    e.select(format!(
+        "mma.sync.aligned.m16n8k16 {} -> f32: {} tiles x {} k steps per warp",
+        a.dtype,
+        qc.local_size(),
+        k_steps
+    ));
+    let (an, bn, cn) = (a.cname.clone(), b.cname.clone(), c.cname.clone());
+    let words = c.words();
+    e.with_result(dst, reg, new, |e, t| {
+        e.line(&format!(
+            "#pragma unroll\nfor (int i = 0; i < {words}; ++i) {t}[i] = {cn}[i];"
+        ));
+        for (q, steps) in plan.iter().enumerate() {
+            for &(ia, ib) in steps {
+                e.line(&format!(
+                    "{function}({t} + {}, {an} + {}, {bn} + {});",
+                    4 * q,
+                    4 * ia,
+                    2 * ib
+                ));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(true)
+}
+
+/// Does the shared layout hold `len` elements from `c` along `dim` at consecutive offsets, the
+/// first one aligned to `align` elements?
+fn contiguous(layout: &SharedLayout, c: &[usize], dim: usize, len: usize, align: usize) -> bool {
+    let Some(first) = layout.checked_offset(c) else {
+        return false;
+    };
+    if first % align != 0 {
+        return false;
+    }
+    let mut x = c.to_vec();
+    (1..len).all(|j| {
+        x[dim] = c[dim] + j;
+        layout.checked_offset(&x) == Some(first + j)
+    })
+}
+
+pub(super) fn try_ldmatrix(
+    e: &mut Emitter,
+    sh: &Shared,
+    offsets: &[Expr],
+    layout: &RegisterLayout,
+    t: &str,
+) -> R<bool> {
+    if sh.dtype.bits() != 16 || layout.rank() != 2 || e.threads % 32 != 0 {
+        return Ok(false);
+    }
+    let Some(o): Option<Vec<usize>> = offsets
+        .iter()
+        .map(|x| e.facts.constant(x).and_then(|v| usize::try_from(v).ok()))
+        .collect()
+    else {
+        return Ok(false);
+    };
+    for (trans, atom) in [(false, atom_a()), (true, atom_b_pair())] {
+        let Some(atom) = atom else { continue };
+        let Some(q) = layout.divide(&atom) else {
+            continue;
+        };
+        // Every row a lane points at: contiguous 8 elements along dimension 1, 16-byte aligned.
+        let qt = Terms::new(&q);
+        let mut fits = true;
+        'check: for w in 0..q.num_threads() {
+            let tc = qt.thread_coords(w);
+            for slot in 0..q.local_size() {
+                let lc = qt.local_coords(slot);
+                for lane in 0..32 {
+                    let c = [
+                        o[0] + (tc[0] + lc[0]) * 16 + ((lane >> 3) & 1) * 8 + (lane & 7),
+                        o[1] + (tc[1] + lc[1]) * 16 + (lane >> 4) * 8,
+                    ];
+                    if !contiguous(&sh.layout, &c, 1, 8, 8) {
+                        fits = false;
+                        break 'check;
+                    }
+                }
+            }
+        }
+        if !fits {
+            continue;
+        }
+        e.select(format!(
+            "ldmatrix.sync.aligned.m8n8.x4{}.b16: {} per thread",
+            if trans { ".trans" } else { "" },
+            q.local_size()
+        ));
+        let coords: Vec<String> = (0..2)
+            .map(|d| {
+                let lane = if d == 0 {
+                    "((tid >> 3) & 1) * 8 + (tid & 7)"
+                } else {
+                    "((tid >> 4) & 1) * 8"
+                };
+                let mut parts = vec![];
+                if o[d] != 0 {
+                    parts.push(o[d].to_string());
+                }
+                let w = qt.thread_coord_expr(d, "(tid / 32)");
+                if w != "0" {
+                    parts.push(format!("({w}) * 16"));
+                }
+                let s = qt.local_coord_expr(d, "s");
+                if s != "0" {
+                    parts.push(format!("({s}) * 16"));
+                }
+                parts.push(lane.to_string());
+                parts.join(" + ")
+            })
+            .collect();
+        let off = shared_offset_expr(&sh.layout, &coords);
+        let function = if trans {
+            "ab_ldmatrix_x4_trans"
+        } else {
+            "ab_ldmatrix_x4"
+        };
+        e.open(&format!(
+            "#pragma unroll\nfor (int s = 0; s < {}; ++s) {{",
+            q.local_size()
+        ));
+        e.line(&format!(
+            "{function}({t} + 4 * s, {} + 2 * ({off}));",
+            sh.cname
+        ));
+        e.close("}");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+pub(super) fn try_cp_async(
+    e: &mut Emitter,
+    sh: &Shared,
+    g: &Global,
+    offsets: &[Expr],
+    o: &[String],
+) -> R<bool> {
+    let bits = g.dtype.bits() as usize;
+    let rank = g.rank;
+    let shape = sh.layout.shape().to_vec();
+    let Some(dim) = (0..rank).rev().find(|&d| g.stride_const[d] == Some(1)) else {
+        return Ok(false);
+    };
+    for bytes in [16usize, 8, 4] {
+        if (bytes * 8) % bits != 0 {
+            continue;
+        }
+        let v = bytes * 8 / bits;
+        if shape[dim] % v != 0 {
+            continue;
+        }
+        // Global alignment of every chunk start, in elements.
+        let aligned = e.facts.divisor(&offsets[dim]) % v as u64 == 0
+            && (0..rank).all(|d| d == dim || g.stride_div[d] % v as u64 == 0);
+        if !aligned {
+            continue;
+        }
+        let whole = g.size_div[dim] % v as u64 == 0;
+        if !whole && bits % 8 != 0 {
+            continue;
+        }
+        // Shared chunks contiguous and aligned.
+        let mut chunk_shape = shape.clone();
+        chunk_shape[dim] /= v;
+        let chunks: usize = chunk_shape.iter().product();
+        let mut ok = true;
+        let mut c = vec![0usize; rank];
+        for i in 0..chunks {
+            let mut rest = i;
+            for d in (0..rank).rev() {
+                c[d] = rest % chunk_shape[d];
+                rest /= chunk_shape[d];
+            }
+            c[dim] *= v;
+            if !contiguous(&sh.layout, &c, dim, v, v) {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        e.select(format!(
+            "cp.async {bytes} bytes ({v} elements of {}), {chunks} chunks{}",
+            g.dtype,
+            if whole {
+                ""
+            } else {
+                ", partial chunks zero-filled"
+            }
+        ));
+        let threads = e.threads;
+        let iters = chunks.div_ceil(threads);
+        e.open(&format!(
+            "#pragma unroll\nfor (int k = 0; k < {iters}; ++k) {{"
+        ));
+        e.line(&format!("const int i = tid + k * {threads};"));
+        if chunks % threads != 0 {
+            e.line(&format!("if (i >= {chunks}) break;"));
+        }
+        let mut decl = Vec::new();
+        let mut inner = 1usize;
+        for d in (0..rank).rev() {
+            let mut x = if inner == 1 {
+                "i".to_string()
+            } else {
+                format!("i / {inner}")
+            };
+            if d != 0 {
+                x = format!("({x}) % {}", chunk_shape[d]);
+            }
+            if d == dim && v != 1 {
+                x = format!("({x}) * {v}");
+            }
+            decl.push(format!("c{d} = {x}"));
+            inner *= chunk_shape[d];
+        }
+        decl.reverse();
+        e.line(&format!("const int {};", decl.join(", ")));
+        let gdecl: Vec<String> = (0..rank)
+            .map(|d| format!("x{d} = {} + c{d}", o[d]))
+            .collect();
+        e.line(&format!("const int {};", gdecl.join(", ")));
+        let others: Vec<String> = (0..rank)
+            .filter(|&d| d != dim)
+            .map(|d| format!("ab_in(x{d}, {}_n{d})", g.cname))
+            .collect();
+        let address: Vec<String> = (0..rank)
+            .map(|d| format!("(i64)x{d} * {}_t{d}", g.cname))
+            .collect();
+        let mut cond = others.clone();
+        if whole {
+            cond.push(format!("ab_in(x{dim}, {}_n{dim})", g.cname));
+            e.line(&format!(
+                "const int n = ({}) ? {bytes} : 0;",
+                cond.join(" && ")
+            ));
+        } else {
+            cond.push(format!("x{dim} >= 0 && x{dim} < {}_n{dim}", g.cname));
+            e.line(&format!(
+                "const int n = ({}) ? min({}_n{dim} - x{dim}, {v}) * {} : 0;",
+                cond.join(" && "),
+                g.cname,
+                bits / 8
+            ));
+        }
+        let coords: Vec<String> = (0..rank).map(|d| format!("c{d}")).collect();
+        let off = shared_offset_expr(&sh.layout, &coords);
+        e.line(&format!(
+            "ab_cp_async<{bytes}>({} + (({off}) * {bits} >> 3), n ? {} + (({}) * {bits} >> 3) : {}, n);",
+            sh.cname,
+            g.cname,
+            address.join(" + "),
+            g.cname
+        ));
+        e.close("}");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// A 32-bit C expression holding the operand's codes for result elements `2j` and `2j + 1`.
+fn packed_operand(
+    e: &Emitter,
+    op: &Operand,
+    dtype: DType,
+    res: &RegisterLayout,
+) -> R<Option<String>> {
+    Ok(Some(match op {
+        Operand::Tensor(name) => {
+            let r = e.register(name)?;
+            if r.dtype != dtype {
+                return Ok(None);
+            }
+            match e.operand_index(&r.layout, res, "l")? {
+                OperandIndex::Same => format!("{}[j]", r.cname),
+                OperandIndex::Static(_) => {
+                    let lo = match e.operand_index(&r.layout, res, "(2 * j)")? {
+                        OperandIndex::Static(i) => i,
+                        _ => return Ok(None),
+                    };
+                    let hi = match e.operand_index(&r.layout, res, "(2 * j + 1)")? {
+                        OperandIndex::Static(i) => i,
+                        _ => return Ok(None),
+                    };
+                    format!(
+                        "(ab_get<16>({0}, {lo}) | (ab_get<16>({0}, {hi}) << 16))",
+                        r.cname
+                    )
+                }
+                OperandIndex::Dynamic(_) => return Ok(None),
+            }
+        }
+        Operand::Scalar(x) => {
+            let s = e.scalar(x)?;
+            let code = encode(dtype, &format!("__int2float_rn({s})"));
+            format!("({code} * 0x10001u)")
+        }
+        Operand::Float(f) => {
+            let code = dtype.encode(f.0 as f32);
+            format!("0x{:08x}u", code | (code << 16))
+        }
+    }))
+}
+
+pub(super) fn try_packed_binary(
+    e: &mut Emitter,
+    dst: &str,
+    reg: &Reg,
+    new: bool,
+    op: BinaryOp,
+    lhs: &Operand,
+    rhs: &Operand,
+) -> R<bool> {
+    let (function, one, minus_one) = match reg.dtype {
+        DType::F16 => ("ab_fma_f16x2", "0x3c003c00u", "0xbc00bc00u"),
+        DType::Bf16 => ("ab_fma_bf16x2", "0x3f803f80u", "0xbf80bf80u"),
+        _ => return Ok(false),
+    };
+    if !matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul)
+        || reg.layout.local_size() % 2 != 0
+    {
+        return Ok(false);
+    }
+    let (Some(a), Some(b)) = (
+        packed_operand(e, lhs, reg.dtype, &reg.layout)?,
+        packed_operand(e, rhs, reg.dtype, &reg.layout)?,
+    ) else {
+        return Ok(false);
+    };
+    let expr = match op {
+        BinaryOp::Add => format!("{function}({a}, {one}, {b})"),
+        BinaryOp::Sub => format!("{function}({b}, {minus_one}, {a})"),
+        _ => format!("{function}({a}, {b}, 0x80008000u)"),
+    };
+    e.select(format!(
+        "packed {function} (two {} per instruction)",
+        reg.dtype
+    ));
+    let pairs = reg.layout.local_size() / 2;
+    e.with_result(dst, reg, new, |e, t| {
+        e.line(&format!(
+            "#pragma unroll\nfor (int j = 0; j < {pairs}; ++j) {t}[j] = {expr};"
+        ));
+        Ok(())
+    })?;
+    Ok(true)
+}
+
+pub(super) fn try_reduce_in_warp(
+    e: &mut Emitter,
+    dst: &str,
+    reg: &Reg,
+    new: bool,
+    op: ReduceOp,
+    x: &Reg,
+    dim: usize,
+) -> R<bool> {
+    let threads = e.threads;
+    if threads % 32 != 0 && threads > 32 {
+        return Ok(false);
+    }
+    let terms = Terms::new(&x.layout);
+    let pow2 = |v: usize| v.is_power_of_two();
+    let mut butterflies = Vec::new();
+    for t in &terms.thread_terms {
+        if t.dim == dim {
+            if !(pow2(t.index_stride) && pow2(t.size) && t.index_stride * t.size <= 32) {
+                return Ok(false);
+            }
+            let mut off = t.index_stride;
+            while off < t.index_stride * t.size {
+                butterflies.push(off);
+                off *= 2;
+            }
+        }
+    }
+    let width = if threads < 32 { threads } else { 32 };
+    if butterflies.iter().any(|&b| b >= width) {
+        return Ok(false);
+    }
+    // r(l): the result slot each source slot contributes to, the same in every thread.
+    let out = &reg.layout;
+    let mut slots: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for l in 0..x.layout.local_size() {
+        let mut slot = None;
+        for t in 0..threads {
+            let mut c = x.layout.coordinates(t, l);
+            c[dim] = 0;
+            let Some(r) = out.local_index_of(t, &c) else {
+                return Ok(false);
+            };
+            match slot {
+                None => slot = Some(r),
+                Some(s) if s != r => return Ok(false),
+                _ => {}
+            }
+        }
+        if let Some(r) = slot {
+            slots.entry(r).or_default().push(l);
+        }
+    }
+    if slots.len() != out.local_size() {
+        return Ok(false);
+    }
+    e.select(format!(
+        "reduction in registers, then {} shfl.xor step(s) inside warps",
+        butterflies.len()
+    ));
+    let dtype = x.dtype;
+    let k = kind(dtype);
+    let vt = ctype(k);
+    let combine = super::emit::reduce_combine(op, k);
+    let n = dtype.bits();
+    let xname = x.cname.clone();
+    let full = if threads >= 32 {
+        "0xffffffffu".to_string()
+    } else {
+        format!("0x{:x}u", (1u64 << threads) - 1)
+    };
+    e.with_result(dst, reg, new, |e, t| {
+        e.line(&format!("{vt} acc[{}];", out.local_size()));
+        for (r, ls) in &slots {
+            for (i, l) in ls.iter().enumerate() {
+                let v = decode(dtype, &format!("ab_get<{n}>({xname}, {l})"));
+                if i == 0 {
+                    e.line(&format!("acc[{r}] = {v};"));
+                } else {
+                    e.line(&format!(
+                        "acc[{r}] = {};",
+                        combine(&format!("acc[{r}]"), &v)
+                    ));
+                }
+            }
+        }
+        for off in &butterflies {
+            e.open(&format!(
+                "#pragma unroll\nfor (int r = 0; r < {}; ++r) {{",
+                out.local_size()
+            ));
+            e.line(&format!(
+                "const {vt} other = __shfl_xor_sync({full}, acc[r], {off});"
+            ));
+            e.line(&format!("acc[r] = {};", combine("acc[r]", "other")));
+            e.close("}");
+        }
+        e.line(&format!(
+            "#pragma unroll\nfor (int r = 0; r < {}; ++r) ab_set<{n}>({t}, r, {});",
+            out.local_size(),
+            encode(dtype, "acc[r]")
+        ));
+        Ok(())
+    })?;
+    Ok(true)
+}

@@ -1,0 +1,68 @@
+//! Golden tests of the generated CUDA (kernel part, without the fixed prelude) for the example
+//! programs and a few fast paths. Accept changes with `INSTA_UPDATE=always`, review the diff.
+
+use anybit_cuda::codegen::{cast_test_program, FastCast};
+use anybit_cuda::{generate, Target};
+use anybit_dtype::DType;
+
+fn example(file: &str) -> anybit_vm::Program {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(file);
+    anybit_vm::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn golden(program: &anybit_vm::Program) -> String {
+    let k = generate(program, Target::Sm90a).unwrap();
+    format!(
+        "// threads {}, static shared {} B, dynamic shared {} B\n// selections:\n{}\n{}",
+        k.threads,
+        k.static_shared_bytes,
+        k.dynamic_shared_bytes,
+        k.selections
+            .iter()
+            .map(|s| format!("//   {s}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        k.kernel_source()
+    )
+}
+
+#[test]
+fn vector_add() {
+    insta::assert_snapshot!(golden(&example("vector_add.anybit")));
+}
+
+#[test]
+fn matmul_f16() {
+    insta::assert_snapshot!(golden(&example("matmul_f16.anybit")));
+}
+
+#[test]
+fn softmax() {
+    insta::assert_snapshot!(golden(&example("softmax.anybit")));
+}
+
+#[test]
+fn quantized_matmul_u4_g128() {
+    insta::assert_snapshot!(golden(&example("quantized_matmul_u4_g128.anybit")));
+}
+
+#[test]
+fn cast_test_f6e3m2() {
+    insta::assert_snapshot!(golden(&cast_test_program("f6e3m2".parse().unwrap())));
+}
+
+#[test]
+fn fast_cast_functions() {
+    let mut out = String::new();
+    for from in DType::all_small() {
+        for to in [DType::F16, DType::Bf16] {
+            match FastCast::new(from, to) {
+                Some(fast) => out.push_str(&fast.device_function()),
+                None => out.push_str(&format!("// {from} -> {to}: generic conversion\n")),
+            }
+        }
+    }
+    insta::assert_snapshot!(out);
+}
