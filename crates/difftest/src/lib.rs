@@ -7,9 +7,11 @@
 //!   quantized matmul for every weight type, random programs).
 //! - [`compare`]: running a case on the interpreter and comparing output buffers element by
 //!   element, bit-exactly or within a stated tolerance.
+//! - [`gpu`]: running cases on a GPU with generated code (the binary `anybit-gpu-check`).
 
 pub mod cases;
 pub mod compare;
+pub mod gpu;
 pub mod random_programs;
 
 pub use cases::{Case, Value, POISON};

@@ -1,0 +1,164 @@
+//! Running cases on a GPU with generated code, for comparison with the interpreter.
+
+use std::collections::HashMap;
+
+use anybit_cuda::codegen::{generate, CodegenError, GeneratedKernel, GridError};
+use anybit_cuda::{
+    CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache, Launch, RuntimeError,
+};
+
+use crate::cases::{Case, Value};
+
+/// A case could not be run on the GPU.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuCaseError {
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Grid(#[from] GridError),
+}
+
+/// A GPU with a cache of compiled kernels (by program text).
+pub struct GpuRunner {
+    gpu: Gpu,
+    cache: KernelCache,
+    kernels: HashMap<String, (GeneratedKernel, Kernel)>,
+}
+
+impl GpuRunner {
+    /// Opens GPU 0; kernels are cached on disk in `cache`.
+    pub fn new(cache: KernelCache) -> Result<GpuRunner, RuntimeError> {
+        Ok(GpuRunner {
+            gpu: Gpu::open(0)?,
+            cache,
+            kernels: HashMap::new(),
+        })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The generated kernel of a case (generating and compiling it on first use).
+    pub fn generated(&mut self, case: &Case) -> Result<&GeneratedKernel, GpuCaseError> {
+        Ok(&self.kernel(case)?.0)
+    }
+
+    fn kernel(&mut self, case: &Case) -> Result<&(GeneratedKernel, Kernel), GpuCaseError> {
+        let key = anybit_vm::print(&case.program);
+        if !self.kernels.contains_key(&key) {
+            let generated = generate(&case.program, self.gpu.target())?;
+            let module =
+                self.cache
+                    .compile(&generated.source, &generated.name, self.gpu.target())?;
+            let kernel = self.gpu.load(&module, &generated.name)?;
+            self.kernels.insert(key.clone(), (generated, kernel));
+        }
+        Ok(&self.kernels[&key])
+    }
+
+    /// Runs a case with every output buffer filled with `poison`; returns the outputs in
+    /// [`Case::outputs`] order.
+    pub fn run(&mut self, case: &Case, poison: u8) -> Result<Vec<Vec<u8>>, GpuCaseError> {
+        let values = case.with_poison(poison);
+        self.kernel(case)?;
+        let (generated, kernel) = &self.kernels[&anybit_vm::print(&case.program)];
+        let buffers: Vec<Option<DeviceBuffer>> = values
+            .iter()
+            .map(|value| match value {
+                Value::Buffer(bytes) => self.gpu.upload(bytes).map(Some),
+                Value::I32(_) => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+        let arguments: Vec<KernelArgument<'_>> = values
+            .iter()
+            .zip(&buffers)
+            .map(|(value, buffer)| match (value, buffer) {
+                (_, Some(buffer)) => KernelArgument::Buffer(buffer),
+                (Value::I32(number), None) => KernelArgument::I32(*number),
+                (Value::Buffer(_), None) => unreachable!("every buffer was uploaded"),
+            })
+            .collect();
+        let ints: Vec<i32> = values
+            .iter()
+            .filter_map(|value| match value {
+                Value::I32(number) => Some(*number),
+                Value::Buffer(_) => None,
+            })
+            .collect();
+        let launch = Launch {
+            grid: generated.grid(&ints)?,
+            block: [generated.threads, 1, 1],
+            dynamic_shared_bytes: generated.dynamic_shared_bytes as u32,
+        };
+        self.gpu.launch(kernel, launch, &arguments)?;
+        case.outputs
+            .iter()
+            .map(|&(index, _)| {
+                let buffer = buffers[index].as_ref().expect("outputs are buffers");
+                Ok(self.gpu.download(buffer)?)
+            })
+            .collect()
+    }
+}
+
+impl GpuRunner {
+    /// Generates and compiles every distinct program of `cases` on all CPU cores, and loads the
+    /// kernels. A program that fails here is reported again by [`GpuRunner::run`].
+    pub fn prepare(&mut self, cases: &[Case]) {
+        let mut pending: Vec<(String, &Case)> = Vec::new();
+        for case in cases {
+            let key = anybit_vm::print(&case.program);
+            if !self.kernels.contains_key(&key) && !pending.iter().any(|(k, _)| *k == key) {
+                pending.push((key, case));
+            }
+        }
+        let target = self.gpu.target();
+        let workers = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let cache = &self.cache;
+        let compiled: Vec<(usize, GeneratedKernel, anybit_cuda::CompiledModule)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut done = Vec::new();
+                            loop {
+                                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let Some((_, case)) = pending.get(index) else {
+                                    return done;
+                                };
+                                let Ok(generated) = generate(&case.program, target) else {
+                                    continue;
+                                };
+                                if let Ok(module) =
+                                    cache.compile(&generated.source, &generated.name, target)
+                                {
+                                    done.push((index, generated, module));
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|handle| handle.join().unwrap_or_default())
+                    .collect()
+            });
+        for (index, generated, module) in compiled {
+            if let Ok(kernel) = self.gpu.load(&module, &generated.name) {
+                self.kernels
+                    .insert(pending[index].0.clone(), (generated, kernel));
+            }
+        }
+    }
+
+    /// Number of kernels compiled and loaded so far.
+    pub fn kernel_count(&self) -> usize {
+        self.kernels.len()
+    }
+}
