@@ -289,9 +289,9 @@ fn gpu_runs_match_host_references() {
         let (m, n, k) = (5usize, 80usize, 256usize);
         let groups = k / group;
         let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
-        let count = dtype.code_count() as u64;
+        let count = dtype.code_count();
         let finite = |c: u32| dtype.decode(c).is_finite();
-        let mut code = |rng: &mut Rng| loop {
+        let code = |rng: &mut Rng| loop {
             let c = (rng.next() % count) as u32;
             if finite(c) {
                 return c;

@@ -16,7 +16,7 @@ use anybit_vm::{
 };
 
 use super::cast::FastCast;
-use super::layout::{pow2_factor, shared_offset_expr, Terms};
+use super::layout::{shared_offset_expr, Terms};
 use super::scalar::{expr_c, gcd, scalar_name, Facts};
 use super::{shared_memory_limit, CodegenError, STATIC_SHARED_LIMIT};
 use crate::Target;
@@ -52,8 +52,6 @@ pub(super) struct Shared {
     pub layout: SharedLayout,
     pub cname: String,
     pub id: usize,
-    /// Byte offset of the allocation in the block's shared memory.
-    pub offset: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -290,7 +288,6 @@ fn is_identifier(name: &str) -> bool {
 /// The emitter's state while walking one program.
 pub(super) struct Emitter<'a> {
     pub program: &'a Program,
-    pub target: Target,
     out: String,
     indent: usize,
     scopes: Vec<Scope>,
@@ -313,7 +310,6 @@ pub(super) struct Emitter<'a> {
 pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, CodegenError> {
     let mut e = Emitter {
         program,
-        target,
         out: String::new(),
         indent: 1,
         scopes: vec![Scope::default()],
@@ -887,7 +883,6 @@ impl<'a> Emitter<'a> {
                         layout: layout.clone(),
                         cname,
                         id,
-                        offset,
                     }),
                 );
                 Ok(())
@@ -1845,11 +1840,7 @@ impl<'a> Emitter<'a> {
                     "for (int kk = 0; kk < {k}; ++kk) acc += sa[i * {k} + kk] * sb[kk * {n} + j];"
                 ));
             }
-            let res = if float {
-                encode(ct, "acc")
-            } else {
-                encode(ct, "acc")
-            };
+            let res = encode(ct, "acc");
             e.line(&format!("ab_set<{}>({t}, l, {res});", ct.bits()));
             e.close("}");
             Ok(())

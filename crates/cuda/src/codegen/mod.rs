@@ -14,6 +14,9 @@
 //! expressions and divisibility facts), [`prelude`] (fixed device helpers), [`cast`] (fast
 //! conversion descriptions that a host test checks for every code), `emit` (the lowering).
 
+// `is_multiple_of` is newer than the workspace's minimum Rust version (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod cast;
 mod emit;
 pub(crate) mod layout;
