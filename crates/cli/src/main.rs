@@ -51,7 +51,7 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Run a program on the CPU reference interpreter.
+    /// Run a program on the CPU reference interpreter, or with --device gpu on GPU 0.
     ///
     /// Every parameter needs an --arg: `n=1024` for an i32; for a buffer `zeros:N`,
     /// `random:N`, `values:1,2.5,-3` or `file:PATH` (raw packed bytes). Example:
@@ -75,6 +75,23 @@ enum Command {
         /// Seed of the random:N buffers.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Where to run: the interpreter (cpu) or generated CUDA on GPU 0 (gpu).
+        #[arg(long, value_enum, default_value_t = commands::run::Device::Cpu)]
+        device: commands::run::Device,
+    },
+    /// Compile a program to CUDA C++, PTX, a cubin or SASS (no GPU needed).
+    Compile {
+        /// The program file.
+        file: PathBuf,
+        /// Target GPU architecture: sm_80, sm_86, sm_89, sm_90 or sm_90a.
+        #[arg(long, default_value = "sm_90a")]
+        arch: String,
+        /// What to produce.
+        #[arg(long, value_enum, default_value_t = commands::compile::Emit::Cuda)]
+        emit: commands::compile::Emit,
+        /// Write here instead of standard output (required for cubin).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -84,6 +101,12 @@ fn main() -> ExitCode {
         Command::Dtypes => commands::dtype::list(),
         Command::Dtype { command } => commands::dtype::run(command),
         Command::Doctor => commands::doctor::run(),
+        Command::Compile {
+            file,
+            arch,
+            emit,
+            output,
+        } => commands::compile::run(&file, &arch, emit, output.as_deref()),
         Command::Check { files } => commands::program::check(&files),
         Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
         Command::Run {
@@ -93,7 +116,9 @@ fn main() -> ExitCode {
             show,
             save,
             seed,
+            device,
         } => commands::run::run(commands::run::RunRequest {
+            device,
             file,
             arguments,
             grid,

@@ -247,3 +247,66 @@ fn run_explains_bad_arguments() {
     ]);
     assert!(short.contains("outside its 3-element buffer"), "{short}");
 }
+
+#[test]
+fn compile_emits_cuda_ptx_cubin_and_sass() {
+    let matmul = repository_file("examples/matmul_f16.anybit");
+    let cuda = stdout(&anybit(&["compile", &matmul, "--emit", "cuda"]));
+    assert!(cuda.contains("extern \"C\" __global__"), "{cuda}");
+    assert!(cuda.contains("matmul_f16"));
+    let ptx = anybit(&["compile", &matmul, "--arch", "sm_80", "--emit", "ptx"]);
+    assert!(
+        ptx.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ptx.stderr)
+    );
+    assert!(stdout(&ptx).contains(".target sm_80"));
+    let sass = stdout(&anybit(&["compile", &matmul, "--emit", "sass"]));
+    assert!(sass.contains("HMMA"), "tensor-core instructions expected");
+    assert!(sass.contains("LDGSTS"), "cp.async expected");
+    let cubin = std::env::temp_dir().join(format!("anybit-compile-{}.cubin", std::process::id()));
+    let output = anybit(&[
+        "compile",
+        &matmul,
+        "--emit",
+        "cubin",
+        "-o",
+        cubin.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    assert_eq!(&std::fs::read(&cubin).unwrap()[..4], b"\x7fELF");
+    std::fs::remove_file(&cubin).unwrap();
+
+    let refused = anybit(&["compile", &matmul, "--emit", "cubin"]);
+    assert!(String::from_utf8(refused.stderr)
+        .unwrap()
+        .contains("name a file with -o"));
+    let wrong_arch = anybit(&["compile", &matmul, "--arch", "sm_75"]);
+    assert!(String::from_utf8(wrong_arch.stderr)
+        .unwrap()
+        .contains("valid targets are sm_80, sm_86, sm_89, sm_90 and sm_90a"));
+}
+
+#[test]
+fn run_on_the_gpu_explains_a_missing_driver() {
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        let example = repository_file("examples/vector_add.anybit");
+        let output = anybit(&[
+            "run",
+            &example,
+            "--device",
+            "gpu",
+            "--arg",
+            "n=8",
+            "--arg",
+            "a=zeros:8",
+            "--arg",
+            "b=zeros:8",
+            "--arg",
+            "c=zeros:8",
+        ]);
+        assert!(!output.status.success());
+        let message = String::from_utf8(output.stderr).unwrap();
+        assert!(message.contains("no CUDA driver"), "{message}");
+    }
+}

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anybit_vm::{parse, print, verify, Program};
 use anyhow::{bail, Context, Result};
 
+use super::write_atomically;
+
 /// Reads, parses and verifies a program; errors are `FILE:line:column: message`.
 pub fn load_program(path: &Path) -> Result<Program> {
     let text =
@@ -50,13 +52,7 @@ pub fn format(path: &Path, write: bool, check_only: bool) -> Result<()> {
     }
     if write {
         if current != canonical {
-            // Write beside the file and rename over it, so an interrupted write never leaves a
-            // truncated program behind.
-            let temporary = path.with_extension("anybit.tmp");
-            std::fs::write(&temporary, &canonical)
-                .with_context(|| format!("cannot write {}", temporary.display()))?;
-            std::fs::rename(&temporary, path)
-                .with_context(|| format!("cannot replace {}", path.display()))?;
+            write_atomically(path, canonical.as_bytes())?;
         }
         return Ok(());
     }

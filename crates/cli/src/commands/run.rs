@@ -12,19 +12,36 @@
 //!
 //! After the run, `--show NAME` prints a buffer's values and `--save NAME=PATH` writes its
 //! bytes (to a temporary file renamed into place).
+//!
+//! `--device gpu` runs the same program as generated CUDA on GPU 0 instead (compiled through
+//! NVRTC, cached on disk); the arguments and outputs are the same.
 
 use std::path::{Path, PathBuf};
 
+use anybit_cuda::{generate, Gpu, KernelArgument, KernelCache, Launch};
 use anybit_dtype::{packed_bytes, DType};
-use anybit_interp::{pack_codes, pack_values, run_with, unpack_values, Arguments, RunOptions};
+use anybit_interp::{
+    pack_codes, pack_values, run_with, unpack_values, Argument, Arguments, RunOptions,
+};
 use anybit_vm::{ParamKind, Program};
 use anyhow::{anyhow, bail, Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::program::load_program;
+use super::write_atomically;
+
+/// Where a program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU reference interpreter.
+    Cpu,
+    /// Generated CUDA on GPU 0.
+    Gpu,
+}
 
 /// Everything `anybit run` was asked to do.
 pub struct RunRequest {
+    pub device: Device,
     pub file: PathBuf,
     pub arguments: Vec<String>,
     pub grid: Option<String>,
@@ -65,16 +82,20 @@ pub fn run(request: RunRequest) -> Result<()> {
             }
         }
     }
-    let options = RunOptions {
-        grid: request.grid.as_deref().map(parse_grid).transpose()?,
-    };
-    let mut stdout = std::io::stdout().lock();
-    let summary = run_with(&program, &mut arguments, &options, &mut stdout)?;
-    drop(stdout);
-    eprintln!(
-        "ran {} on grid {}x{}x{} ({} blocks)",
-        program.name, summary.grid[0], summary.grid[1], summary.grid[2], summary.blocks
-    );
+    let grid = request.grid.as_deref().map(parse_grid).transpose()?;
+    match request.device {
+        Device::Cpu => {
+            let options = RunOptions { grid };
+            let mut stdout = std::io::stdout().lock();
+            let summary = run_with(&program, &mut arguments, &options, &mut stdout)?;
+            drop(stdout);
+            eprintln!(
+                "ran {} on the interpreter, grid {}x{}x{} ({} blocks)",
+                program.name, summary.grid[0], summary.grid[1], summary.grid[2], summary.blocks
+            );
+        }
+        Device::Gpu => run_on_gpu(&program, &mut arguments, grid)?,
+    }
     for name in &request.show {
         let (name, limit) =
             match name.split_once(':') {
@@ -104,6 +125,63 @@ pub fn run(request: RunRequest) -> Result<()> {
         pointer_dtype(&program, name)?;
         write_atomically(Path::new(path), arguments.buffer(name).unwrap_or_default())?;
     }
+    Ok(())
+}
+
+/// Runs the program as generated CUDA on GPU 0; output buffers replace the arguments' buffers.
+fn run_on_gpu(program: &Program, arguments: &mut Arguments, grid: Option<[u32; 3]>) -> Result<()> {
+    let gpu = Gpu::open(0)?;
+    let generated = generate(program, gpu.target())?;
+    let module = KernelCache::default_location().compile(
+        &generated.source,
+        &generated.name,
+        gpu.target(),
+    )?;
+    let kernel = gpu.load(&module, &generated.name)?;
+    let mut values = Vec::new();
+    for index in 0..program.params.len() {
+        match arguments.get_at(index) {
+            Some(Argument::Buffer(bytes)) => values.push((Some(gpu.upload(bytes)?), 0)),
+            Some(Argument::Int(value)) => values.push((None, *value)),
+            None => bail!("parameter `{}` has no --arg", program.params[index].name),
+        }
+    }
+    let ints: Vec<i32> = values
+        .iter()
+        .filter(|(buffer, _)| buffer.is_none())
+        .map(|(_, value)| *value)
+        .collect();
+    let grid = match grid {
+        Some(grid) => grid,
+        None => generated.grid(&ints)?,
+    };
+    let kernel_arguments: Vec<KernelArgument<'_>> = values
+        .iter()
+        .map(|(buffer, value)| match buffer {
+            Some(buffer) => KernelArgument::Buffer(buffer),
+            None => KernelArgument::I32(*value),
+        })
+        .collect();
+    let launch = Launch {
+        grid,
+        block: [generated.threads, 1, 1],
+        dynamic_shared_bytes: generated.dynamic_shared_bytes as u32,
+    };
+    gpu.launch(&kernel, launch, &kernel_arguments)?;
+    for (index, (buffer, _)) in values.iter().enumerate() {
+        if let Some(buffer) = buffer {
+            arguments.set_at(index, gpu.download(buffer)?)?;
+        }
+    }
+    eprintln!(
+        "ran {} on {} ({}), grid {}x{}x{}",
+        program.name,
+        gpu.info().name,
+        gpu.target(),
+        grid[0],
+        grid[1],
+        grid[2]
+    );
     Ok(())
 }
 
@@ -182,13 +260,4 @@ fn parse_grid(text: &str) -> Result<[u32; 3]> {
     let mut grid = [1; 3];
     grid[..sizes.len()].copy_from_slice(&sizes);
     Ok(grid)
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    std::fs::write(&temporary, bytes)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
 }
