@@ -1,7 +1,7 @@
 //! `anybit doctor`: what this machine offers anybit. Always exits 0; it reports, it does not
 //! judge.
 
-use anybit_cuda::{locate_toolkit, nvrtc_version, probe_driver, DriverStatus};
+use anybit_cuda::{locate_toolkit, nvrtc_version, probe_driver, DriverStatus, KernelCache};
 use anyhow::Result;
 
 pub fn run() -> Result<()> {
@@ -51,5 +51,9 @@ pub fn run() -> Result<()> {
             }
         }
     }
+    println!(
+        "Kernel cache: {}",
+        KernelCache::default_location().directory().display()
+    );
     Ok(())
 }
