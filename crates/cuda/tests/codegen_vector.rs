@@ -91,8 +91,11 @@ fn tile_program(dtype: DType, per_thread: usize, path: Path, aligned: bool) -> P
         b.int("ld")
     };
     let k = b.int("k");
-    b.grid([m.clone().ceil_div(tile_m as i32), n.clone().ceil_div(tile_n as i32)])
-        .threads(64);
+    b.grid([
+        m.clone().ceil_div(tile_m as i32),
+        n.clone().ceil_div(tile_n as i32),
+    ])
+    .threads(64);
     let r0 = b.let_("r0", block_x() * tile_m as i32);
     let c0 = if aligned {
         b.let_("c0", block_y() * tile_n as i32)
@@ -141,7 +144,12 @@ fn odd_width_tiles_use_wide_accesses() {
         for per_thread in [32, 128] {
             for path in [Path::Global, Path::Shared, Path::CopyAsync] {
                 let p = tile_program(dtype, per_thread, path, true);
-                kernels.push((dtype, per_thread, path, generate(&p, Target::Sm90a).unwrap()));
+                kernels.push((
+                    dtype,
+                    per_thread,
+                    path,
+                    generate(&p, Target::Sm90a).unwrap(),
+                ));
             }
         }
     }
@@ -165,30 +173,54 @@ fn odd_width_tiles_use_wide_accesses() {
             "{context}"
         );
         if width > 32 {
-            assert!(count_wide(body, "STG", width) > 0, "{context}no STG.{width}");
+            assert!(
+                count_wide(body, "STG", width) > 0,
+                "{context}no STG.{width}"
+            );
         }
         match path {
             Path::Global | Path::Shared => {
-                assert!(selected(k, &format!("{bytes}-byte global loads")), "{context}");
+                assert!(
+                    selected(k, &format!("{bytes}-byte global loads")),
+                    "{context}"
+                );
                 if width > 32 {
-                    assert!(count_wide(body, "LDG", width) > 0, "{context}no LDG.{width}");
+                    assert!(
+                        count_wide(body, "LDG", width) > 0,
+                        "{context}no LDG.{width}"
+                    );
                 }
             }
             Path::CopyAsync => {
                 assert!(selected(k, "cp.async 16 bytes"), "{context}");
-                assert!(body.contains("LDGSTS.E.BYPASS.128"), "{context}no LDGSTS.128");
+                assert!(
+                    body.contains("LDGSTS.E.BYPASS.128"),
+                    "{context}no LDGSTS.128"
+                );
             }
         }
         if *path != Path::Global {
-            assert!(selected(k, &format!("{bytes}-byte shared loads")), "{context}");
+            assert!(
+                selected(k, &format!("{bytes}-byte shared loads")),
+                "{context}"
+            );
             if width > 32 {
-                assert!(count_wide(body, "LDS", width) > 0, "{context}no LDS.{width}");
+                assert!(
+                    count_wide(body, "LDS", width) > 0,
+                    "{context}no LDS.{width}"
+                );
             }
         }
         if *path == Path::Shared {
-            assert!(selected(k, &format!("{bytes}-byte shared stores")), "{context}");
+            assert!(
+                selected(k, &format!("{bytes}-byte shared stores")),
+                "{context}"
+            );
             if width > 32 {
-                assert!(count_wide(body, "STS", width) > 0, "{context}no STS.{width}");
+                assert!(
+                    count_wide(body, "STS", width) > 0,
+                    "{context}no STS.{width}"
+                );
             }
         }
         // Whole-word stores need no atomics: only the partial-run fallback stores per
@@ -255,7 +287,11 @@ fn shared_accesses_need_aligned_unswizzled_runs() {
     )
     .unwrap();
     let unaligned = generate(
-        &build("shared_unaligned", SharedLayout::row_major(&[16, 640]), Some("k")),
+        &build(
+            "shared_unaligned",
+            SharedLayout::row_major(&[16, 640]),
+            Some("k"),
+        ),
         Target::Sm90a,
     )
     .unwrap();

@@ -359,8 +359,11 @@ pub fn vector_width_case(
     let m = b.int("m");
     let n = b.int("n");
     let ld = b.int_multiple_of("ld", 128);
-    b.grid([m.clone().ceil_div(tile_m as i32), n.clone().ceil_div(tile_n as i32)])
-        .threads(64);
+    b.grid([
+        m.clone().ceil_div(tile_m as i32),
+        n.clone().ceil_div(tile_n as i32),
+    ])
+    .threads(64);
     let r0 = b.let_("r0", block_x() * tile_m as i32);
     let c0 = b.let_("c0", block_y() * tile_n as i32);
     let shape = [m.clone(), n.clone()];
@@ -425,8 +428,11 @@ pub fn copy_async_width_case(rng: &mut impl Rng, dtype: DType) -> Case {
     let raw = b.pointer("raw", dtype);
     let m = b.int("m");
     let n = b.int_multiple_of("n", 128);
-    b.grid([m.clone().ceil_div(tile_m as i32), n.clone().ceil_div(tile_n as i32)])
-        .threads(64);
+    b.grid([
+        m.clone().ceil_div(tile_m as i32),
+        n.clone().ceil_div(tile_n as i32),
+    ])
+    .threads(64);
     let r0 = b.let_("r0", block_x() * tile_m as i32);
     let c0 = b.let_("c0", block_y() * tile_n as i32);
     let shape = [m.clone(), n.clone()];

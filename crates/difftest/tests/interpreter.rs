@@ -145,3 +145,64 @@ fn vector_width_cases_run_and_keep_the_padding() {
         assert_eq!(input, output, "{}: the copy is exact", case.name);
     }
 }
+
+#[test]
+fn vector_width_cases_select_vector_accesses() {
+    let mut rng = StdRng::seed_from_u64(15);
+    for dtype in anybit_difftest::cases::vector_width_types() {
+        for per_thread in [32, 128] {
+            for with_shared in [false, true] {
+                let case = anybit_difftest::cases::vector_width_case(
+                    &mut rng,
+                    dtype,
+                    per_thread,
+                    with_shared,
+                );
+                let kernel =
+                    anybit_cuda::generate(&case.program, anybit_cuda::Target::Sm90a).unwrap();
+                let says = |what: &str| kernel.selections.iter().any(|s| s.contains(what));
+                assert!(
+                    says("global loads"),
+                    "{}: {:?}",
+                    case.name,
+                    kernel.selections
+                );
+                assert!(
+                    says("global stores"),
+                    "{}: {:?}",
+                    case.name,
+                    kernel.selections
+                );
+                if with_shared {
+                    assert!(
+                        says("shared stores"),
+                        "{}: {:?}",
+                        case.name,
+                        kernel.selections
+                    );
+                    assert!(
+                        says("shared loads"),
+                        "{}: {:?}",
+                        case.name,
+                        kernel.selections
+                    );
+                }
+            }
+        }
+        let case = anybit_difftest::cases::copy_async_width_case(&mut rng, dtype);
+        let kernel = anybit_cuda::generate(&case.program, anybit_cuda::Target::Sm90a).unwrap();
+        let says = |what: &str| kernel.selections.iter().any(|s| s.contains(what));
+        assert!(
+            says("cp.async 16 bytes"),
+            "{}: {:?}",
+            case.name,
+            kernel.selections
+        );
+        assert!(
+            says("shared loads"),
+            "{}: {:?}",
+            case.name,
+            kernel.selections
+        );
+    }
+}

@@ -1216,13 +1216,8 @@ impl<'a> Emitter<'a> {
         if let Some(c) = &owner {
             self.open(&format!("if ({c}) {{"));
         }
-        let plan = super::vector::plan_shared(
-            self,
-            &sh.layout,
-            sh.dtype.bits() as usize,
-            offsets,
-            &terms,
-        );
+        let plan =
+            super::vector::plan_shared(self, &sh.layout, sh.dtype.bits() as usize, offsets, &terms);
         super::vector::emit_store_shared(self, &sh, &x, &terms, &bases, &plan);
         if owner.is_some() {
             self.close("}");

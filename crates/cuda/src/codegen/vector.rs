@@ -92,7 +92,13 @@ pub(super) fn run_length(terms: &Terms, dim: usize) -> usize {
 /// The largest power of two that provably divides the coordinate along `dim` of the first
 /// element of every group of `elems` (a power of two dividing the run) elements: the offset's
 /// divisor, the thread part and the local digits outside the run.
-fn group_start_alignment(e: &Emitter, offset: &Expr, terms: &Terms, dim: usize, elems: usize) -> usize {
+fn group_start_alignment(
+    e: &Emitter,
+    offset: &Expr,
+    terms: &Terms,
+    dim: usize,
+    elems: usize,
+) -> usize {
     let mut align = div_pow2(e.facts.divisor(offset));
     align = align.min(terms.thread_coord_alignment(dim));
     for t in &terms.local_terms {
