@@ -223,8 +223,7 @@ fn odd_width_tiles_use_wide_accesses() {
                 );
             }
         }
-        // Whole-word stores need no atomics: only the partial-run fallback stores per
-        // element; the vector path itself has none.
+        // Register arrays stay in registers.
         let local = body.matches("LDL").count() + body.matches("STL").count();
         assert!(local <= 8, "{context}{local} local-memory accesses");
     }
