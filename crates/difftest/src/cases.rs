@@ -309,3 +309,175 @@ pub fn cast_case(
         agreement: Agreement::BitExact,
     }
 }
+
+/// The register layouts of [`vector_width_case`]: `elements_per_thread` (32 or 128) contiguous
+/// elements of a row per thread over 64 threads, thread index row-major (for the global load)
+/// and column-major (for the shared load, so data changes threads on the way).
+fn vector_width_layouts(
+    elements_per_thread: usize,
+) -> (anybit_layout::RegisterLayout, anybit_layout::RegisterLayout) {
+    use anybit_layout::RegisterLayout;
+    let (rows, cols) = match elements_per_thread {
+        32 => (8, 8),
+        128 => (16, 4),
+        other => panic!("vector_width_case takes 32 or 128 elements per thread, not {other}"),
+    };
+    let run = RegisterLayout::local(&[1, elements_per_thread]);
+    let by_rows = RegisterLayout::spatial(&[rows, cols])
+        .compose(&run)
+        .expect("rank 2");
+    let by_columns = RegisterLayout::column_spatial(&[rows, cols])
+        .compose(&run)
+        .expect("rank 2");
+    (by_rows, by_columns)
+}
+
+/// A random `[m, n]` matrix of `dtype` (row stride `ld`, a multiple of 128, `n <= ld`) loaded
+/// in tiles where every thread holds `elements_per_thread` (32 or 128) contiguous elements of a
+/// row, optionally passed through shared memory (`store_shared`, `barrier`, `load_shared` in
+/// another thread order), then stored raw to a second `dtype` matrix and cast to f16 into a
+/// third. Sizes leave partial tiles in both dimensions and, when `n < ld`, partial runs at the
+/// row ends; the columns `n..ld` of the outputs must keep their poison. Code generation
+/// vectorises every access of these tiles for every width (several words per run for 3-, 5-,
+/// 6- and 7-bit types).
+pub fn vector_width_case(
+    rng: &mut impl Rng,
+    dtype: DType,
+    elements_per_thread: usize,
+    with_shared: bool,
+) -> Case {
+    use anybit_vm::builder::{block_x, block_y};
+    let (by_rows, by_columns) = vector_width_layouts(elements_per_thread);
+    let (tile_m, tile_n) = (by_rows.shape()[0], by_rows.shape()[1]);
+    let through = if with_shared { "_shared" } else { "" };
+    let mut b = anybit_vm::ProgramBuilder::new(&format!(
+        "vector_width_{dtype}_x{elements_per_thread}{through}"
+    ));
+    let input = b.pointer("input", dtype);
+    let half = b.pointer("half", DType::F16);
+    let raw = b.pointer("raw", dtype);
+    let m = b.int("m");
+    let n = b.int("n");
+    let ld = b.int_multiple_of("ld", 128);
+    b.grid([
+        m.clone().ceil_div(tile_m as i32),
+        n.clone().ceil_div(tile_n as i32),
+    ])
+    .threads(64);
+    let r0 = b.let_("r0", block_x() * tile_m as i32);
+    let c0 = b.let_("c0", block_y() * tile_n as i32);
+    let shape = [m.clone(), n.clone()];
+    let strides = [ld.clone(), 1.into()];
+    let gi = b.view_global("gi", &input, shape.clone(), strides.clone());
+    let gh = b.view_global("gh", &half, shape.clone(), strides.clone());
+    let gr = b.view_global("gr", &raw, shape, strides);
+    let x = b.load_global("x", &gi, [r0.clone(), c0.clone()], by_rows);
+    let y = if with_shared {
+        let s = b.alloc_shared(
+            "s",
+            dtype,
+            anybit_layout::SharedLayout::row_major(&[tile_m, tile_n]),
+        );
+        b.store_shared(&s, [0, 0], &x);
+        b.barrier();
+        b.load_shared("y", &s, [0, 0], by_columns)
+    } else {
+        x
+    };
+    let h = b.cast("h", &y, DType::F16);
+    b.store_global(&gh, [r0.clone(), c0.clone()], &h);
+    b.store_global(&gr, [r0, c0], &y);
+    let program = b.finish();
+    let rows = tile_m * rng.random_range(1..3) + rng.random_range(0..tile_m);
+    let ld = 128 * rng.random_range(1..6);
+    let cols = if rng.random_bool(0.5) {
+        ld
+    } else {
+        ld - rng.random_range(1..100)
+    };
+    let count = rows * ld;
+    Case {
+        name: format!(
+            "vector_width {dtype} x{elements_per_thread}{} m={rows} n={cols} ld={ld}",
+            if with_shared { " shared" } else { "" }
+        ),
+        values: vec![
+            Value::Buffer(random_buffer(dtype, count, rng)),
+            Value::Buffer(poison(DType::F16, count)),
+            Value::Buffer(poison(dtype, count)),
+            Value::I32(rows as i32),
+            Value::I32(cols as i32),
+            Value::I32(ld as i32),
+        ],
+        outputs: vec![(1, count), (2, count)],
+        program,
+        agreement: Agreement::BitExact,
+    }
+}
+
+/// A random `[m, n]` matrix of `dtype` (`n` a multiple of 128) copied tile by tile with
+/// `copy_async` into a row-major `[16, 256]` shared tile (rows of 256 elements are whole
+/// 16-byte chunks for every width), read back with 64 contiguous elements per thread and
+/// stored raw. Sizes leave partial tiles in both dimensions (zero-filled chunks).
+pub fn copy_async_width_case(rng: &mut impl Rng, dtype: DType) -> Case {
+    use anybit_layout::RegisterLayout;
+    use anybit_vm::builder::{block_x, block_y};
+    let (tile_m, tile_n) = (16usize, 256usize);
+    let mut b = anybit_vm::ProgramBuilder::new(&format!("copy_async_width_{dtype}"));
+    let input = b.pointer("input", dtype);
+    let raw = b.pointer("raw", dtype);
+    let m = b.int("m");
+    let n = b.int_multiple_of("n", 128);
+    b.grid([
+        m.clone().ceil_div(tile_m as i32),
+        n.clone().ceil_div(tile_n as i32),
+    ])
+    .threads(64);
+    let r0 = b.let_("r0", block_x() * tile_m as i32);
+    let c0 = b.let_("c0", block_y() * tile_n as i32);
+    let shape = [m.clone(), n.clone()];
+    let strides = [n.clone(), 1.into()];
+    let gi = b.view_global("gi", &input, shape.clone(), strides.clone());
+    let gr = b.view_global("gr", &raw, shape, strides);
+    let s = b.alloc_shared(
+        "s",
+        dtype,
+        anybit_layout::SharedLayout::row_major(&[tile_m, tile_n]),
+    );
+    b.copy_async(&s, &gi, [r0.clone(), c0.clone()]);
+    b.commit_group();
+    b.wait_group(0);
+    b.barrier();
+    let layout = RegisterLayout::spatial(&[16, 4])
+        .compose(&RegisterLayout::local(&[1, 64]))
+        .expect("rank 2");
+    let y = b.load_shared("y", &s, [0, 0], layout);
+    b.store_global(&gr, [r0, c0], &y);
+    let program = b.finish();
+    let rows = tile_m * rng.random_range(1..3) + rng.random_range(0..tile_m);
+    let cols = 128 * rng.random_range(1..6);
+    let count = rows * cols;
+    Case {
+        name: format!("copy_async_width {dtype} m={rows} n={cols}"),
+        values: vec![
+            Value::Buffer(random_buffer(dtype, count, rng)),
+            Value::Buffer(poison(dtype, count)),
+            Value::I32(rows as i32),
+            Value::I32(cols as i32),
+        ],
+        outputs: vec![(1, count)],
+        program,
+        agreement: Agreement::BitExact,
+    }
+}
+
+/// The dtypes the vector-width cases are checked with: every integer width, and small floats
+/// of odd and even widths.
+pub fn vector_width_types() -> Vec<DType> {
+    let mut types: Vec<DType> = (1..=8).map(DType::Unsigned).collect();
+    types.extend([3, 5, 7].map(DType::Signed));
+    for name in ["f5e2m2", "f6e3m2", "f7e4m2", "f4e2m1", "f8e4m3"] {
+        types.push(name.parse().expect("valid name"));
+    }
+    types
+}

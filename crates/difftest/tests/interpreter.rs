@@ -95,3 +95,114 @@ fn cast_cases_convert_every_code() {
         }
     }
 }
+
+#[test]
+fn vector_width_cases_run_and_keep_the_padding() {
+    let mut rng = StdRng::seed_from_u64(14);
+    for dtype in anybit_difftest::cases::vector_width_types() {
+        for per_thread in [32, 128] {
+            for with_shared in [false, true] {
+                let case = anybit_difftest::cases::vector_width_case(
+                    &mut rng,
+                    dtype,
+                    per_thread,
+                    with_shared,
+                );
+                check_runs(&case);
+                let (input, rows, cols, ld) = match &case.values[..] {
+                    [anybit_difftest::Value::Buffer(input), _, _, anybit_difftest::Value::I32(m), anybit_difftest::Value::I32(n), anybit_difftest::Value::I32(ld)] => {
+                        (input, *m as usize, *n as usize, *ld as usize)
+                    }
+                    _ => unreachable!(),
+                };
+                let outputs = run_on_interpreter(&case, anybit_difftest::POISON).unwrap();
+                let bits = dtype.bits();
+                for row in 0..rows {
+                    for col in 0..ld {
+                        let index = row * ld + col;
+                        let raw = anybit_dtype::read_code(&outputs[1], bits, index);
+                        let half = anybit_dtype::read_code(&outputs[0], 16, index);
+                        if col < cols {
+                            let code = anybit_dtype::read_code(input, bits, index);
+                            assert_eq!(raw, code, "{}: raw ({row}, {col})", case.name);
+                            let value = anybit_dtype::DType::F16.encode(dtype.decode(code) as f32);
+                            assert_eq!(half, value, "{}: half ({row}, {col})", case.name);
+                        } else {
+                            assert_eq!(raw, dtype.code_mask(), "{}: padding", case.name);
+                            assert_eq!(half, 0xffff, "{}: padding", case.name);
+                        }
+                    }
+                }
+            }
+        }
+        let case = anybit_difftest::cases::copy_async_width_case(&mut rng, dtype);
+        check_runs(&case);
+        let input = match &case.values[0] {
+            anybit_difftest::Value::Buffer(bytes) => bytes,
+            _ => unreachable!(),
+        };
+        let output = &run_on_interpreter(&case, anybit_difftest::POISON).unwrap()[0];
+        assert_eq!(input, output, "{}: the copy is exact", case.name);
+    }
+}
+
+#[test]
+fn vector_width_cases_select_vector_accesses() {
+    let mut rng = StdRng::seed_from_u64(15);
+    for dtype in anybit_difftest::cases::vector_width_types() {
+        for per_thread in [32, 128] {
+            for with_shared in [false, true] {
+                let case = anybit_difftest::cases::vector_width_case(
+                    &mut rng,
+                    dtype,
+                    per_thread,
+                    with_shared,
+                );
+                let kernel =
+                    anybit_cuda::generate(&case.program, anybit_cuda::Target::Sm90a).unwrap();
+                let says = |what: &str| kernel.selections.iter().any(|s| s.contains(what));
+                assert!(
+                    says("global loads"),
+                    "{}: {:?}",
+                    case.name,
+                    kernel.selections
+                );
+                assert!(
+                    says("global stores"),
+                    "{}: {:?}",
+                    case.name,
+                    kernel.selections
+                );
+                if with_shared {
+                    assert!(
+                        says("shared stores"),
+                        "{}: {:?}",
+                        case.name,
+                        kernel.selections
+                    );
+                    assert!(
+                        says("shared loads"),
+                        "{}: {:?}",
+                        case.name,
+                        kernel.selections
+                    );
+                }
+            }
+        }
+        let case = anybit_difftest::cases::copy_async_width_case(&mut rng, dtype);
+        let kernel = anybit_cuda::generate(&case.program, anybit_cuda::Target::Sm90a).unwrap();
+        let says = |what: &str| kernel.selections.iter().any(|s| s.contains(what));
+        assert!(
+            says("cp.async 16 bytes"),
+            "{}: {:?}",
+            case.name,
+            kernel.selections
+        );
+        assert!(
+            says("shared loads"),
+            "{}: {:?}",
+            case.name,
+            kernel.selections
+        );
+    }
+}

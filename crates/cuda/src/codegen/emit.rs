@@ -1187,27 +1187,14 @@ impl<'a> Emitter<'a> {
             }
             let terms = Terms::new(layout);
             let bases = e.thread_bases(&terms, &o);
-            let n = sh.dtype.bits();
-            e.open(&format!(
-                "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
-                layout.local_size()
-            ));
-            let coords: Vec<String> = (0..layout.rank())
-                .map(|d| {
-                    let lc = terms.local_coord_expr(d, "l");
-                    if lc == "0" {
-                        bases[d].clone()
-                    } else {
-                        format!("{} + {lc}", bases[d])
-                    }
-                })
-                .collect();
-            let off = shared_offset_expr(&sh.layout, &coords);
-            e.line(&format!(
-                "ab_set<{n}>({t}, l, ab_ld<{n}>({}, {off}));",
-                sh.cname
-            ));
-            e.close("}");
+            let plan = super::vector::plan_shared(
+                e,
+                &sh.layout,
+                sh.dtype.bits() as usize,
+                &offsets,
+                &terms,
+            );
+            super::vector::emit_load_shared(e, &sh, layout, &terms, &bases, &plan, t);
             Ok(())
         })
     }
@@ -1229,27 +1216,9 @@ impl<'a> Emitter<'a> {
         if let Some(c) = &owner {
             self.open(&format!("if ({c}) {{"));
         }
-        let n = sh.dtype.bits();
-        self.open(&format!(
-            "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
-            x.layout.local_size()
-        ));
-        let coords: Vec<String> = (0..x.layout.rank())
-            .map(|d| {
-                let lc = terms.local_coord_expr(d, "l");
-                if lc == "0" {
-                    bases[d].clone()
-                } else {
-                    format!("{} + {lc}", bases[d])
-                }
-            })
-            .collect();
-        let off = shared_offset_expr(&sh.layout, &coords);
-        self.line(&format!(
-            "ab_st<{n}>({}, {off}, ab_get<{n}>({}, l));",
-            sh.cname, x.cname
-        ));
-        self.close("}");
+        let plan =
+            super::vector::plan_shared(self, &sh.layout, sh.dtype.bits() as usize, offsets, &terms);
+        super::vector::emit_store_shared(self, &sh, &x, &terms, &bases, &plan);
         if owner.is_some() {
             self.close("}");
         }

@@ -270,34 +270,34 @@ pub(super) fn try_cp_async(
         return Ok(false);
     };
     for bytes in [16usize, 8, 4] {
-        if (bytes * 8) % bits != 0 {
-            continue;
-        }
-        let v = bytes * 8 / bits;
+        // A group of `v` elements is `k` accesses of `bytes` bytes (`v` a power of two).
+        let group = super::vector::Vector::group(dim, bits, bytes);
+        let (v, k) = (group.elems, group.accesses);
         if shape[dim] % v != 0 {
             continue;
         }
-        // Global alignment of every chunk start, in elements.
+        // Global alignment of every group start, in elements.
         let aligned = e.facts.divisor(&offsets[dim]) % v as u64 == 0
             && (0..rank).all(|d| d == dim || g.stride_div[d] % v as u64 == 0);
         if !aligned {
             continue;
         }
+        // Partial groups: only whole bytes can be zero-filled by `src-size`.
         let whole = g.size_div[dim] % v as u64 == 0;
-        if !whole && bits % 8 != 0 {
+        if !whole && (bits % 8 != 0 || k != 1) {
             continue;
         }
-        // Shared chunks contiguous and aligned.
-        let mut chunk_shape = shape.clone();
-        chunk_shape[dim] /= v;
-        let chunks: usize = chunk_shape.iter().product();
+        // Shared groups contiguous and aligned.
+        let mut group_shape = shape.clone();
+        group_shape[dim] /= v;
+        let groups: usize = group_shape.iter().product();
         let mut ok = true;
         let mut c = vec![0usize; rank];
-        for i in 0..chunks {
+        for i in 0..groups {
             let mut rest = i;
             for d in (0..rank).rev() {
-                c[d] = rest % chunk_shape[d];
-                rest /= chunk_shape[d];
+                c[d] = rest % group_shape[d];
+                rest /= group_shape[d];
             }
             c[dim] *= v;
             if !contiguous(&sh.layout, &c, dim, v, v) {
@@ -308,9 +308,14 @@ pub(super) fn try_cp_async(
         if !ok {
             continue;
         }
+        let chunks = groups * k;
         e.select(format!(
-            "cp.async {bytes} bytes ({v} elements of {}), {chunks} chunks{}",
-            g.dtype,
+            "cp.async {bytes} bytes ({}), {chunks} chunks{}",
+            if k == 1 {
+                format!("{v} elements of {}", g.dtype)
+            } else {
+                format!("{k} per group of {v} elements of {}", g.dtype)
+            },
             if whole {
                 ""
             } else {
@@ -326,22 +331,29 @@ pub(super) fn try_cp_async(
         if chunks % threads != 0 {
             e.line(&format!("if (i >= {chunks}) break;"));
         }
+        // Chunk i is part `i % k` of group `i / k`.
+        let (gi, part) = if k == 1 {
+            ("i".to_string(), None)
+        } else {
+            e.line(&format!("const int gi = i / {k}, part = i % {k};"));
+            ("gi".to_string(), Some(bytes))
+        };
         let mut decl = Vec::new();
         let mut inner = 1usize;
         for d in (0..rank).rev() {
             let mut x = if inner == 1 {
-                "i".to_string()
+                gi.clone()
             } else {
-                format!("i / {inner}")
+                format!("{gi} / {inner}")
             };
             if d != 0 {
-                x = format!("({x}) % {}", chunk_shape[d]);
+                x = format!("({x}) % {}", group_shape[d]);
             }
             if d == dim && v != 1 {
                 x = format!("({x}) * {v}");
             }
             decl.push(format!("c{d} = {x}"));
-            inner *= chunk_shape[d];
+            inner *= group_shape[d];
         }
         decl.reverse();
         e.line(&format!("const int {};", decl.join(", ")));
@@ -374,8 +386,12 @@ pub(super) fn try_cp_async(
         }
         let coords: Vec<String> = (0..rank).map(|d| format!("c{d}")).collect();
         let off = shared_offset_expr(&sh.layout, &coords);
+        let extra = match part {
+            Some(b) => format!(" + part * {b}"),
+            None => String::new(),
+        };
         e.line(&format!(
-            "ab_cp_async<{bytes}>({} + (({off}) * {bits} >> 3), n ? {} + (({}) * {bits} >> 3) : {}, n);",
+            "ab_cp_async<{bytes}>({} + (({off}) * {bits} >> 3){extra}, n ? {} + (({}) * {bits} >> 3){extra} : {}, n);",
             sh.cname,
             g.cname,
             address.join(" + "),

@@ -4,8 +4,10 @@
 //!
 //! Cases: the example programs at sizes with partial tiles, the quantized matmul for every
 //! weight type with group sizes 32 and 128, every code of every small type cast to f16 and
-//! bf16 (1 and 8 elements per thread), and random programs. Prints one line per case and a
-//! closing `N passed, M failed`; exits 1 if anything failed.
+//! bf16 (1 and 8 elements per thread), tiles of many widths with 32 or 128 contiguous elements
+//! per thread through global and shared memory and `copy_async` (vectorised accesses), and
+//! random programs. Prints one line per case and a closing `N passed, M failed`; exits 1 if
+//! anything failed.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,8 +15,8 @@ use std::time::Instant;
 
 use anybit_cuda::KernelCache;
 use anybit_difftest::cases::{
-    cast_case, matmul_case, quantized_matmul_case, random_program_case, softmax_case,
-    vector_add_case, weight_types,
+    cast_case, copy_async_width_case, matmul_case, quantized_matmul_case, random_program_case,
+    softmax_case, vector_add_case, vector_width_case, vector_width_types, weight_types,
 };
 use anybit_difftest::gpu::GpuRunner;
 use anybit_difftest::{compare, run_on_interpreter, Case};
@@ -56,6 +58,14 @@ fn all_cases(rng: &mut StdRng, random: usize) -> Vec<Case> {
                 cases.push(cast_case(rng, source, target, per_thread));
             }
         }
+    }
+    for dtype in vector_width_types() {
+        for per_thread in [32, 128] {
+            for with_shared in [false, true] {
+                cases.push(vector_width_case(rng, dtype, per_thread, with_shared));
+            }
+        }
+        cases.push(copy_async_width_case(rng, dtype));
     }
     cases.extend((0..random).map(|index| random_program_case(rng, index)));
     cases
