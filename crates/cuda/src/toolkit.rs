@@ -5,7 +5,9 @@
 //!    folder such as `.../site-packages/nvidia/cu13`);
 //! 2. the project-local wheel cache `.cache/cuda/nvidia/cu13` that `scripts/install-cuda-wheels`
 //!    fills, looked for in the current folder, the executable's folder and their ancestors;
-//! 3. `/usr/local/cuda`.
+//! 3. `/usr/local/cuda`;
+//! 4. pip-installed wheels (`nvidia/cu13` in the site-packages of the active virtual environment
+//!    (`VIRTUAL_ENV`), of `~/.local`, `/usr/local` and `/usr`, for every `python3.*`).
 //!
 //! A folder qualifies when it holds `libnvrtc.so.13` (in `lib64/` or `lib/`) and `cuda_fp16.h`
 //! (in `include/`). [`ToolkitError::NotFound`] lists every place that was looked at.
@@ -72,14 +74,66 @@ pub fn locate_toolkit() -> Result<Toolkit, ToolkitError> {
                 return Ok(toolkit);
             }
         }
-        searched.push(format!("{}/**/{PROJECT_CACHE}", start.display()));
+        searched.push(format!(
+            "{PROJECT_CACHE} in {} and the folders above it",
+            start.display()
+        ));
     }
     let system = PathBuf::from("/usr/local/cuda");
     if let Some(toolkit) = inspect(&system, "/usr/local/cuda") {
         return Ok(toolkit);
     }
     searched.push(system.display().to_string());
+    for root in site_packages_toolkits() {
+        if let Some(toolkit) = inspect(&root, "pip wheels") {
+            return Ok(toolkit);
+        }
+        searched.push(root.display().to_string());
+    }
+    if searched
+        .iter()
+        .all(|place| !place.contains("site-packages"))
+    {
+        searched.push("nvidia/cu13 in Python site-packages (none found)".to_string());
+    }
     Err(ToolkitError::NotFound { searched })
+}
+
+/// `nvidia/cu13` folders of pip-installed CUDA wheels in the usual Python prefixes.
+fn site_packages_toolkits() -> Vec<PathBuf> {
+    let mut prefixes: Vec<PathBuf> = Vec::new();
+    if let Some(environment) = std::env::var_os("VIRTUAL_ENV") {
+        prefixes.push(PathBuf::from(environment));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        prefixes.push(PathBuf::from(home).join(".local"));
+    }
+    prefixes.extend([PathBuf::from("/usr/local"), PathBuf::from("/usr")]);
+    let mut roots = Vec::new();
+    for prefix in prefixes {
+        let Ok(entries) = std::fs::read_dir(prefix.join("lib")) else {
+            continue;
+        };
+        let mut pythons: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("python3"))
+            })
+            .collect();
+        pythons.sort();
+        for python in pythons {
+            for packages in ["site-packages", "dist-packages"] {
+                let root = python.join(packages).join("nvidia").join("cu13");
+                if root.is_dir() {
+                    roots.push(root);
+                }
+            }
+        }
+    }
+    roots
 }
 
 /// The current folder and the executable's folder, where they can be read.

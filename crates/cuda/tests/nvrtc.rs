@@ -93,3 +93,13 @@ fn cache_reuses_entries_and_survives_concurrent_compiles() {
     assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 4);
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+#[test]
+fn toolkit_errors_list_every_place_searched() {
+    let error = anybit_cuda::ToolkitError::NotFound {
+        searched: vec!["CUDA_HOME (not set)".into(), "/usr/local/cuda".into()],
+    };
+    let message = error.to_string();
+    assert!(message.contains("  - CUDA_HOME (not set)\n  - /usr/local/cuda"), "{message}");
+    assert!(message.contains("scripts/install-cuda-wheels"), "{message}");
+}
