@@ -100,6 +100,9 @@ fn toolkit_errors_list_every_place_searched() {
         searched: vec!["CUDA_HOME (not set)".into(), "/usr/local/cuda".into()],
     };
     let message = error.to_string();
-    assert!(message.contains("  - CUDA_HOME (not set)\n  - /usr/local/cuda"), "{message}");
+    assert!(
+        message.contains("  - CUDA_HOME (not set)\n  - /usr/local/cuda"),
+        "{message}"
+    );
     assert!(message.contains("scripts/install-cuda-wheels"), "{message}");
 }

@@ -337,55 +337,15 @@ pub(super) fn emit_load_global(
     plan: &Plan,
     t: &str,
 ) {
-    let n = g.dtype.bits();
-    let locals = layout.local_size();
-    if let Some(vec) = plan.vector {
-        let (dim, elems) = (vec.dim, vec.elems);
-        e.select(vec.describe(g.dtype, "global loads"));
-        e.open(&format!(
-            "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
-            locals / elems
-        ));
-        e.line(&format!("const int l0 = v * {elems};"));
-        let (coords, in_bounds, address) = coords_and_bounds(g, terms, bases, "l0");
-        declare_coords(e, &coords);
-        let last = format!("c{dim} + {}", elems - 1);
-        e.open(&format!(
-            "if ({in_bounds} && ab_in({last}, {}_n{dim})) {{",
-            g.cname
-        ));
-        read_group(
-            e,
-            &vec,
-            &format!("{} + (({address}) * {n} >> 3)", g.cname),
-            t,
-        );
-        e.close("} else {");
-        e.indent_in();
-        e.open(&format!(
-            "#pragma unroll\nfor (int i = 0; i < {elems}; ++i) {{"
-        ));
-        let (coords, in_bounds, address) = coords_and_bounds(g, terms, bases, "(l0 + i)");
-        declare_coords(e, &coords);
-        e.line(&format!(
-            "if ({in_bounds}) ab_set<{n}>({t}, l0 + i, ab_ld<{n}>({}, {address}));",
-            g.cname
-        ));
-        e.close("}");
-        e.close("}");
-        e.close("}");
-        return;
-    }
-    e.open(&format!(
-        "#pragma unroll\nfor (int l = 0; l < {locals}; ++l) {{"
-    ));
-    let (coords, in_bounds, address) = coords_and_bounds(g, terms, bases, "l");
-    declare_coords(e, &coords);
-    e.line(&format!(
-        "if ({in_bounds}) ab_set<{n}>({t}, l, ab_ld<{n}>({}, {address}));",
-        g.cname
-    ));
-    e.close("}");
+    emit_global_access(
+        e,
+        g,
+        layout.local_size(),
+        terms,
+        bases,
+        plan,
+        GlobalAccess::Load { into: t },
+    );
 }
 
 /// Stores the tile (the caller restricts it to first owners).
@@ -397,12 +357,57 @@ pub(super) fn emit_store_global(
     bases: &[String],
     plan: &Plan,
 ) {
+    emit_global_access(
+        e,
+        g,
+        x.layout.local_size(),
+        terms,
+        bases,
+        plan,
+        GlobalAccess::Store { from: &x.cname },
+    );
+}
+
+/// Which way a global tile moves, and the thread's register array on the other side.
+#[derive(Clone, Copy)]
+enum GlobalAccess<'a> {
+    Load { into: &'a str },
+    Store { from: &'a str },
+}
+
+impl GlobalAccess<'_> {
+    /// The statement that moves local element `local` alone.
+    fn element(self, n: u32, global: &str, address: &str, local: &str) -> String {
+        match self {
+            GlobalAccess::Load { into } => {
+                format!("ab_set<{n}>({into}, {local}, ab_ld<{n}>({global}, {address}));")
+            }
+            GlobalAccess::Store { from } => {
+                format!("ab_st<{n}>({global}, {address}, ab_get<{n}>({from}, {local}));")
+            }
+        }
+    }
+}
+
+/// Loads or stores a global tile: whole vector groups where the plan allows and the group is in
+/// bounds, single predicated elements otherwise.
+fn emit_global_access(
+    e: &mut Emitter,
+    g: &Global,
+    locals: usize,
+    terms: &Terms,
+    bases: &[String],
+    plan: &Plan,
+    access: GlobalAccess<'_>,
+) {
     let n = g.dtype.bits();
-    let locals = x.layout.local_size();
-    let r = &x.cname;
     if let Some(vec) = plan.vector {
         let (dim, elems) = (vec.dim, vec.elems);
-        e.select(vec.describe(g.dtype, "global stores"));
+        let what = match access {
+            GlobalAccess::Load { .. } => "global loads",
+            GlobalAccess::Store { .. } => "global stores",
+        };
+        e.select(vec.describe(g.dtype, what));
         e.open(&format!(
             "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
             locals / elems
@@ -415,12 +420,11 @@ pub(super) fn emit_store_global(
             "if ({in_bounds} && ab_in({last}, {}_n{dim})) {{",
             g.cname
         ));
-        write_group(
-            e,
-            &vec,
-            &format!("{} + (({address}) * {n} >> 3)", g.cname),
-            r,
-        );
+        let pointer = format!("{} + (({address}) * {n} >> 3)", g.cname);
+        match access {
+            GlobalAccess::Load { into } => read_group(e, &vec, &pointer, into),
+            GlobalAccess::Store { from } => write_group(e, &vec, &pointer, from),
+        }
         e.close("} else {");
         e.indent_in();
         e.open(&format!(
@@ -428,10 +432,8 @@ pub(super) fn emit_store_global(
         ));
         let (coords, in_bounds, address) = coords_and_bounds(g, terms, bases, "(l0 + i)");
         declare_coords(e, &coords);
-        e.line(&format!(
-            "if ({in_bounds}) ab_st<{n}>({}, {address}, ab_get<{n}>({r}, l0 + i));",
-            g.cname
-        ));
+        let element = access.element(n, &g.cname, &address, "l0 + i");
+        e.line(&format!("if ({in_bounds}) {element}"));
         e.close("}");
         e.close("}");
         e.close("}");
@@ -442,10 +444,8 @@ pub(super) fn emit_store_global(
     ));
     let (coords, in_bounds, address) = coords_and_bounds(g, terms, bases, "l");
     declare_coords(e, &coords);
-    e.line(&format!(
-        "if ({in_bounds}) ab_st<{n}>({}, {address}, ab_get<{n}>({r}, l));",
-        g.cname
-    ));
+    let element = access.element(n, &g.cname, &address, "l");
+    e.line(&format!("if ({in_bounds}) {element}"));
     e.close("}");
 }
 
