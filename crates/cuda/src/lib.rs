@@ -16,5 +16,5 @@ pub use compile::{compile, CompileError, CompiledModule, KernelCache, ParseTarge
 pub use driver::{probe_driver, DriverStatus, GpuInfo};
 pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};
 pub use runtime::{DeviceBuffer, Gpu, Kernel, KernelArgument, Launch, RuntimeError};
-pub use sass::{disassemble, SassError};
+pub use sass::{disassemble, sass_by_function, SassError};
 pub use toolkit::{locate_toolkit, Toolkit, ToolkitError, NVRTC_LIBRARY, PROJECT_CACHE};

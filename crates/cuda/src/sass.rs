@@ -1,6 +1,7 @@
 //! Disassembling cubins to SASS with `cuobjdump` (from the toolkit or the project's wheel
 //! cache), so tests can check which machine instructions code generation produced.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::toolkit::locate_toolkit;
@@ -44,4 +45,25 @@ pub fn disassemble(cubin: &[u8]) -> Result<String, SassError> {
         ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Splits `cuobjdump -sass` output into the SASS of each function, by function name.
+pub fn sass_by_function(sass: &str) -> BTreeMap<String, String> {
+    let mut functions = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in sass.lines() {
+        if let Some(name) = line.trim().strip_prefix("Function : ") {
+            if let Some((name, body)) = current.take() {
+                functions.insert(name, body);
+            }
+            current = Some((name.trim().to_string(), String::new()));
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    if let Some((name, body)) = current {
+        functions.insert(name, body);
+    }
+    functions
 }

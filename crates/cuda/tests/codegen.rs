@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use anybit_cuda::codegen::prelude::PRELUDE;
-use anybit_cuda::{compile, disassemble, generate, GeneratedKernel, Target};
+use anybit_cuda::{compile, disassemble, generate, sass_by_function, GeneratedKernel, Target};
 use anybit_dtype::DType;
 use anybit_vm::{examples, Program};
 
@@ -20,27 +20,7 @@ fn compile_together(kernels: &[GeneratedKernel], target: Target) -> BTreeMap<Str
     }
     let module = compile(&source, "together", target).unwrap_or_else(|e| panic!("{e}"));
     let sass = disassemble(&module.cubin).unwrap();
-    split_functions(&sass)
-}
-
-fn split_functions(sass: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut current: Option<(String, String)> = None;
-    for line in sass.lines() {
-        if let Some(name) = line.trim().strip_prefix("Function : ") {
-            if let Some((n, body)) = current.take() {
-                out.insert(n, body);
-            }
-            current = Some((name.trim().to_string(), String::new()));
-        } else if let Some((_, body)) = current.as_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    if let Some((n, body)) = current {
-        out.insert(n, body);
-    }
-    out
+    sass_by_function(&sass)
 }
 
 fn text_examples() -> Vec<(String, Program)> {

@@ -5,37 +5,21 @@
 use std::collections::BTreeMap;
 
 use anybit_cuda::codegen::prelude::PRELUDE;
-use anybit_cuda::{compile, disassemble, generate, GeneratedKernel, Target};
+use anybit_cuda::{compile, disassemble, generate, sass_by_function, GeneratedKernel, Target};
 use anybit_dtype::DType;
 use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::builder::{block_x, block_y};
 use anybit_vm::{Program, ProgramBuilder};
 
 /// Compiles the kernels as one module and returns the SASS of each function by name.
-fn sass_by_function(kernels: &[GeneratedKernel], target: Target) -> BTreeMap<String, String> {
+fn compile_together(kernels: &[GeneratedKernel], target: Target) -> BTreeMap<String, String> {
     let mut source = PRELUDE.to_string();
     for k in kernels {
         source.push_str(k.kernel_source());
     }
     let module = compile(&source, "vectors", target).unwrap_or_else(|e| panic!("{e}"));
     let sass = disassemble(&module.cubin).unwrap();
-    let mut out = BTreeMap::new();
-    let mut current: Option<(String, String)> = None;
-    for line in sass.lines() {
-        if let Some(name) = line.trim().strip_prefix("Function : ") {
-            if let Some((n, body)) = current.take() {
-                out.insert(n, body);
-            }
-            current = Some((name.trim().to_string(), String::new()));
-        } else if let Some((_, body)) = current.as_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    if let Some((n, body)) = current {
-        out.insert(n, body);
-    }
-    out
+    sass_by_function(&sass)
 }
 
 /// Instructions of `opcode` (e.g. `LDG`) whose last modifier is the width `bits` (`.128`).
@@ -154,7 +138,7 @@ fn odd_width_tiles_use_wide_accesses() {
         }
     }
     let all: Vec<GeneratedKernel> = kernels.iter().map(|k| k.3.clone()).collect();
-    let sass = sass_by_function(&all, Target::Sm90a);
+    let sass = compile_together(&all, Target::Sm90a);
     for (dtype, per_thread, path, k) in &kernels {
         let body = &sass[&k.name];
         let context = format!("{}:\n{}\n", k.name, k.selections.join("\n"));
@@ -238,7 +222,7 @@ fn unaligned_tiles_use_no_wide_accesses() {
             kernels.push(generate(&p, Target::Sm90a).unwrap());
         }
     }
-    let sass = sass_by_function(&kernels, Target::Sm90a);
+    let sass = compile_together(&kernels, Target::Sm90a);
     for k in &kernels {
         let body = &sass[&k.name];
         let context = format!("{}:\n{}\n", k.name, k.selections.join("\n"));
@@ -315,7 +299,7 @@ fn shared_accesses_need_aligned_unswizzled_runs() {
     )
     .unwrap();
     let kernels = [aligned, unaligned, swizzled, coarse_swizzle];
-    let sass = sass_by_function(&kernels, Target::Sm90a);
+    let sass = compile_together(&kernels, Target::Sm90a);
     for (k, wide) in kernels.iter().zip([true, false, false, true]) {
         let body = &sass[&k.name];
         let context = format!("{}:\n{}\n", k.name, k.selections.join("\n"));

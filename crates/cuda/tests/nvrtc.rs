@@ -106,3 +106,13 @@ fn toolkit_errors_list_every_place_searched() {
     );
     assert!(message.contains("scripts/install-cuda-wheels"), "{message}");
 }
+
+#[test]
+fn sass_splits_by_function() {
+    let sass = "header\n\tFunction : first\n  /*0000*/ MOV R1, c[0x0][0x28] ;\n\
+                \tFunction : second\n  /*0000*/ EXIT ;\n";
+    let functions = anybit_cuda::sass_by_function(sass);
+    assert_eq!(functions.len(), 2);
+    assert_eq!(functions["first"], "  /*0000*/ MOV R1, c[0x0][0x28] ;\n");
+    assert_eq!(functions["second"], "  /*0000*/ EXIT ;\n");
+}
