@@ -66,6 +66,49 @@ impl DecodeSchedule {
     }
 }
 
+/// A schedule tag that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a decode schedule: write w<warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch, e.g. w4r1t1c2p")]
+pub struct ParseScheduleError(pub String);
+
+impl std::str::FromStr for DecodeSchedule {
+    type Err = ParseScheduleError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || ParseScheduleError(text.to_string());
+        let (body, prefetch) = match text.strip_suffix('p') {
+            Some(body) => (body, true),
+            None => (text, false),
+        };
+        let mut values = [0usize; 4];
+        let mut rest = body;
+        for (index, letter) in ['w', 'r', 't', 'c'].into_iter().enumerate() {
+            rest = rest.strip_prefix(letter).ok_or_else(error)?;
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            values[index] = rest[..digits].parse().map_err(|_| error())?;
+            rest = &rest[digits..];
+        }
+        let [warps, tiles_per_warp, token_tiles, chunks_per_step] = values;
+        let valid = rest.is_empty()
+            && (1..=16).contains(&warps)
+            && (1..=8).contains(&tiles_per_warp)
+            && (1..=8).contains(&token_tiles)
+            && (1..=8).contains(&chunks_per_step);
+        if !valid {
+            return Err(error());
+        }
+        Ok(DecodeSchedule {
+            warps,
+            tiles_per_warp,
+            token_tiles,
+            chunks_per_step,
+            prefetch,
+        })
+    }
+}
+
 impl fmt::Display for DecodeSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -11,8 +11,10 @@
 //! - [`decode`]: the decode schedule (M ≤ 64) as anybit programs.
 //! - [`reference`]: the f64 reference the kernels are checked against.
 
+pub mod bench;
 pub mod decode;
 pub mod format;
+pub mod gpu;
 pub mod prepared;
 pub mod reference;
 pub mod weight;

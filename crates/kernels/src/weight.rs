@@ -12,7 +12,7 @@ use anybit_dtype::{
 };
 
 use crate::format::{FormatError, Group, QuantFormat, ZeroPoints};
-use crate::prepared::{prepare_codes, unprepare_codes, FragmentLayout, GroupLayout};
+use crate::prepared::{prepare_codes, FragmentLayout, GroupLayout};
 
 /// Inputs that do not describe a weight.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -76,7 +76,7 @@ fn encode_values(dtype: DType, values: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-fn decode_values(dtype: DType, bytes: &[u8]) -> Vec<f64> {
+pub(crate) fn decode_values(dtype: DType, bytes: &[u8]) -> Vec<f64> {
     let width = (dtype.bits() / 8) as usize;
     bytes
         .chunks_exact(width)
@@ -240,27 +240,32 @@ impl PreparedWeight {
     /// The weight as the kernels see it, row-major `[n, k]`, in f64: `(decode(q) − z) · s` with
     /// the stored (rounded) scales and zero points.
     pub fn dequantize(&self) -> Vec<f64> {
-        let plain = unprepare_codes(&self.codes_layout, &self.codes);
-        let scales = self
-            .groups_layout
-            .unprepare(&decode_values(self.scale_dtype, &self.scales));
-        let zeros = self.zeros.as_ref().map(|bytes| {
-            self.groups_layout
-                .unprepare(&decode_values(self.scale_dtype, bytes))
-        });
+        (0..self.n)
+            .flat_map(|row| self.dequantize_row(row))
+            .collect()
+    }
+
+    /// Row `row` of [`PreparedWeight::dequantize`].
+    pub fn dequantize_row(&self, row: usize) -> Vec<f64> {
+        let value = |bytes: &[u8], group: usize| {
+            let position = self.groups_layout.position(row, group);
+            let width = (self.scale_dtype.bits() / 8) as usize;
+            decode_values(
+                self.scale_dtype,
+                &bytes[position * width..(position + 1) * width],
+            )[0]
+        };
         let group_size = self.format.group.size(self.k);
-        let groups = self.groups_layout.groups;
         let weight = self.format.weight;
-        let mut out = Vec::with_capacity(self.n * self.k);
-        for row in 0..self.n {
-            for col in 0..self.k {
-                let code = anybit_dtype::read_code(&plain, weight.bits(), row * self.k + col);
-                let index = row * groups + col / group_size;
-                let zero = zeros.as_ref().map_or(0.0, |zeros| zeros[index]);
-                out.push((weight.decode(code) - zero) * scales[index]);
-            }
-        }
-        out
+        (0..self.k)
+            .map(|col| {
+                let position = self.codes_layout.position(row, col);
+                let code = anybit_dtype::read_code(&self.codes, weight.bits(), position);
+                let group = col / group_size;
+                let zero = self.zeros.as_ref().map_or(0.0, |zeros| value(zeros, group));
+                (weight.decode(code) - zero) * value(&self.scales, group)
+            })
+            .collect()
     }
 
     /// Bytes the kernels read per product: codes, scales and zero points.
