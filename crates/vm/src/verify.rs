@@ -17,8 +17,8 @@ use anybit_dtype::DType;
 use anybit_layout::RegisterLayout;
 
 use crate::ir::{
-    Cond, Expr, FloatLit, ForLoop, Inst, Literal, Operand, ParamKind, Program, Span, Stmt,
-    StmtKind, TensorType, UnaryOp, Unroll,
+    is_identifier, Cond, Expr, FloatLit, ForLoop, Inst, Literal, Operand, ParamKind, Program, Span,
+    Stmt, StmtKind, TensorType, UnaryOp, Unroll,
 };
 use crate::text::KEYWORDS;
 
@@ -249,14 +249,6 @@ struct Verifier {
     threads: u32,
     frames: Vec<Frame>,
     span: Span,
-}
-
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_scalar_name(name: &str) -> bool {
