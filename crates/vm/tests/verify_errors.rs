@@ -24,7 +24,7 @@ fn program_error(text: &str) -> String {
 
 fn built_error(program: &Program) -> String {
     match verify(program) {
-        Ok(()) => panic!("verified:\n{program}"),
+        Ok(_) => panic!("verified:\n{program}"),
         Err(error) => error.to_string(),
     }
 }
