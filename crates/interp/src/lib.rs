@@ -31,19 +31,20 @@
 //!
 //! # Promises
 //! - **Semantics.** Every instruction, scalar expression and statement behaves as `docs/vm.md`
-//!   says; element conversions go through `anybit_dtype` ([`DType::encode`],
-//!   [`DType::decode`]). Results are deterministic: the same program and arguments give the
-//!   same bits on every run and machine.
+//!   says; element conversions go through `anybit_dtype`
+//!   ([`DType::encode`](anybit_dtype::DType::encode),
+//!   [`DType::decode`](anybit_dtype::DType::decode)). Results are deterministic: the same
+//!   program and arguments give the same bits on every run and machine.
 //! - **Verified programs only.** [`run_verified`] takes an [`anybit_vm::Verified`] program,
 //!   so an ill-formed program cannot reach the interpreter; it relies on what the verifier
 //!   guarantees (scopes, spaces, dtypes, shapes, broadcasting) instead of checking it again,
 //!   and takes result layouts and operand maps from the verifier's facts. [`run`] and
 //!   [`run_with`] verify a bare `Program` first (a rejected one is [`RunError::Verify`]).
-//! - **No panics.** Run-time errors of the
-//!   semantics (overflow, division by zero, a loop step that is not positive, an in-bounds
-//!   element outside its buffer, a shared tile outside its tensor, `multiple_of` promises
-//!   broken at launch) are reported as [`RunError`]s that name the block, the statement's span
-//!   (`line:column` of the text form) and the instruction.
+//! - **No panics.** Run-time errors of the semantics (overflow, division by zero, a loop step
+//!   that is not positive, an in-bounds element outside its buffer, a shared tile outside its
+//!   tensor, `multiple_of` promises broken at launch) are reported as [`RunError`]s that name
+//!   the block, the statement's span (`line:column` of the text form) and the instruction. A
+//!   state the verifier rules out (a bug in it or here) is [`Fault::Internal`], not a panic.
 //! - **Buffers.** The caller owns the memory: one `Vec<u8>` per pointer parameter in
 //!   [`Arguments`], packed as `anybit_dtype::pack` packs (element `e` at bits `[e·n, (e+1)·n)`).
 //!   Buffers never alias. On success the output buffers hold the results; on error they hold the
