@@ -310,3 +310,33 @@ fn run_on_the_gpu_explains_a_missing_driver() {
         assert!(message.contains("no CUDA driver"), "{message}");
     }
 }
+
+#[test]
+fn run_verifies_before_it_runs_on_either_device() {
+    let directory = std::env::temp_dir().join(format!("anybit-run-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let bad = directory.join("bad.anybit");
+    std::fs::write(
+        &bad,
+        "program p(x: ptr<f32>)\ngrid(1)\nthreads(32)\n{\n    %g = view_global(x, [32], [1]);\n    %v = load_global(%g[0], spatial(32));\n    %w = exp(%v);\n    %i = cast(%w, i8);\n    %j = exp(%i);\n}\n",
+    )
+    .unwrap();
+    // The verifier's error comes first on both devices (the GPU one needs no driver for it).
+    for device in ["cpu", "gpu"] {
+        let output = anybit(&[
+            "run",
+            bad.to_str().unwrap(),
+            "--device",
+            device,
+            "--arg",
+            "x=zeros:32",
+        ]);
+        assert!(!output.status.success(), "{device}");
+        let message = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            message.contains("bad.anybit:9:5: `exp` is not defined on i8: it needs a float type"),
+            "{device}: {message}"
+        );
+    }
+    std::fs::remove_dir_all(&directory).unwrap();
+}

@@ -14,7 +14,8 @@ pub enum RunError {
     /// The arguments do not fit the program.
     #[error(transparent)]
     Argument(#[from] ArgumentError),
-    /// The verifier rejects the program (see [`crate::run_unverified`]).
+    /// The verifier rejects the program (only from the entry points that take a bare
+    /// `Program`; [`crate::run_verified`] takes a verified one).
     #[error("`{program}` is not a valid program: {error}")]
     Verify {
         /// The program's name.
@@ -120,9 +121,8 @@ impl std::error::Error for RuntimeError {
     }
 }
 
-/// What went wrong in a block. Most variants are the run-time errors of `docs/vm.md`;
-/// [`Fault::Invalid`] covers programs that the verifier rejects, when they run without
-/// verification (the interpreter never panics on them).
+/// What went wrong in a block: the run-time errors of `docs/vm.md`, resource limits of the
+/// interpreter, and [`Fault::Internal`] for a state the verifier rules out.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fault {
@@ -181,12 +181,14 @@ pub enum Fault {
     /// Writing `print` output failed.
     #[error("writing print output: {0}")]
     Output(#[from] std::io::Error),
-    /// The program is not well formed (`anybit_vm::verify` rejects it).
-    #[error("ill-formed program: {0}")]
-    Invalid(String),
+    /// The interpreter met a state that a verified program cannot reach (a tensor or scalar
+    /// that is not where the verifier saw it): a bug in the verifier or the interpreter,
+    /// reported instead of a panic.
+    #[error("internal error: {0} (the verifier should have ruled this out)")]
+    Internal(String),
 }
 
-/// Shorthand for an [`Fault::Invalid`] error.
-pub(crate) fn invalid<T>(message: impl Into<String>) -> Result<T, Fault> {
-    Err(Fault::Invalid(message.into()))
+/// A [`Fault::Internal`] error.
+pub(crate) fn internal(message: impl Into<String>) -> Fault {
+    Fault::Internal(message.into())
 }

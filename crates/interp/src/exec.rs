@@ -1,4 +1,11 @@
 //! The execution of blocks: scopes, statements and instructions.
+//!
+//! It runs verified programs only, so it does not check again what the verifier guarantees
+//! (scopes, memory spaces, dtypes, ranks, shapes, broadcasting, layouts spanning the block):
+//! elementwise instructions and reductions take their result layout and operand maps from the
+//! verifier's facts. What is left to report is what only a run can know (the run-time errors
+//! of `docs/vm.md`) and, instead of a panic, [`Fault::Internal`] where a lookup by name finds
+//! nothing although the verifier saw it.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -8,12 +15,12 @@ use std::rc::Rc;
 use anybit_dtype::{read_code, write_code, DType};
 use anybit_layout::SharedLayout;
 use anybit_vm::{
-    BinaryOp, CmpOp, Cond, Expr, ExprOp, Inst, Literal, Operand, ParamKind, Program, ReduceOp,
-    Span, Stmt, StmtKind, TensorType,
+    CmpOp, Cond, Elementwise, ElementwiseOperand, Expr, ExprOp, Inst, Literal, Operand, ParamKind,
+    Program, ReduceOp, Span, Stmt, StmtKind, TensorType, Verified,
 };
 
 use crate::args::Argument;
-use crate::error::{invalid, Fault, RuntimeError};
+use crate::error::{internal, Fault, RuntimeError};
 use crate::layouts::{LayoutCache, LayoutInfo};
 use crate::num::{self, Decoder, FloatDecoder, IntDecoder};
 
@@ -66,8 +73,8 @@ struct Frame {
 
 /// The state of one block.
 pub(crate) struct BlockState<'p> {
-    /// `None` while the grid is evaluated.
-    index: Option<[i32; 3]>,
+    /// The block's index (0, 0, 0 while the grid is evaluated: the grid uses no block index).
+    index: [i32; 3],
     scalars: Vec<(&'p str, i32)>,
     tensors: Vec<(&'p str, TensorVar<'p>)>,
     frames: Vec<Frame>,
@@ -78,7 +85,7 @@ pub(crate) struct BlockState<'p> {
 }
 
 impl<'p> BlockState<'p> {
-    pub fn new(index: Option<[i32; 3]>) -> BlockState<'p> {
+    pub fn new(index: [i32; 3]) -> BlockState<'p> {
         BlockState {
             index,
             scalars: Vec::new(),
@@ -109,101 +116,65 @@ impl<'p> BlockState<'p> {
         }
     }
 
+    /// The visible tensor variable `name`.
     fn tensor(&self, name: &str) -> Result<&TensorVar<'p>, Fault> {
         match self.tensors.iter().rev().find(|(n, _)| *n == name) {
             Some((_, var)) => Ok(var),
-            None => invalid(format!("no tensor `%{name}` is visible here")),
+            None => Err(internal(format!("no tensor `%{name}` is visible"))),
         }
     }
 
     fn register(&self, name: &str) -> Result<&RegTensor, Fault> {
         match self.tensor(name)? {
             TensorVar::Register(tensor) => Ok(tensor),
-            _ => invalid(format!("`%{name}` is not a register tensor")),
+            _ => Err(internal(format!("`%{name}` is not a register tensor"))),
         }
     }
 
     fn global(&self, name: &str) -> Result<Rc<GlobalView<'p>>, Fault> {
         match self.tensor(name)? {
             TensorVar::Global(view) => Ok(view.clone()),
-            _ => invalid(format!("`%{name}` is not a global tensor")),
+            _ => Err(internal(format!("`%{name}` is not a global tensor"))),
         }
     }
 
+    /// The index of the live shared allocation of `%name` in [`BlockState::shared`].
     fn shared_id(&self, name: &str) -> Result<usize, Fault> {
         match self.tensor(name)? {
-            TensorVar::Shared(id) if self.shared[*id].is_some() => Ok(*id),
-            TensorVar::Shared(_) => invalid(format!("`%{name}` is used after it was freed")),
-            _ => invalid(format!("`%{name}` is not a shared tensor")),
+            TensorVar::Shared(id) if matches!(self.shared.get(*id), Some(Some(_))) => Ok(*id),
+            _ => Err(internal(format!("`%{name}` is not a live shared tensor"))),
         }
     }
 
     fn shared(&self, name: &str) -> Result<&SharedAlloc<'p>, Fault> {
         let id = self.shared_id(name)?;
-        match &self.shared[id] {
-            Some(alloc) => Ok(alloc),
-            None => invalid(format!("`%{name}` is used after it was freed")),
-        }
+        self.shared[id]
+            .as_ref()
+            .ok_or_else(|| internal(format!("`%{name}` is not a live shared tensor")))
     }
 
-    /// Defines a new shared or global tensor variable.
-    fn define(&mut self, name: &'p str, var: TensorVar<'p>) -> Result<(), Fault> {
-        if self.tensors.iter().any(|(n, _)| *n == name) {
-            return invalid(format!(
-                "`%{name}` is already defined; only register tensors can be overwritten"
-            ));
-        }
+    /// Defines a new shared or global tensor variable (the verifier saw that none is visible).
+    fn define(&mut self, name: &'p str, var: TensorVar<'p>) {
         self.tensors.push((name, var));
-        Ok(())
     }
 
-    /// Defines register tensor `name`, or overwrites it when it is visible (its type must then
-    /// be exactly the value's).
-    fn assign(&mut self, name: &'p str, value: RegTensor) -> Result<(), Fault> {
+    /// Overwrites the visible register tensor `name` (which has the value's type: the verifier
+    /// checked), or defines it when none is visible.
+    fn assign(&mut self, name: &'p str, value: RegTensor) {
         match self.tensors.iter_mut().rev().find(|(n, _)| *n == name) {
-            None => {
-                self.tensors.push((name, TensorVar::Register(value)));
-                Ok(())
-            }
-            Some((_, TensorVar::Register(old))) => {
-                if old.dtype != value.dtype || old.info.id != value.info.id {
-                    return invalid(format!(
-                        "`%{name}` has type register<{}, {}>, but the result has type \
-                         register<{}, {}>",
-                        old.dtype, old.info.layout, value.dtype, value.info.layout
-                    ));
-                }
-                old.codes = value.codes;
-                Ok(())
-            }
-            Some(_) => invalid(format!(
-                "`%{name}` is a shared or global tensor and cannot be overwritten"
-            )),
+            Some((_, TensorVar::Register(old))) => old.codes = value.codes,
+            _ => self.tensors.push((name, TensorVar::Register(value))),
         }
     }
 }
 
-/// The result layout of an elementwise instruction, and for every tensor operand the map from
-/// result slots to its slots (`None` when it has the result's layout).
-type Broadcast = (Rc<LayoutInfo>, Vec<Option<Rc<[u32]>>>);
-
-/// The operands of a binary instruction, in their dtype, one code per result slot.
-struct TwoOperands<'s> {
-    dtype: DType,
-    info: Rc<LayoutInfo>,
-    a: Cow<'s, [u32]>,
-    b: Cow<'s, [u32]>,
-}
-
-/// An elementwise operand, resolved.
-enum Opnd<'a> {
-    Tensor(&'a RegTensor),
-    Int(i32),
-    Float(f64),
-}
+/// The result layout of an elementwise instruction and its `N` operands, one code per result
+/// slot each.
+type Aligned<'s, const N: usize> = (Rc<LayoutInfo>, [Cow<'s, [u32]>; N]);
 
 /// What a run needs besides the state of a block.
 pub(crate) struct Machine<'p, 'o> {
+    pub verified: &'p Verified<'p>,
     pub program: &'p Program,
     pub args: Vec<Argument>,
     pub layouts: LayoutCache,
@@ -216,7 +187,7 @@ fn located(
     statement: &'static str,
     fault: Fault,
 ) -> Box<RuntimeError> {
-    let [x, y, z] = st.index.unwrap_or([0; 3]);
+    let [x, y, z] = st.index;
     Box::new(RuntimeError {
         block: [x as u32, y as u32, z as u32],
         span,
@@ -279,14 +250,11 @@ impl<'p> Machine<'p, '_> {
     ) -> Result<(), Box<RuntimeError>> {
         match &stmt.kind {
             StmtKind::Let { name, value } => {
-                let result = self.eval(st, value).and_then(|value| {
-                    if self.scalar_visible(st, name) {
-                        return invalid(format!("`{name}` is already defined"));
-                    }
-                    st.scalars.push((name, value));
-                    Ok(())
-                });
-                result.map_err(|fault| located(st, stmt.span, "let", fault))
+                let value = self
+                    .eval(st, value)
+                    .map_err(|fault| located(st, stmt.span, "let", fault))?;
+                st.scalars.push((name, value));
+                Ok(())
             }
             StmtKind::For(lp) => {
                 let bounds = (|| {
@@ -295,9 +263,6 @@ impl<'p> Machine<'p, '_> {
                     let step = self.eval(st, &lp.step)?;
                     if step <= 0 {
                         return Err(Fault::NonPositiveStep(step));
-                    }
-                    if self.scalar_visible(st, &lp.var) {
-                        return invalid(format!("`{}` is already defined", lp.var));
                     }
                     Ok((start, end, step))
                 })();
@@ -325,15 +290,9 @@ impl<'p> Machine<'p, '_> {
                 self.exec_body(st, if taken { then_body } else { else_body })
             }
             StmtKind::Inst(inst) => self
-                .exec_inst(st, inst, stmt.span)
+                .exec_inst(st, stmt, inst)
                 .map_err(|fault| located(st, stmt.span, inst.mnemonic(), fault)),
         }
-    }
-
-    /// True when a parameter or a visible `let` or loop variable is called `name`.
-    fn scalar_visible(&self, st: &BlockState, name: &str) -> bool {
-        st.scalars.iter().any(|(n, _)| *n == name)
-            || self.program.params.iter().any(|p| p.name == name)
     }
 
     fn scalar(&self, st: &BlockState, name: &str) -> Result<i32, Fault> {
@@ -341,13 +300,11 @@ impl<'p> Machine<'p, '_> {
             return Ok(*value);
         }
         match self.program.params.iter().position(|p| p.name == name) {
-            Some(index) => match &self.args[index] {
-                Argument::Int(value) => Ok(*value),
-                Argument::Buffer(_) => {
-                    invalid(format!("pointer `{name}` used in a scalar expression"))
-                }
+            Some(index) => match self.args.get(index) {
+                Some(Argument::Int(value)) => Ok(*value),
+                _ => Err(internal(format!("`{name}` is not an i32"))),
             },
-            None => invalid(format!("no scalar `{name}` is visible here")),
+            None => Err(internal(format!("no scalar `{name}` is visible"))),
         }
     }
 
@@ -355,10 +312,7 @@ impl<'p> Machine<'p, '_> {
         match expr {
             Expr::Const(value) => Ok(*value),
             Expr::Var(name) => self.scalar(st, name),
-            Expr::BlockIdx(axis) => match st.index {
-                Some(index) => Ok(index[axis.index()]),
-                None => invalid(format!("the grid uses block.{}", axis.name())),
-            },
+            Expr::BlockIdx(axis) => Ok(st.index[axis.index()]),
             Expr::Binary(op, a, b) => {
                 let a = self.eval(st, a)?;
                 let b = self.eval(st, b)?;
@@ -401,24 +355,21 @@ impl<'p> Machine<'p, '_> {
             .collect()
     }
 
-    fn layout(&mut self, layout: &anybit_layout::RegisterLayout) -> Result<Rc<LayoutInfo>, Fault> {
-        let info = self.layouts.get(layout)?;
-        let threads = self.program.threads as usize;
-        if info.num_threads != threads {
-            return invalid(format!(
-                "the layout {layout} has {} threads, but the program has {threads}",
-                info.num_threads
-            ));
-        }
-        Ok(info)
+    /// The verifier's operand maps of the elementwise instruction `stmt`.
+    fn elementwise_facts(&self, stmt: &Stmt) -> Result<&'p Elementwise, Fault> {
+        self.verified
+            .info(stmt)
+            .and_then(|info| info.elementwise.as_ref())
+            .ok_or_else(|| internal("an elementwise instruction without operand maps"))
     }
 
     fn exec_inst(
         &mut self,
         st: &mut BlockState<'p>,
+        stmt: &'p Stmt,
         inst: &'p Inst,
-        span: Span,
     ) -> Result<(), Fault> {
+        let span = stmt.span;
         match inst {
             Inst::AllocRegister {
                 dst,
@@ -426,13 +377,10 @@ impl<'p> Machine<'p, '_> {
                 layout,
                 init,
             } => {
-                let info = self.layout(layout)?;
+                let info = self.layouts.get(layout)?;
                 let code = match init {
                     Some(Literal::Int(value)) => num::int_constant(*dtype, *value),
-                    Some(Literal::Float(value)) => match num::float_constant(*dtype, value.0) {
-                        Some(code) => code,
-                        None => return invalid(format!("float literal for {dtype}")),
-                    },
+                    Some(Literal::Float(value)) => num::float_constant(*dtype, value.0),
                     // Unspecified contents: all one bits.
                     None => dtype.code_mask(),
                 };
@@ -444,7 +392,8 @@ impl<'p> Machine<'p, '_> {
                         info,
                         codes,
                     },
-                )
+                );
+                Ok(())
             }
             Inst::AllocShared { dst, dtype, layout } => {
                 let bits = layout
@@ -464,8 +413,8 @@ impl<'p> Machine<'p, '_> {
                     layout,
                     bytes,
                 }));
-                let id = st.shared.len() - 1;
-                st.define(dst, TensorVar::Shared(id))
+                st.define(dst, TensorVar::Shared(st.shared.len() - 1));
+                Ok(())
             }
             Inst::FreeShared { tensor } => {
                 let id = st.shared_id(tensor)?;
@@ -478,25 +427,16 @@ impl<'p> Machine<'p, '_> {
                 shape,
                 strides,
             } => {
-                let Some((param, dtype)) =
-                    self.program
-                        .params
-                        .iter()
-                        .enumerate()
-                        .find_map(|(index, p)| match p.kind {
-                            ParamKind::Pointer(dtype) if p.name == *ptr => Some((index, dtype)),
-                            _ => None,
-                        })
-                else {
-                    return invalid(format!("`{ptr}` is not a pointer parameter"));
-                };
-                if shape.is_empty() || shape.len() != strides.len() {
-                    return invalid(format!(
-                        "view_global needs as many strides as sizes, at least one ({} and {})",
-                        shape.len(),
-                        strides.len()
-                    ));
-                }
+                let (param, dtype) = self
+                    .program
+                    .params
+                    .iter()
+                    .enumerate()
+                    .find_map(|(index, p)| match p.kind {
+                        ParamKind::Pointer(dtype) if p.name == *ptr => Some((index, dtype)),
+                        _ => None,
+                    })
+                    .ok_or_else(|| internal(format!("`{ptr}` is not a pointer parameter")))?;
                 let sizes = self.offsets(st, shape)?;
                 let strides = self.offsets(st, strides)?;
                 if let Some(dim) = sizes.iter().position(|&s| s < 0) {
@@ -513,7 +453,8 @@ impl<'p> Machine<'p, '_> {
                     sizes,
                     strides,
                 };
-                st.define(dst, TensorVar::Global(Rc::new(view)))
+                st.define(dst, TensorVar::Global(Rc::new(view)));
+                Ok(())
             }
             Inst::LoadGlobal {
                 dst,
@@ -523,8 +464,7 @@ impl<'p> Machine<'p, '_> {
             } => {
                 let view = st.global(src)?;
                 let offsets = self.offsets(st, offsets)?;
-                let info = self.layout(layout)?;
-                check_rank(&offsets, view.sizes.len(), info.rank(), src)?;
+                let info = self.layouts.get(layout)?;
                 let codes = self.load_global(&view, src, &offsets, &info)?;
                 st.assign(
                     dst,
@@ -533,14 +473,13 @@ impl<'p> Machine<'p, '_> {
                         info,
                         codes,
                     },
-                )
+                );
+                Ok(())
             }
             Inst::StoreGlobal { dst, offsets, src } => {
                 let view = st.global(dst)?;
                 let offsets = self.offsets(st, offsets)?;
                 let tensor = st.register(src)?;
-                check_rank(&offsets, view.sizes.len(), tensor.info.rank(), dst)?;
-                check_dtype(tensor.dtype, view.dtype)?;
                 self.store_global(&view, dst, &offsets, tensor)
             }
             Inst::LoadShared {
@@ -550,27 +489,24 @@ impl<'p> Machine<'p, '_> {
                 layout,
             } => {
                 let offsets = self.offsets(st, offsets)?;
-                let info = self.layout(layout)?;
+                let info = self.layouts.get(layout)?;
                 let alloc = st.shared(src)?;
                 let positions = shared_tile(alloc.layout, src, &offsets, &info)?;
                 let bits = alloc.dtype.bits();
-                let codes = (0..info.num_slots())
-                    .map(|slot| {
-                        let index = positions[info.slot_element[slot] as usize];
-                        read_code(&alloc.bytes, bits, index)
-                    })
+                let codes = info
+                    .slot_element
+                    .iter()
+                    .map(|&element| read_code(&alloc.bytes, bits, positions[element as usize]))
                     .collect();
                 let dtype = alloc.dtype;
-                st.assign(dst, RegTensor { dtype, info, codes })
+                st.assign(dst, RegTensor { dtype, info, codes });
+                Ok(())
             }
             Inst::StoreShared { dst, offsets, src } => {
                 let offsets = self.offsets(st, offsets)?;
                 let id = st.shared_id(dst)?;
                 let tensor = st.register(src)?;
-                let Some(alloc) = &st.shared[id] else {
-                    return invalid(format!("`%{dst}` is used after it was freed"));
-                };
-                check_dtype(tensor.dtype, alloc.dtype)?;
+                let alloc = st.shared(dst)?;
                 let positions = shared_tile(alloc.layout, dst, &offsets, &tensor.info)?;
                 let bits = alloc.dtype.bits();
                 let logical: Vec<u32> = tensor
@@ -590,9 +526,6 @@ impl<'p> Machine<'p, '_> {
                 let id = st.shared_id(dst)?;
                 let view = st.global(src)?;
                 let offsets = self.offsets(st, offsets)?;
-                let alloc = st.shared(dst)?;
-                check_rank(&offsets, view.sizes.len(), alloc.layout.rank(), src)?;
-                check_dtype(alloc.dtype, view.dtype)?;
                 st.open.push(PendingCopy {
                     dst: id,
                     dst_name: dst,
@@ -631,9 +564,9 @@ impl<'p> Machine<'p, '_> {
                 dtype,
                 layout,
             } => {
-                let info = self.layout(layout)?;
+                let info = self.layouts.get(layout)?;
                 let tensor = st.register(src)?;
-                let codes = view_codes(tensor, *dtype, &info)?;
+                let codes = view_codes(tensor, *dtype, &info);
                 st.assign(
                     dst,
                     RegTensor {
@@ -641,7 +574,8 @@ impl<'p> Machine<'p, '_> {
                         info,
                         codes,
                     },
-                )
+                );
+                Ok(())
             }
             Inst::Cast { dst, src, dtype } => {
                 let tensor = st.register(src)?;
@@ -654,27 +588,40 @@ impl<'p> Machine<'p, '_> {
                         info,
                         codes,
                     },
-                )
+                );
+                Ok(())
             }
             Inst::Unary { dst, op, src } => {
                 let tensor = st.register(src)?;
-                let Some(codes) = num::unary(tensor.dtype, *op, &tensor.codes) else {
-                    return invalid(format!("{} of {}", op.name(), tensor.dtype));
-                };
                 let result = RegTensor {
                     dtype: tensor.dtype,
                     info: tensor.info.clone(),
-                    codes,
+                    codes: num::unary(tensor.dtype, *op, &tensor.codes),
                 };
-                st.assign(dst, result)
+                st.assign(dst, result);
+                Ok(())
             }
             Inst::Binary { dst, op, lhs, rhs } => {
-                let result = self.binary(st, *op, lhs, rhs)?;
-                st.assign(dst, result)
+                let facts = self.elementwise_facts(stmt)?;
+                let (info, operands) = self.aligned(st, facts, [lhs, rhs])?;
+                let [a, b] = operands;
+                let codes = num::binary(facts.dtype, *op, &a, &b).map_err(|slot| {
+                    Fault::TensorDivisionByZero {
+                        coordinates: info.coords(slot).iter().map(|&c| c as usize).collect(),
+                    }
+                })?;
+                let dtype = facts.dtype;
+                st.assign(dst, RegTensor { dtype, info, codes });
+                Ok(())
             }
             Inst::Compare { dst, op, lhs, rhs } => {
-                let result = self.compare(st, *op, lhs, rhs)?;
-                st.assign(dst, result)
+                let facts = self.elementwise_facts(stmt)?;
+                let (info, operands) = self.aligned(st, facts, [lhs, rhs])?;
+                let [a, b] = operands;
+                let codes = num::compare(facts.dtype, *op, &a, &b);
+                let dtype = DType::Unsigned(1);
+                st.assign(dst, RegTensor { dtype, info, codes });
+                Ok(())
             }
             Inst::Where {
                 dst,
@@ -682,25 +629,30 @@ impl<'p> Machine<'p, '_> {
                 then,
                 otherwise,
             } => {
-                let result = self.select(st, cond, then, otherwise)?;
-                st.assign(dst, result)
+                let facts = self.elementwise_facts(stmt)?;
+                let cond = Operand::Tensor(cond.clone());
+                let (info, operands) = self.aligned(st, facts, [&cond, then, otherwise])?;
+                let [cond, then, otherwise] = operands;
+                let codes = choose(&cond, &then, &otherwise);
+                let dtype = facts.dtype;
+                st.assign(dst, RegTensor { dtype, info, codes });
+                Ok(())
             }
             Inst::Dot { dst, a, b, c } => {
-                let result = dot(st.register(a)?, st.register(b)?, st.register(c)?)?;
-                st.assign(dst, result)
+                let result = dot(st.register(a)?, st.register(b)?, st.register(c)?);
+                st.assign(dst, result);
+                Ok(())
             }
             Inst::Reduce { dst, op, src, dim } => {
-                let tensor = st.register(src)?;
-                let dim = *dim as usize;
-                if dim >= tensor.info.rank() {
-                    return invalid(format!(
-                        "cannot reduce dimension {dim} of a rank-{} tensor",
-                        tensor.info.rank()
-                    ));
-                }
-                let info = self.layouts.reduced(&tensor.info, dim)?;
-                let result = reduce(tensor, *op, dim, info);
-                st.assign(dst, result)
+                let layout = self
+                    .verified
+                    .info(stmt)
+                    .and_then(|info| info.result_layout())
+                    .ok_or_else(|| internal("a reduction without a result layout"))?;
+                let info = self.layouts.get(layout)?;
+                let result = reduce(st.register(src)?, *op, *dim as usize, info);
+                st.assign(dst, result);
+                Ok(())
             }
             Inst::Print { src } => self.print(st, src),
         }
@@ -717,23 +669,26 @@ impl<'p> Machine<'p, '_> {
     ) -> Result<Option<usize>, Fault> {
         let mut element: i64 = 0;
         let mut overflow = false;
-        for d in 0..offsets.len() {
-            let c = offsets[d] + coords[d] as i64;
-            if c < 0 || c >= view.sizes[d] {
+        // The verifier saw equal ranks: one offset, coordinate, size and stride per dimension.
+        let dims = offsets
+            .iter()
+            .zip(coords)
+            .zip(&view.sizes)
+            .zip(&view.strides);
+        for (((&offset, &coord), &size), &stride) in dims {
+            let c = offset + coord as i64;
+            if c < 0 || c >= size {
                 return Ok(None);
             }
             match c
-                .checked_mul(view.strides[d])
+                .checked_mul(stride)
                 .and_then(|term| element.checked_add(term))
             {
                 Some(sum) => element = sum,
                 None => overflow = true,
             }
         }
-        let capacity = match &self.args[view.param] {
-            Argument::Buffer(bytes) => (bytes.len() as u64) * 8 / view.dtype.bits() as u64,
-            Argument::Int(_) => 0,
-        };
+        let capacity = self.buffer(view.param).len() as u64 * 8 / view.dtype.bits() as u64;
         if overflow || element < 0 || element as u64 >= capacity {
             return Err(Fault::OutsideBuffer {
                 param: view.name.to_string(),
@@ -751,9 +706,9 @@ impl<'p> Machine<'p, '_> {
     }
 
     fn buffer(&self, param: usize) -> &[u8] {
-        match &self.args[param] {
-            Argument::Buffer(bytes) => bytes,
-            Argument::Int(_) => &[],
+        match self.args.get(param) {
+            Some(Argument::Buffer(bytes)) => bytes,
+            _ => &[],
         }
     }
 
@@ -792,7 +747,7 @@ impl<'p> Machine<'p, '_> {
             else {
                 continue;
             };
-            if let Argument::Buffer(bytes) = &mut self.args[view.param] {
+            if let Some(Argument::Buffer(bytes)) = self.args.get_mut(view.param) {
                 write_code(bytes, bits, element, src.codes[slot]);
             }
         }
@@ -831,11 +786,12 @@ impl<'p> Machine<'p, '_> {
         if let Some(alloc) = &mut st.shared[copy.dst] {
             let capacity = alloc.bytes.len() * 8 / bits as usize;
             for (offset, code) in writes {
+                // SharedLayout promises offsets below its span for coordinates in its shape.
                 if offset >= capacity {
-                    return invalid(format!(
+                    return Err(internal(format!(
                         "shared offset {offset} of `%{}` is outside its allocation",
                         copy.dst_name
-                    ));
+                    )));
                 }
                 write_code(&mut alloc.bytes, bits, offset, code);
             }
@@ -843,212 +799,41 @@ impl<'p> Machine<'p, '_> {
         Ok(())
     }
 
-    fn operand<'s>(&self, st: &'s BlockState<'p>, operand: &Operand) -> Result<Opnd<'s>, Fault> {
-        Ok(match operand {
-            Operand::Tensor(name) => Opnd::Tensor(st.register(name)?),
-            Operand::Scalar(expr) => Opnd::Int(self.eval(st, expr)?),
-            Operand::Float(value) => Opnd::Float(value.0),
-        })
-    }
-
-    /// The result layout of an elementwise instruction and, for every tensor operand, the map
-    /// from result slots to its slots (`None` when it has the result's layout).
-    fn broadcast(&mut self, tensors: &[&RegTensor]) -> Result<Broadcast, Fault> {
-        let rank = tensors.first().map_or(0, |t| t.info.rank());
-        if tensors.iter().any(|t| t.info.rank() != rank) {
-            return invalid("tensor operands have different ranks");
-        }
-        let mut shape = vec![1usize; rank];
-        for t in tensors {
-            for (s, &size) in shape.iter_mut().zip(&t.info.shape) {
-                *s = (*s).max(size);
-            }
-        }
-        for t in tensors {
-            if t.info
-                .shape
-                .iter()
-                .zip(&shape)
-                .any(|(&a, &s)| a != s && a != 1)
-            {
-                return invalid(format!(
-                    "operand shapes {:?} and {shape:?} do not broadcast",
-                    t.info.shape
-                ));
-            }
-        }
-        let Some(result) = tensors.iter().find(|t| t.info.shape == shape) else {
-            return invalid(format!("no tensor operand has the result shape {shape:?}"));
-        };
-        let result = result.info.clone();
-        let mut maps = Vec::with_capacity(tensors.len());
-        for t in tensors {
-            if t.info.id == result.id {
-                maps.push(None);
-            } else if t.info.shape == shape {
-                return invalid(format!(
-                    "operands of the same shape have different layouts: {} and {}",
-                    result.layout, t.info.layout
-                ));
-            } else {
-                maps.push(Some(self.layouts.broadcast(&result, &t.info)?));
-            }
-        }
-        Ok((result, maps))
-    }
-
-    /// The codes of `operand` for every slot of the result, in `dtype`.
-    fn aligned<'a>(
-        operand: &Opnd<'a>,
-        map: Option<&[u32]>,
-        dtype: DType,
-        slots: usize,
-    ) -> Result<Cow<'a, [u32]>, Fault> {
-        Ok(match operand {
-            Opnd::Tensor(t) => match map {
-                None => Cow::Borrowed(&t.codes),
-                Some(map) => Cow::Owned(map.iter().map(|&s| t.codes[s as usize]).collect()),
-            },
-            Opnd::Int(value) => Cow::Owned(vec![num::int_constant(dtype, *value as i64); slots]),
-            Opnd::Float(value) => match num::float_constant(dtype, *value) {
-                Some(code) => Cow::Owned(vec![code; slots]),
-                None => return invalid(format!("float literal {value} for {dtype}")),
-            },
-        })
-    }
-
-    /// Resolves the two operands of a binary or comparison instruction.
-    fn two_operands<'s>(
+    /// The operands of an elementwise instruction with the verifier's `facts`, aligned with
+    /// its result: one code per result slot each, in its dtype (`u1` for a condition), and the
+    /// result's layout tables.
+    fn aligned<'s, const N: usize>(
         &mut self,
         st: &'s BlockState<'p>,
-        lhs: &Operand,
-        rhs: &Operand,
-    ) -> Result<TwoOperands<'s>, Fault> {
-        let ops = [self.operand(st, lhs)?, self.operand(st, rhs)?];
-        let tensors: Vec<&RegTensor> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Opnd::Tensor(t) => Some(*t),
-                _ => None,
-            })
-            .collect();
-        let Some(first) = tensors.first() else {
-            return invalid("at least one operand must be a tensor");
-        };
-        let dtype = first.dtype;
-        if tensors.iter().any(|t| t.dtype != dtype) {
-            return invalid(format!(
-                "tensor operands have different dtypes ({} and {})",
-                tensors[0].dtype,
-                tensors[tensors.len() - 1].dtype
-            ));
-        }
-        let (info, maps) = self.broadcast(&tensors)?;
-        let mut maps = maps.into_iter();
-        let mut aligned = Vec::with_capacity(2);
-        for op in &ops {
-            let map = match op {
-                Opnd::Tensor(_) => maps.next().flatten(),
-                _ => None,
+        facts: &Elementwise,
+        operands: [&Operand; N],
+    ) -> Result<Aligned<'s, N>, Fault> {
+        let info = self.layouts.get(&facts.layout)?;
+        let slots = info.num_slots();
+        let mut aligned: [Cow<'s, [u32]>; N] = std::array::from_fn(|_| Cow::Borrowed(&[][..]));
+        for ((operand, fact), out) in operands.iter().zip(&facts.operands).zip(&mut aligned) {
+            *out = match operand {
+                Operand::Tensor(name) => {
+                    let tensor = st.register(name)?;
+                    match fact {
+                        ElementwiseOperand::Full => Cow::Borrowed(&tensor.codes[..]),
+                        _ => {
+                            let map = self.layouts.broadcast(&info, &tensor.info)?;
+                            let codes = &tensor.codes;
+                            Cow::Owned(map.iter().map(|&slot| codes[slot as usize]).collect())
+                        }
+                    }
+                }
+                Operand::Scalar(expr) => {
+                    let value = i64::from(self.eval(st, expr)?);
+                    Cow::Owned(vec![num::int_constant(facts.dtype, value); slots])
+                }
+                Operand::Float(value) => {
+                    Cow::Owned(vec![num::float_constant(facts.dtype, value.0); slots])
+                }
             };
-            aligned.push(Self::aligned(op, map.as_deref(), dtype, info.num_slots())?);
         }
-        let b = aligned.pop().unwrap_or_default();
-        let a = aligned.pop().unwrap_or_default();
-        Ok(TwoOperands { dtype, info, a, b })
-    }
-
-    fn binary(
-        &mut self,
-        st: &BlockState<'p>,
-        op: BinaryOp,
-        lhs: &Operand,
-        rhs: &Operand,
-    ) -> Result<RegTensor, Fault> {
-        let TwoOperands { dtype, info, a, b } = self.two_operands(st, lhs, rhs)?;
-        match num::binary(dtype, op, &a, &b) {
-            Ok(codes) => Ok(RegTensor { dtype, info, codes }),
-            Err(slot) => Err(Fault::TensorDivisionByZero {
-                coordinates: info.coords(slot).iter().map(|&c| c as usize).collect(),
-            }),
-        }
-    }
-
-    fn compare(
-        &mut self,
-        st: &BlockState<'p>,
-        op: CmpOp,
-        lhs: &Operand,
-        rhs: &Operand,
-    ) -> Result<RegTensor, Fault> {
-        let TwoOperands { dtype, info, a, b } = self.two_operands(st, lhs, rhs)?;
-        let codes = num::compare(dtype, op, &a, &b);
-        Ok(RegTensor {
-            dtype: DType::Unsigned(1),
-            info,
-            codes,
-        })
-    }
-
-    fn select(
-        &mut self,
-        st: &BlockState<'p>,
-        cond: &str,
-        then: &Operand,
-        otherwise: &Operand,
-    ) -> Result<RegTensor, Fault> {
-        let cond = st.register(cond)?;
-        if cond.dtype != DType::Unsigned(1) {
-            return invalid(format!("the condition of where is {}, not u1", cond.dtype));
-        }
-        let ops = [
-            Opnd::Tensor(cond),
-            self.operand(st, then)?,
-            self.operand(st, otherwise)?,
-        ];
-        let tensors: Vec<&RegTensor> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Opnd::Tensor(t) => Some(*t),
-                _ => None,
-            })
-            .collect();
-        let Some(value_tensor) = tensors.get(1) else {
-            return invalid(
-                "where needs a tensor among its values to know the result dtype \
-                 (both are scalars)",
-            );
-        };
-        let dtype = value_tensor.dtype;
-        if tensors[1..].iter().any(|t| t.dtype != dtype) {
-            return invalid("the values of where have different dtypes");
-        }
-        let (info, maps) = self.broadcast(&tensors)?;
-        let mut maps = maps.into_iter();
-        let mut aligned = Vec::with_capacity(3);
-        for (index, op) in ops.iter().enumerate() {
-            let map = match op {
-                Opnd::Tensor(_) => maps.next().flatten(),
-                _ => None,
-            };
-            let op_dtype = if index == 0 {
-                DType::Unsigned(1)
-            } else {
-                dtype
-            };
-            aligned.push(Self::aligned(
-                op,
-                map.as_deref(),
-                op_dtype,
-                info.num_slots(),
-            )?);
-        }
-        let codes = aligned[0]
-            .iter()
-            .zip(aligned[1].iter().zip(aligned[2].iter()))
-            .map(|(&c, (&a, &b))| if c != 0 { a } else { b })
-            .collect();
-        Ok(RegTensor { dtype, info, codes })
+        Ok((info, aligned))
     }
 
     fn print(&mut self, st: &BlockState<'p>, name: &str) -> Result<(), Fault> {
@@ -1093,10 +878,10 @@ impl<'p> Machine<'p, '_> {
                 )
             }
             TensorVar::Global(_) => {
-                return invalid(format!("cannot print global tensor `%{name}`"))
+                return Err(internal(format!("`%{name}` is a global tensor")));
             }
         };
-        let [x, y, z] = st.index.unwrap_or([0; 3]);
+        let [x, y, z] = st.index;
         let decoder = Decoder::new(ty.dtype());
         let values: Vec<String> = codes
             .iter()
@@ -1110,24 +895,12 @@ impl<'p> Machine<'p, '_> {
     }
 }
 
-fn check_rank(offsets: &[i64], rank: usize, tile_rank: usize, tensor: &str) -> Result<(), Fault> {
-    if offsets.len() != rank || tile_rank != rank {
-        return invalid(format!(
-            "`%{tensor}` has rank {rank}, but the offsets have {} and the tile {tile_rank} \
-             dimensions",
-            offsets.len()
-        ));
-    }
-    Ok(())
-}
-
-fn check_dtype(register: DType, memory: DType) -> Result<(), Fault> {
-    if register != memory {
-        return invalid(format!(
-            "the register tensor is {register}, but memory holds {memory}"
-        ));
-    }
-    Ok(())
+/// `where`: the `then` code where the condition is 1, the `otherwise` code elsewhere.
+fn choose(cond: &[u32], then: &[u32], otherwise: &[u32]) -> Vec<u32> {
+    cond.iter()
+        .zip(then.iter().zip(otherwise))
+        .map(|(&c, (&a, &b))| if c != 0 { a } else { b })
+        .collect()
 }
 
 /// Element offsets in the shared allocation of every element of a tile at `offsets`.
@@ -1137,7 +910,6 @@ fn shared_tile(
     offsets: &[i64],
     tile: &LayoutInfo,
 ) -> Result<Vec<usize>, Fault> {
-    check_rank(offsets, layout.rank(), tile.rank(), tensor)?;
     let fits = offsets
         .iter()
         .zip(&tile.shape)
@@ -1163,36 +935,27 @@ fn shared_tile(
             *c = o as usize + t as usize;
         }
         let offset = layout.offset(&coords);
+        // SharedLayout promises offsets below its span for coordinates in its shape.
         if offset >= span {
-            return invalid(format!(
+            return Err(internal(format!(
                 "shared offset {offset} of `%{tensor}` is outside its span {span}"
-            ));
+            )));
         }
         positions.push(offset);
     }
     Ok(positions)
 }
 
-/// `view`: every thread's register bits, reread as `dtype` in the layout of `info`.
-fn view_codes(src: &RegTensor, dtype: DType, info: &LayoutInfo) -> Result<Vec<u32>, Fault> {
+/// `view`: every thread's register bits, reread as `dtype` in the layout of `info` (the
+/// verifier saw that both layouts give each thread the same number of bits).
+fn view_codes(src: &RegTensor, dtype: DType, info: &LayoutInfo) -> Vec<u32> {
     let (n, m) = (src.dtype.bits(), dtype.bits());
-    let (src_local, dst_local) = (src.info.local_size, info.local_size);
-    if src.info.num_threads != info.num_threads || src_local * n as usize != dst_local * m as usize
-    {
-        return invalid(format!(
-            "view keeps the bits of each thread: {src_local} × {} is {} bits, but {dst_local} × \
-             {dtype} is {} bits",
-            src.dtype,
-            src_local * n as usize,
-            dst_local * m as usize
-        ));
-    }
     let mask = dtype.code_mask() as u64;
     let mut codes = Vec::with_capacity(info.num_slots());
-    for thread in 0..info.num_threads {
-        let mut source = src.codes[thread * src_local..(thread + 1) * src_local].iter();
+    for thread_codes in src.codes.chunks(src.info.local_size.max(1)) {
+        let mut source = thread_codes.iter();
         let (mut acc, mut have) = (0u64, 0u32);
-        for _ in 0..dst_local {
+        for _ in 0..info.local_size {
             while have < m {
                 let code = source.next().copied().unwrap_or(0);
                 acc |= (code as u64) << have;
@@ -1203,39 +966,26 @@ fn view_codes(src: &RegTensor, dtype: DType, info: &LayoutInfo) -> Result<Vec<u3
             have -= m;
         }
     }
-    Ok(codes)
+    codes
 }
 
-/// `dot(a, b, c)` on logical values.
-fn dot(a: &RegTensor, b: &RegTensor, c: &RegTensor) -> Result<RegTensor, Fault> {
-    let (sa, sb, sc) = (&a.info.shape, &b.info.shape, &c.info.shape);
-    if sa.len() != 2
-        || sb.len() != 2
-        || sc.len() != 2
-        || sa[1] != sb[0]
-        || sa[0] != sc[0]
-        || sb[1] != sc[1]
-    {
-        return invalid(format!(
-            "dot needs shapes [M, K], [K, N], [M, N], not {sa:?}, {sb:?}, {sc:?}"
-        ));
-    }
-    if a.dtype != b.dtype || a.dtype.is_float() != c.dtype.is_float() {
-        return invalid(format!(
-            "dot of {} and {} into {}: the inputs must have one dtype, and the inputs and the \
-             accumulator must both be floats or both integers",
-            a.dtype, b.dtype, c.dtype
-        ));
-    }
-    let (m, k, n) = (sa[0], sa[1], sb[1]);
-    let logical = |t: &RegTensor| -> Vec<u32> {
-        t.info
+/// `dot(a, b, c)` on logical values (the verifier saw shapes `[M, K]`, `[K, N]`, `[M, N]`, one
+/// dtype for `a` and `b`, and floats with floats or integers with integers).
+fn dot(a: &RegTensor, b: &RegTensor, c: &RegTensor) -> RegTensor {
+    let size = |t: &RegTensor, dim: usize| t.info.shape.get(dim).copied().unwrap_or(1);
+    let (m, k, n) = (size(a, 0), size(a, 1), size(b, 1));
+    // Exactly m·k, k·n and m·n values, so that no index below can fall outside.
+    let logical = |t: &RegTensor, count: usize| -> Vec<u32> {
+        let mut values: Vec<u32> = t
+            .info
             .first_owner
             .iter()
             .map(|&slot| t.codes[slot as usize])
-            .collect()
+            .collect();
+        values.resize(count, 0);
+        values
     };
-    let (la, lb, lc) = (logical(a), logical(b), logical(c));
+    let (la, lb, lc) = (logical(a, m * k), logical(b, k * n), logical(c, m * n));
     let mut result = vec![0u32; m * n];
     if c.dtype.is_float() {
         let (da, dc) = (FloatDecoder::new(a.dtype), FloatDecoder::new(c.dtype));
@@ -1275,21 +1025,22 @@ fn dot(a: &RegTensor, b: &RegTensor, c: &RegTensor) -> Result<RegTensor, Fault> 
         .info
         .slot_element
         .iter()
-        .map(|&element| result[element as usize])
+        .map(|&element| result.get(element as usize).copied().unwrap_or(0))
         .collect();
-    Ok(RegTensor {
+    RegTensor {
         dtype: c.dtype,
         info: c.info.clone(),
         codes,
-    })
+    }
 }
 
-/// `reduce_*(src, dim)` on logical values, into the layout `info` (`src`'s reduced).
+/// `reduce_*(src, dim)` on logical values, into the layout `info` (`src`'s reduced; the
+/// verifier saw `dim < rank`).
 fn reduce(src: &RegTensor, op: ReduceOp, dim: usize, info: Rc<LayoutInfo>) -> RegTensor {
     let shape = &src.info.shape;
-    let length = shape[dim];
-    let inner: usize = shape[dim + 1..].iter().product();
-    let outer: usize = shape[..dim].iter().product();
+    let length = shape.get(dim).copied().unwrap_or(1);
+    let inner: usize = shape.iter().skip(dim + 1).product();
+    let outer: usize = shape.iter().take(dim).product();
     let dtype = src.dtype;
     let logical = |o: usize, r: usize, i: usize| {
         let element = (o * length + r) * inner + i;
@@ -1325,7 +1076,7 @@ fn reduce(src: &RegTensor, op: ReduceOp, dim: usize, info: Rc<LayoutInfo>) -> Re
     let codes = info
         .slot_element
         .iter()
-        .map(|&element| values[element as usize])
+        .map(|&element| values.get(element as usize).copied().unwrap_or(0))
         .collect();
     RegTensor { dtype, info, codes }
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use anybit_layout::RegisterLayout;
 
-use crate::error::Fault;
+use crate::error::{internal, Fault};
 
 /// The most (thread, local) slots a register tensor may have in the interpreter.
 pub(crate) const MAX_SLOTS: usize = 1 << 24;
@@ -88,8 +88,9 @@ impl LayoutInfo {
                 }
             }
         }
+        // A register layout covers its shape (anybit-layout's invariant).
         if first_owner.contains(&u32::MAX) {
-            return Err(Fault::Invalid(format!(
+            return Err(internal(format!(
                 "the register layout {layout} leaves some elements without an owner"
             )));
         }
@@ -111,7 +112,6 @@ impl LayoutInfo {
 #[derive(Default)]
 pub(crate) struct LayoutCache {
     layouts: HashMap<RegisterLayout, Rc<LayoutInfo>>,
-    reduced: HashMap<(usize, usize), Rc<LayoutInfo>>,
     broadcasts: HashMap<(usize, usize), Rc<[u32]>>,
 }
 
@@ -126,19 +126,10 @@ impl LayoutCache {
         Ok(info)
     }
 
-    /// The tables of `info.layout.reduce(dim)`; `dim < rank`.
-    pub fn reduced(&mut self, info: &LayoutInfo, dim: usize) -> Result<Rc<LayoutInfo>, Fault> {
-        if let Some(reduced) = self.reduced.get(&(info.id, dim)) {
-            return Ok(reduced.clone());
-        }
-        let reduced = self.get(&info.layout.reduce(dim))?;
-        self.reduced.insert((info.id, dim), reduced.clone());
-        Ok(reduced)
-    }
-
     /// For every slot of `result`, the slot of `operand` (a broadcast operand: same rank, every
     /// size equal to the result's or 1) that the same thread reads: the thread's own copy of
-    /// the element with the broadcast dimensions set to 0.
+    /// the element with the broadcast dimensions set to 0. The verifier checked that every
+    /// thread holds the copies it needs.
     pub fn broadcast(
         &mut self,
         result: &LayoutInfo,
@@ -160,7 +151,7 @@ impl LayoutCache {
                 *w = if size == 1 { 0 } else { c as usize };
             }
             let Some(local) = operand.layout.local_index_of(thread, &wanted) else {
-                return Err(Fault::Invalid(format!(
+                return Err(internal(format!(
                     "broadcast operand of layout {} is not held by the right threads: thread \
                      {thread} holds element {:?} of the result but not element {wanted:?} of \
                      the operand",

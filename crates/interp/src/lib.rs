@@ -31,16 +31,20 @@
 //!
 //! # Promises
 //! - **Semantics.** Every instruction, scalar expression and statement behaves as `docs/vm.md`
-//!   says; element conversions go through `anybit_dtype` ([`DType::encode`],
-//!   [`DType::decode`]). Results are deterministic: the same program and arguments give the
-//!   same bits on every run and machine.
-//! - **No panics.** [`run`] and [`run_with`] verify the program first (`anybit_vm::verify`; a
-//!   rejected program is [`RunError::Verify`]). With [`run_unverified`] a program that is not
-//!   well formed gives [`Fault::Invalid`] where it breaks a rule, never a panic. Run-time errors of the
-//!   semantics (overflow, division by zero, a loop step that is not positive, an in-bounds
-//!   element outside its buffer, a shared tile outside its tensor, `multiple_of` promises
-//!   broken at launch) are reported as [`RunError`]s that name the block, the statement's span
-//!   (`line:column` of the text form) and the instruction.
+//!   says; element conversions go through `anybit_dtype`
+//!   ([`DType::encode`](anybit_dtype::DType::encode),
+//!   [`DType::decode`](anybit_dtype::DType::decode)). Results are deterministic: the same
+//!   program and arguments give the same bits on every run and machine.
+//! - **Verified programs only.** [`run_verified`] takes an [`anybit_vm::Verified`] program,
+//!   so an ill-formed program cannot reach the interpreter; it relies on what the verifier
+//!   guarantees (scopes, spaces, dtypes, shapes, broadcasting) instead of checking it again,
+//!   and takes result layouts and operand maps from the verifier's facts. [`run`] and
+//!   [`run_with`] verify a bare `Program` first (a rejected one is [`RunError::Verify`]).
+//! - **No panics.** Run-time errors of the semantics (overflow, division by zero, a loop step
+//!   that is not positive, an in-bounds element outside its buffer, a shared tile outside its
+//!   tensor, `multiple_of` promises broken at launch) are reported as [`RunError`]s that name
+//!   the block, the statement's span (`line:column` of the text form) and the instruction. A
+//!   state the verifier rules out (a bug in it or here) is [`Fault::Internal`], not a panic.
 //! - **Buffers.** The caller owns the memory: one `Vec<u8>` per pointer parameter in
 //!   [`Arguments`], packed as `anybit_dtype::pack` packs (element `e` at bits `[e·n, (e+1)·n)`).
 //!   Buffers never alias. On success the output buffers hold the results; on error they hold the
@@ -83,7 +87,7 @@ mod print;
 
 use std::io::Write;
 
-use anybit_vm::{ParamKind, Program};
+use anybit_vm::{ParamKind, Program, Verified};
 
 pub use args::{pack_codes, pack_values, unpack_codes, unpack_values, Argument, Arguments};
 pub use error::{ArgumentError, Fault, RunError, RuntimeError};
@@ -119,26 +123,26 @@ pub fn run_with(
     options: &RunOptions,
     out: &mut dyn Write,
 ) -> Result<RunSummary, RunError> {
-    anybit_vm::verify(program).map_err(|error| RunError::Verify {
+    let verified = anybit_vm::verify(program).map_err(|error| RunError::Verify {
         program: program.name.clone(),
         error,
     })?;
-    run_unverified(program, args, options, out)
+    run_verified(&verified, args, options, out)
 }
 
-/// Like [`run_with`], without `anybit_vm::verify` (for callers that verified the program
-/// already, or that test the interpreter on programs the verifier rejects). An ill-formed
-/// program fails with [`Fault::Invalid`] where it breaks a rule, after what came before it ran;
-/// it never panics.
-pub fn run_unverified(
-    program: &Program,
+/// Runs a program that `anybit_vm::verify` accepted (for callers that verify once and hand
+/// the same [`Verified`] program to the interpreter and to code generation).
+pub fn run_verified(
+    verified: &Verified<'_>,
     args: &mut Arguments,
     options: &RunOptions,
     out: &mut dyn Write,
 ) -> Result<RunSummary, RunError> {
+    let program = verified.program();
     args.check(program)?;
     let values = args.take_values();
     let mut machine = Machine {
+        verified,
         program,
         args: values,
         layouts: LayoutCache::default(),
@@ -155,12 +159,6 @@ fn launch(machine: &mut Machine, options: &RunOptions) -> Result<RunSummary, Run
         program: program.name.clone(),
         message,
     };
-    if !(1..=1024).contains(&program.threads) {
-        return Err(refuse(format!(
-            "threads({}) is outside 1..=1024",
-            program.threads
-        )));
-    }
     for (param, value) in program.params.iter().zip(&machine.args) {
         if let (
             ParamKind::Int {
@@ -169,7 +167,7 @@ fn launch(machine: &mut Machine, options: &RunOptions) -> Result<RunSummary, Run
             Argument::Int(value),
         ) = (&param.kind, value)
         {
-            if *m == 0 || i64::from(*value) % i64::from(*m) != 0 {
+            if i64::from(*value).checked_rem(i64::from(*m)) != Some(0) {
                 return Err(refuse(format!(
                     "`{}` = {value} breaks its promise `multiple_of {m}`",
                     param.name
@@ -187,15 +185,10 @@ fn launch(machine: &mut Machine, options: &RunOptions) -> Result<RunSummary, Run
             grid
         }
         None => {
-            if !(1..=3).contains(&program.grid.len()) {
-                return Err(refuse(format!(
-                    "the grid has {} dimensions; it must have 1 to 3",
-                    program.grid.len()
-                )));
-            }
-            let st = BlockState::new(None);
+            // The verifier saw 1 to 3 dimensions that use no block index.
+            let st = BlockState::new([0; 3]);
             let mut grid = [1u32; 3];
-            for (dim, expr) in program.grid.iter().enumerate() {
+            for (dim, expr) in program.grid.iter().take(3).enumerate() {
                 let size = machine
                     .eval(&st, expr)
                     .map_err(|fault| refuse(format!("grid dimension {dim}: {fault}")))?;
@@ -212,7 +205,7 @@ fn launch(machine: &mut Machine, options: &RunOptions) -> Result<RunSummary, Run
     for z in 0..grid[2] {
         for y in 0..grid[1] {
             for x in 0..grid[0] {
-                let mut st = BlockState::new(Some([x as i32, y as i32, z as i32]));
+                let mut st = BlockState::new([x as i32, y as i32, z as i32]);
                 machine.run_block(&mut st).map_err(RunError::Runtime)?;
                 blocks += 1;
             }

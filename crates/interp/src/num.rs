@@ -118,9 +118,10 @@ pub(crate) fn int_constant(dtype: DType, value: i64) -> u32 {
     }
 }
 
-/// `T` value of a float literal: rounded to f32 (nearest even), then encoded.
-pub(crate) fn float_constant(dtype: DType, value: f64) -> Option<u32> {
-    dtype.is_float().then(|| dtype.encode(value as f32))
+/// `T` value of a float literal: rounded to f32 (nearest even), then encoded. (The verifier
+/// allows float literals for float types only; for an integer type this rounds and saturates.)
+pub(crate) fn float_constant(dtype: DType, value: f64) -> u32 {
+    dtype.encode(value as f32)
 }
 
 /// `min` of two floats: a NaN operand gives the other one; `-0 < +0`.
@@ -155,7 +156,7 @@ pub(crate) fn float_max(a: f32, b: f32) -> f32 {
 }
 
 /// Applies a unary operation to codes. `None` when the operation does not exist for the dtype.
-pub(crate) fn unary(dtype: DType, op: UnaryOp, src: &[u32]) -> Option<Vec<u32>> {
+pub(crate) fn unary(dtype: DType, op: UnaryOp, src: &[u32]) -> Vec<u32> {
     if dtype.is_float() {
         let decode = FloatDecoder::new(dtype);
         let f: fn(f32) -> f32 = match op {
@@ -163,19 +164,23 @@ pub(crate) fn unary(dtype: DType, op: UnaryOp, src: &[u32]) -> Option<Vec<u32>> 
             UnaryOp::Abs => f32::abs,
             UnaryOp::Exp => |x| (x as f64).exp() as f32,
         };
-        Some(
-            src.iter()
-                .map(|&c| dtype.encode(f(decode.get(c))))
-                .collect(),
-        )
+        src.iter()
+            .map(|&c| dtype.encode(f(decode.get(c))))
+            .collect()
     } else {
         let decode = IntDecoder::new(dtype);
-        let f: fn(i64) -> i64 = match op {
-            UnaryOp::Neg => |x| -x,
-            UnaryOp::Abs => i64::abs,
-            UnaryOp::Exp => return None,
-        };
-        Some(src.iter().map(|&c| wrap(dtype, f(decode.get(c)))).collect())
+        match op {
+            UnaryOp::Neg => src.iter().map(|&c| wrap(dtype, -decode.get(c))).collect(),
+            UnaryOp::Abs => src
+                .iter()
+                .map(|&c| wrap(dtype, decode.get(c).abs()))
+                .collect(),
+            // The verifier allows `exp` on floats only; integers round and saturate.
+            UnaryOp::Exp => src
+                .iter()
+                .map(|&c| dtype.encode((decode.get(c) as f64).exp() as f32))
+                .collect(),
+        }
     }
 }
 
@@ -317,11 +322,8 @@ mod tests {
     #[test]
     fn integer_wrapping() {
         let i8t = DType::Signed(8);
-        assert_eq!(unary(i8t, UnaryOp::Abs, &[0x80]), Some(vec![0x80]));
-        assert_eq!(
-            unary(DType::Unsigned(4), UnaryOp::Neg, &[3]),
-            Some(vec![13])
-        );
+        assert_eq!(unary(i8t, UnaryOp::Abs, &[0x80]), vec![0x80]);
+        assert_eq!(unary(DType::Unsigned(4), UnaryOp::Neg, &[3]), vec![13]);
         assert_eq!(binary(i8t, BinaryOp::Div, &[0x80], &[0xff]), Ok(vec![0x80]));
         assert_eq!(binary(i8t, BinaryOp::Div, &[7], &[0]), Err(0));
         let u32t = DType::Unsigned(32);

@@ -1,12 +1,12 @@
 //! Run-time errors, launch errors and argument errors: what they say and where they point.
-//! Ill-formed programs give errors, never panics.
+//! Ill-formed programs are refused before anything runs, never a panic.
 
 mod common;
 
 use std::io::{self, Write};
 
 use anybit_interp::{
-    run, run_unverified, run_with, Argument, ArgumentError, Arguments, Fault, RunError, RunOptions,
+    run, run_with, Argument, ArgumentError, Arguments, Fault, RunError, RunOptions,
 };
 use common::{parse, parse_unverified, run_err};
 
@@ -283,9 +283,11 @@ fn print_output_errors_are_reported() {
     );
 }
 
-/// Programs the verifier rejects give `Fault::Invalid`, never a panic.
+/// Programs the verifier rejects are refused with the verifier's error before any block runs
+/// (the interpreter only runs verified programs; `crates/vm/tests/verify_errors.rs` shows each
+/// of these errors with its message).
 #[test]
-fn ill_formed_programs_are_errors() {
+fn ill_formed_programs_are_refused_before_they_run() {
     let cases = [
         "%b = add(%nope, 1);",
         "%a = alloc_register(f16, spatial(8), 1);",
@@ -324,27 +326,21 @@ fn ill_formed_programs_are_errors() {
             "program p(x: ptr<f16>) grid(1) threads(4) {{\n    %g = view_global(x, [4], [1]);\n    {body}\n}}"
         );
         let program = parse_unverified(&text);
-        assert!(
-            anybit_vm::verify(&program).is_err(),
-            "the verifier accepts {body}"
-        );
+        let Err(expected) = anybit_vm::verify(&program) else {
+            panic!("the verifier accepts {body}");
+        };
         let mut args = Arguments::new(&program);
-        args.set("x", vec![0u8; 8]).expect("x");
-        assert!(
-            matches!(
-                run(&program, &mut args, &mut io::sink()),
-                Err(RunError::Verify { .. })
-            ),
-            "{body}"
-        );
-        match run_unverified(&program, &mut args, &RunOptions::default(), &mut io::sink()) {
-            Err(error @ RunError::Runtime(_)) => {
-                assert!(
-                    matches!(error.fault(), Some(Fault::Invalid(_))),
-                    "{body}: {error}"
-                );
+        args.set("x", vec![0x5a; 8]).expect("x");
+        let mut printed = Vec::new();
+        match run(&program, &mut args, &mut printed) {
+            Err(RunError::Verify { program, error }) => {
+                assert_eq!(program, "p");
+                assert_eq!(error, expected, "{body}");
             }
-            other => panic!("{body}: expected an ill-formed-program error, got {other:?}"),
+            other => panic!("{body}: expected the verifier's error, got {other:?}"),
         }
+        // Nothing ran: the buffer is as given and nothing was printed.
+        assert_eq!(args.buffer("x"), Some(&[0x5a; 8][..]), "{body}");
+        assert!(printed.is_empty(), "{body}");
     }
 }

@@ -15,6 +15,32 @@ use std::hash::{Hash, Hasher};
 use anybit_dtype::DType;
 use anybit_layout::{RegisterLayout, SharedLayout};
 
+/// True when `name` is an identifier of the text form: `[A-Za-z_][A-Za-z0-9_]*` (ASCII only).
+///
+/// Program, parameter, scalar and tensor names must be identifiers; program, parameter and
+/// scalar names must in addition not be keywords ([`crate::text::KEYWORDS`]). The verifier,
+/// the parser and code generation all decide with this one function.
+///
+/// ```
+/// use anybit_vm::is_identifier;
+/// assert!(is_identifier("acc_2") && is_identifier("_x"));
+/// assert!(!is_identifier("2acc") && !is_identifier("my var") && !is_identifier("") && !is_identifier("é"));
+/// ```
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(is_identifier_start) && chars.all(is_identifier_char)
+}
+
+/// A character that may start an identifier.
+pub(crate) fn is_identifier_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+/// A character that may continue an identifier.
+pub(crate) fn is_identifier_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
 /// A position in the text form: 1-based line and column (in characters).
 ///
 /// Programs made with the builder carry `Span::UNKNOWN` (0:0). Spans are for messages only:

@@ -9,6 +9,9 @@
 //! - It never panics, and its work is bounded by the program size times the register
 //!   elements of the largest tensor (at most [`MAX_REGISTER_BITS`] bits).
 //! - A program it accepts prints to text that parses back to an equal program.
+//! - For a program it accepts it returns a [`Verified`]: the program with what the checks
+//!   learned (the type of every tensor each statement defines, the operand maps of elementwise
+//!   instructions), so that the interpreter and code generation need not derive it again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,10 +20,11 @@ use anybit_dtype::DType;
 use anybit_layout::RegisterLayout;
 
 use crate::ir::{
-    Cond, Expr, FloatLit, ForLoop, Inst, Literal, Operand, ParamKind, Program, Span, Stmt,
-    StmtKind, TensorType, UnaryOp, Unroll,
+    is_identifier, Cond, Expr, FloatLit, ForLoop, Inst, Literal, Operand, ParamKind, Program, Span,
+    Stmt, StmtKind, TensorType, UnaryOp, Unroll,
 };
 use crate::text::KEYWORDS;
+use crate::verified::{Definition, Elementwise, ElementwiseOperand, StmtInfo, Verified};
 
 /// The most threads a block may have.
 pub const MAX_THREADS: u32 = 1024;
@@ -218,9 +222,11 @@ pub enum VerifyErrorKind {
     UnrollZero,
 }
 
-/// Checks `program`; returns the first error in program order.
-pub fn verify(program: &Program) -> Result<(), VerifyError> {
-    Verifier::new(program).program(program)
+/// Checks `program`; returns what was learned about it, or the first error in program order.
+pub fn verify(program: &Program) -> Result<Verified<'_>, VerifyError> {
+    let mut verifier = Verifier::new(program);
+    verifier.program(program)?;
+    Ok(Verified::new(program, verifier.statements))
 }
 
 type Result<T, E = VerifyError> = std::result::Result<T, E>;
@@ -245,19 +251,16 @@ struct Frame {
     tensors: HashMap<String, TensorVar>,
 }
 
-struct Verifier {
+struct Verifier<'p> {
     threads: u32,
     frames: Vec<Frame>,
     span: Span,
+    /// The statements checked so far, in program order, with their facts.
+    statements: Vec<(&'p Stmt, StmtInfo)>,
 }
 
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+/// What an instruction defines, and its operand maps if it is elementwise.
+type InstFacts = (Option<Definition>, Option<Elementwise>);
 
 fn is_scalar_name(name: &str) -> bool {
     is_identifier(name) && !KEYWORDS.contains(&name)
@@ -279,12 +282,13 @@ fn offsets_text(offsets: &[Expr]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-impl Verifier {
-    fn new(program: &Program) -> Verifier {
+impl<'p> Verifier<'p> {
+    fn new(program: &Program) -> Verifier<'p> {
         Verifier {
             threads: program.threads,
             frames: vec![Frame::default()],
             span: program.span,
+            statements: Vec::new(),
         }
     }
 
@@ -305,7 +309,7 @@ impl Verifier {
 
     // ---------------------------------------------------------------- program
 
-    fn program(&mut self, program: &Program) -> Result<()> {
+    fn program(&mut self, program: &'p Program) -> Result<()> {
         for (index, line) in program.doc.iter().enumerate() {
             if line.contains(['\n', '\r']) {
                 return self.fail(K::InvalidDoc { line: index + 1 });
@@ -453,7 +457,7 @@ impl Verifier {
     }
 
     /// Defines `%name` with type `ty`, or overwrites it if visible (same register type only).
-    fn define_tensor(&mut self, inst: &Inst, name: &str, ty: TensorType) -> Result<()> {
+    fn define_tensor(&mut self, inst: &Inst, name: &str, ty: TensorType) -> Result<Definition> {
         if !is_identifier(name) {
             return self.fail(K::InvalidName {
                 what: "tensor",
@@ -463,15 +467,21 @@ impl Verifier {
         if let TensorType::Register { dtype, layout } = &ty {
             self.check_layout(inst, *dtype, layout)?;
         }
+        let definition = |overwrite| Definition {
+            name: name.to_string(),
+            ty: ty.clone(),
+            overwrite,
+        };
         match self.tensor_var(name) {
             None => {
+                let defined = definition(false);
                 self.frame()
                     .tensors
                     .insert(name.to_string(), TensorVar { ty, freed: false });
-                Ok(())
+                Ok(defined)
             }
             Some((_, var)) => match &var.ty {
-                TensorType::Register { .. } if var.ty == ty => Ok(()),
+                TensorType::Register { .. } if var.ty == ty => Ok(definition(true)),
                 TensorType::Register { .. } => self.fail(K::OverwriteType {
                     inst: inst.mnemonic(),
                     name: name.to_string(),
@@ -546,11 +556,11 @@ impl Verifier {
 
     // ---------------------------------------------------------------- statements
 
-    fn block(&mut self, body: &[Stmt]) -> Result<()> {
+    fn block(&mut self, body: &'p [Stmt]) -> Result<()> {
         body.iter().try_for_each(|stmt| self.stmt(stmt))
     }
 
-    fn nested(&mut self, body: &[Stmt], loop_var: Option<&str>) -> Result<()> {
+    fn nested(&mut self, body: &'p [Stmt], loop_var: Option<&str>) -> Result<()> {
         self.frames.push(Frame::default());
         let result = match loop_var {
             Some(var) => self
@@ -562,12 +572,25 @@ impl Verifier {
         result
     }
 
-    fn stmt(&mut self, stmt: &Stmt) -> Result<()> {
+    /// Records the facts about `stmt`, in program order.
+    fn record(&mut self, stmt: &'p Stmt, facts: InstFacts) {
+        let (defines, elementwise) = facts;
+        let info = StmtInfo {
+            index: self.statements.len(),
+            defines,
+            elementwise,
+        };
+        self.statements.push((stmt, info));
+    }
+
+    fn stmt(&mut self, stmt: &'p Stmt) -> Result<()> {
         self.span = stmt.span;
         match &stmt.kind {
             StmtKind::Let { name, value } => {
                 self.expr(value)?;
-                self.define_scalar(name, "variable")
+                self.define_scalar(name, "variable")?;
+                self.record(stmt, (None, None));
+                Ok(())
             }
             StmtKind::For(ForLoop {
                 var,
@@ -586,6 +609,8 @@ impl Verifier {
                 if *unroll == Unroll::Factor(0) {
                     return self.fail(K::UnrollZero);
                 }
+                // Before the body: a statement comes before the statements nested in it.
+                self.record(stmt, (None, None));
                 self.nested(body, Some(var))
             }
             StmtKind::If {
@@ -594,11 +619,16 @@ impl Verifier {
                 else_body,
             } => {
                 self.cond(cond)?;
+                self.record(stmt, (None, None));
                 self.nested(then_body, None)?;
                 self.span = stmt.span;
                 self.nested(else_body, None)
             }
-            StmtKind::Inst(inst) => self.inst(inst),
+            StmtKind::Inst(inst) => {
+                let facts = self.inst(inst)?;
+                self.record(stmt, facts);
+                Ok(())
+            }
         }
     }
 
@@ -659,7 +689,25 @@ impl Verifier {
         }
     }
 
-    fn inst(&mut self, inst: &Inst) -> Result<()> {
+    /// [`Verifier::define_tensor`], as the facts of an instruction that is not elementwise.
+    fn define(&mut self, inst: &Inst, name: &str, ty: TensorType) -> Result<InstFacts> {
+        Ok((Some(self.define_tensor(inst, name, ty)?), None))
+    }
+
+    /// Defines the register result (of dtype `dtype`) of an elementwise instruction.
+    fn define_elementwise(
+        &mut self,
+        inst: &Inst,
+        name: &str,
+        dtype: DType,
+        elementwise: Elementwise,
+    ) -> Result<InstFacts> {
+        let layout = elementwise.layout.clone();
+        let defined = self.define_tensor(inst, name, TensorType::Register { dtype, layout })?;
+        Ok((Some(defined), Some(elementwise)))
+    }
+
+    fn inst(&mut self, inst: &Inst) -> Result<InstFacts> {
         let name = inst.mnemonic();
         match inst {
             Inst::AllocRegister {
@@ -673,7 +721,7 @@ impl Verifier {
                     Some(Literal::Float(value)) => self.float_constant(inst, *value, *dtype)?,
                     None => {}
                 }
-                self.define_tensor(
+                self.define(
                     inst,
                     dst,
                     TensorType::Register {
@@ -682,7 +730,7 @@ impl Verifier {
                     },
                 )
             }
-            Inst::AllocShared { dst, dtype, layout } => self.define_tensor(
+            Inst::AllocShared { dst, dtype, layout } => self.define(
                 inst,
                 dst,
                 TensorType::Shared {
@@ -715,7 +763,7 @@ impl Verifier {
                         if let Some(var) = self.frame().tensors.get_mut(tensor) {
                             var.freed = true;
                         }
-                        Ok(())
+                        Ok((None, None))
                     }
                 }
             }
@@ -736,7 +784,7 @@ impl Verifier {
                     return self.fail(K::EmptyShape);
                 }
                 self.rank_check(inst, "the list of strides", shape.len(), strides.len())?;
-                self.define_tensor(
+                self.define(
                     inst,
                     dst,
                     TensorType::Global {
@@ -755,7 +803,7 @@ impl Verifier {
                 self.exprs(offsets)?;
                 self.rank_check(inst, "the list of offsets", rank, offsets.len())?;
                 self.rank_check(inst, "the layout", rank, layout.rank())?;
-                self.define_tensor(
+                self.define(
                     inst,
                     dst,
                     TensorType::Register {
@@ -770,7 +818,8 @@ impl Verifier {
                 self.rank_check(inst, "the list of offsets", rank, offsets.len())?;
                 let (value_dtype, layout) = self.register_tensor(inst, src)?;
                 self.rank_check(inst, &format!("`%{src}`"), rank, layout.rank())?;
-                self.dtype_check(inst, &format!("the dtype of `%{src}`"), dtype, value_dtype)
+                self.dtype_check(inst, &format!("the dtype of `%{src}`"), dtype, value_dtype)?;
+                Ok((None, None))
             }
             Inst::LoadShared {
                 dst,
@@ -783,7 +832,7 @@ impl Verifier {
                 self.rank_check(inst, "the list of offsets", shape.len(), offsets.len())?;
                 self.rank_check(inst, "the layout", shape.len(), layout.rank())?;
                 self.shared_tile(inst, src, &shape, offsets, layout.shape())?;
-                self.define_tensor(
+                self.define(
                     inst,
                     dst,
                     TensorType::Register {
@@ -799,7 +848,8 @@ impl Verifier {
                 let (value_dtype, layout) = self.register_tensor(inst, src)?;
                 self.rank_check(inst, &format!("`%{src}`"), shape.len(), layout.rank())?;
                 self.dtype_check(inst, &format!("the dtype of `%{src}`"), dtype, value_dtype)?;
-                self.shared_tile(inst, dst, &shape, offsets, layout.shape())
+                self.shared_tile(inst, dst, &shape, offsets, layout.shape())?;
+                Ok((None, None))
             }
             Inst::CopyAsync { dst, src, offsets } => {
                 let (shared_dtype, shape) = self.shared_tensor(inst, dst)?;
@@ -812,9 +862,10 @@ impl Verifier {
                     &format!("the dtype of `%{dst}`"),
                     global_dtype,
                     shared_dtype,
-                )
+                )?;
+                Ok((None, None))
             }
-            Inst::CommitGroup | Inst::WaitGroup { .. } | Inst::Barrier => Ok(()),
+            Inst::CommitGroup | Inst::WaitGroup { .. } | Inst::Barrier => Ok((None, None)),
             Inst::View {
                 dst,
                 src,
@@ -835,7 +886,7 @@ impl Verifier {
                         to_dtype: *dtype,
                     });
                 }
-                self.define_tensor(
+                self.define(
                     inst,
                     dst,
                     TensorType::Register {
@@ -846,7 +897,7 @@ impl Verifier {
             }
             Inst::Cast { dst, src, dtype } => {
                 let (_, layout) = self.register_tensor(inst, src)?;
-                self.define_tensor(
+                self.define(
                     inst,
                     dst,
                     TensorType::Register {
@@ -864,22 +915,15 @@ impl Verifier {
                         reason: "it needs a float type",
                     });
                 }
-                self.define_tensor(inst, dst, TensorType::Register { dtype, layout })
+                self.define(inst, dst, TensorType::Register { dtype, layout })
             }
             Inst::Binary { dst, lhs, rhs, .. } => {
-                let (dtype, layout) = self.elementwise(inst, None, &[lhs, rhs])?;
-                self.define_tensor(inst, dst, TensorType::Register { dtype, layout })
+                let elementwise = self.elementwise(inst, None, &[lhs, rhs])?;
+                self.define_elementwise(inst, dst, elementwise.dtype, elementwise)
             }
             Inst::Compare { dst, lhs, rhs, .. } => {
-                let (_, layout) = self.elementwise(inst, None, &[lhs, rhs])?;
-                self.define_tensor(
-                    inst,
-                    dst,
-                    TensorType::Register {
-                        dtype: DType::Unsigned(1),
-                        layout,
-                    },
-                )
+                let elementwise = self.elementwise(inst, None, &[lhs, rhs])?;
+                self.define_elementwise(inst, dst, DType::Unsigned(1), elementwise)
             }
             Inst::Where {
                 dst,
@@ -887,8 +931,8 @@ impl Verifier {
                 then,
                 otherwise,
             } => {
-                let (dtype, layout) = self.elementwise(inst, Some(cond), &[then, otherwise])?;
-                self.define_tensor(inst, dst, TensorType::Register { dtype, layout })
+                let elementwise = self.elementwise(inst, Some(cond), &[then, otherwise])?;
+                self.define_elementwise(inst, dst, elementwise.dtype, elementwise)
             }
             Inst::Dot { dst, a, b, c } => {
                 let (a_dtype, a_layout) = self.register_tensor(inst, a)?;
@@ -923,7 +967,7 @@ impl Verifier {
                         c: c_dtype,
                     });
                 }
-                self.define_tensor(
+                self.define(
                     inst,
                     dst,
                     TensorType::Register {
@@ -942,10 +986,10 @@ impl Verifier {
                     });
                 }
                 let layout = layout.reduce(*dim as usize);
-                self.define_tensor(inst, dst, TensorType::Register { dtype, layout })
+                self.define(inst, dst, TensorType::Register { dtype, layout })
             }
             Inst::Print { src } => match self.tensor(src)? {
-                TensorType::Register { .. } | TensorType::Shared { .. } => Ok(()),
+                TensorType::Register { .. } | TensorType::Shared { .. } => Ok((None, None)),
                 TensorType::Global { .. } => self.wrong_space(inst, src, "register or shared"),
             },
         }
@@ -975,17 +1019,20 @@ impl Verifier {
     }
 
     /// Checks the operands of an elementwise instruction (with `cond` for `where`) and returns
-    /// the result dtype (of the value operands) and layout.
+    /// the dtype of the value operands, the result layout and how each operand maps onto it.
     fn elementwise(
         &self,
         inst: &Inst,
         cond: Option<&String>,
         values: &[&Operand],
-    ) -> Result<(DType, RegisterLayout)> {
+    ) -> Result<Elementwise> {
         let name = inst.mnemonic();
         // Tensor operands in argument order: (name, dtype, layout).
         let mut tensors: Vec<(String, DType, RegisterLayout)> = Vec::new();
+        // Every operand in argument order: its position in `tensors`, `None` for a scalar.
+        let mut positions: Vec<Option<usize>> = Vec::new();
         if let Some(cond) = cond {
+            positions.push(Some(tensors.len()));
             let (dtype, layout) = self.register_tensor(inst, cond)?;
             self.dtype_check(
                 inst,
@@ -1008,7 +1055,10 @@ impl Verifier {
                         dtype,
                     )?,
                 }
+                positions.push(Some(tensors.len()));
                 tensors.push((tensor.clone(), dtype, layout));
+            } else {
+                positions.push(None);
             }
         }
         let Some(dtype) = value_dtype else {
@@ -1070,7 +1120,30 @@ impl Verifier {
                 self.broadcast_layout(inst, tensor, layout, &result)?;
             }
         }
-        Ok((dtype, result))
+        let operands = positions
+            .iter()
+            .map(|position| match position.and_then(|p| tensors.get(p)) {
+                None => ElementwiseOperand::Scalar,
+                Some((_, _, layout)) => {
+                    let dims: Vec<usize> = (0..shape.len())
+                        .filter(|&d| layout.shape().get(d) != shape.get(d))
+                        .collect();
+                    if dims.is_empty() {
+                        ElementwiseOperand::Full
+                    } else {
+                        ElementwiseOperand::Broadcast {
+                            dims,
+                            layout: Box::new(layout.clone()),
+                        }
+                    }
+                }
+            })
+            .collect();
+        Ok(Elementwise {
+            dtype,
+            layout: result,
+            operands,
+        })
     }
 
     /// Every thread holds, in `layout`, the elements it needs to broadcast into `result`.

@@ -24,7 +24,7 @@ fn program_error(text: &str) -> String {
 
 fn built_error(program: &Program) -> String {
     match verify(program) {
-        Ok(()) => panic!("verified:\n{program}"),
+        Ok(_) => panic!("verified:\n{program}"),
         Err(error) => error.to_string(),
     }
 }
@@ -312,4 +312,47 @@ fn builder_errors_point_nowhere_but_say_what() {
     let error = verify(&b.finish()).expect_err("overwrite with another type");
     assert!(error.span.is_unknown());
     assert_snapshot!(error.to_string(), @"0:0: `%x` has type register<f16, spatial(8,4)>, and `cast` gives register<f32, spatial(8,4)>; an overwrite must keep the type");
+}
+
+// Cases that once were checked again by the interpreter (they now rely on these errors).
+
+#[test]
+fn rank_mismatch_of_operands_layouts_and_strides() {
+    assert_snapshot!(body_error(
+        "    %x = alloc_register(f16, spatial(32), 0.0);\n    %y = alloc_register(f16, spatial(32,1), 0.0);\n    %z = add(%x, %y);\n"
+    ), @"7:5: `add`: `%y` has rank 2, expected 1");
+    assert_snapshot!(body_error(&format!(
+        "    %s = alloc_shared(f16, row_major(32));\n    %x = load_shared(%s[0], {WARP});\n"
+    )), @"6:5: `load_shared`: the layout has rank 2, expected 1");
+    assert_snapshot!(body_error("    %g = view_global(a, [n], [1, 1]);\n"), @"5:5: `view_global`: the list of strides has rank 2, expected 1");
+}
+
+#[test]
+fn dtype_mismatch_of_a_condition() {
+    assert_snapshot!(body_error(
+        "    %c = alloc_register(u4, spatial(32), 1);\n    %x = where(%c, 1, 2);\n"
+    ), @"6:5: `where`: the condition `%c` is u4, expected u1");
+}
+
+#[test]
+fn no_tensor_operand_besides_the_condition() {
+    assert_snapshot!(body_error(
+        "    %c = alloc_register(u1, spatial(32), 1);\n    %x = where(%c, 1, n);\n"
+    ), @"6:5: `where` needs a tensor operand besides the condition");
+}
+
+#[test]
+fn scalar_redefined_by_let() {
+    assert_snapshot!(body_error("    let x = 1;\n    let x = 2;\n"), @"6:5: scalar `x` is already defined here (scalars cannot be shadowed)");
+    assert_snapshot!(body_error("    let n = 1;\n"), @"5:5: scalar `n` is already defined here (scalars cannot be shadowed)");
+}
+
+#[test]
+fn undefined_pointer() {
+    assert_snapshot!(body_error("    %g = view_global(p, [n], [1]);\n"), @"5:5: `p` is not a defined scalar");
+}
+
+#[test]
+fn wrong_space_for_print() {
+    assert_snapshot!(body_error("    %g = view_global(a, [n], [1]);\n    print(%g);\n"), @"6:5: `print` needs a register or shared tensor, and `%g` is a global tensor");
 }

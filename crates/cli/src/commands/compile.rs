@@ -6,7 +6,7 @@ use std::path::Path;
 use anybit_cuda::{disassemble, generate, KernelCache, Target};
 use anyhow::{bail, Context, Result};
 
-use super::program::load_program;
+use super::program::{read_program, verify_program};
 use super::write_atomically;
 
 /// What `anybit compile` produces.
@@ -24,8 +24,9 @@ pub enum Emit {
 
 pub fn run(file: &Path, arch: &str, emit: Emit, output: Option<&Path>) -> Result<()> {
     let target: Target = arch.parse()?;
-    let program = load_program(file)?;
-    let generated = generate(&program, target)
+    let program = read_program(file)?;
+    let verified = verify_program(file, &program)?;
+    let generated = generate(verified.program(), target)
         .map_err(|error| anyhow::anyhow!("{}:{error}", file.display()))?;
     let compile =
         || KernelCache::default_location().compile(&generated.source, &generated.name, target);

@@ -2,17 +2,28 @@
 
 use std::path::{Path, PathBuf};
 
-use anybit_vm::{parse, print, verify, Program};
+use anybit_vm::{parse, print, verify, Program, Verified};
 use anyhow::{bail, Context, Result};
 
 use super::write_atomically;
 
-/// Reads, parses and verifies a program; errors are `FILE:line:column: message`.
-pub fn load_program(path: &Path) -> Result<Program> {
+/// Reads and parses a program; errors are `FILE:line:column: message`.
+pub fn read_program(path: &Path) -> Result<Program> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let program = parse(&text).map_err(|error| anyhow::anyhow!("{}:{error}", path.display()))?;
-    verify(&program).map_err(|error| anyhow::anyhow!("{}:{error}", path.display()))?;
+    parse(&text).map_err(|error| anyhow::anyhow!("{}:{error}", path.display()))
+}
+
+/// Verifies a program read from `path`, once, for everything that runs or compiles it;
+/// errors are `FILE:line:column: message`.
+pub fn verify_program<'p>(path: &Path, program: &'p Program) -> Result<Verified<'p>> {
+    verify(program).map_err(|error| anyhow::anyhow!("{}:{error}", path.display()))
+}
+
+/// Reads, parses and verifies a program, for commands that need only the verdict.
+pub fn load_program(path: &Path) -> Result<Program> {
+    let program = read_program(path)?;
+    verify_program(path, &program)?;
     Ok(program)
 }
 

@@ -14,20 +14,21 @@
 //! bytes (to a temporary file renamed into place).
 //!
 //! `--device gpu` runs the same program as generated CUDA on GPU 0 instead (compiled through
-//! NVRTC, cached on disk); the arguments and outputs are the same.
+//! NVRTC, cached on disk); the arguments and outputs are the same. The program is verified
+//! once, and the one verified program goes to the interpreter or to code generation.
 
 use std::path::{Path, PathBuf};
 
 use anybit_cuda::{generate, Gpu, KernelArgument, KernelCache, Launch};
 use anybit_dtype::{packed_bytes, DType};
 use anybit_interp::{
-    pack_codes, pack_values, run_with, unpack_values, Argument, Arguments, RunOptions,
+    pack_codes, pack_values, run_verified, unpack_values, Argument, Arguments, RunOptions,
 };
-use anybit_vm::{ParamKind, Program};
+use anybit_vm::{ParamKind, Program, Verified};
 use anyhow::{anyhow, bail, Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::program::load_program;
+use super::program::{read_program, verify_program};
 use super::write_atomically;
 
 /// Where a program runs.
@@ -51,7 +52,8 @@ pub struct RunRequest {
 }
 
 pub fn run(request: RunRequest) -> Result<()> {
-    let program = load_program(&request.file)?;
+    let program = read_program(&request.file)?;
+    let verified = verify_program(&request.file, &program)?;
     let mut rng = StdRng::seed_from_u64(request.seed);
     let mut arguments = Arguments::new(&program);
     for assignment in &request.arguments {
@@ -87,14 +89,14 @@ pub fn run(request: RunRequest) -> Result<()> {
         Device::Cpu => {
             let options = RunOptions { grid };
             let mut stdout = std::io::stdout().lock();
-            let summary = run_with(&program, &mut arguments, &options, &mut stdout)?;
+            let summary = run_verified(&verified, &mut arguments, &options, &mut stdout)?;
             drop(stdout);
             eprintln!(
                 "ran {} on the interpreter, grid {}x{}x{} ({} blocks)",
                 program.name, summary.grid[0], summary.grid[1], summary.grid[2], summary.blocks
             );
         }
-        Device::Gpu => run_on_gpu(&program, &mut arguments, grid)?,
+        Device::Gpu => run_on_gpu(&verified, &mut arguments, grid)?,
     }
     for name in &request.show {
         let (name, limit) =
@@ -129,8 +131,14 @@ pub fn run(request: RunRequest) -> Result<()> {
 }
 
 /// Runs the program as generated CUDA on GPU 0; output buffers replace the arguments' buffers.
-fn run_on_gpu(program: &Program, arguments: &mut Arguments, grid: Option<[u32; 3]>) -> Result<()> {
+fn run_on_gpu(
+    verified: &Verified<'_>,
+    arguments: &mut Arguments,
+    grid: Option<[u32; 3]>,
+) -> Result<()> {
+    let program = verified.program();
     let gpu = Gpu::open(0)?;
+    // `generate` still takes the program itself; it is verified above, once.
     let generated = generate(program, gpu.target())?;
     let module = KernelCache::default_location().compile(
         &generated.source,

@@ -16,8 +16,9 @@ use anybit_dtype::DType;
 use anybit_layout::{RegisterLayout, SharedLayout};
 
 use crate::ir::{
-    Axis, BinaryOp, CmpOp, Cond, Expr, ExprOp, FloatLit, ForLoop, Inst, Literal, Operand, Param,
-    ParamKind, Program, ReduceOp, Span, Stmt, StmtKind, UnaryOp, Unroll,
+    is_identifier_char, is_identifier_start, Axis, BinaryOp, CmpOp, Cond, Expr, ExprOp, FloatLit,
+    ForLoop, Inst, Literal, Operand, Param, ParamKind, Program, ReduceOp, Span, Stmt, StmtKind,
+    UnaryOp, Unroll,
 };
 
 /// How deeply blocks, parentheses and conditions may nest.
@@ -132,14 +133,6 @@ const PUNCTS: &[&str] = &[
     "<", ">", "!", "+", "-", "*", "/", "%", ".",
 ];
 
-fn is_ident_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_'
-}
-
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
 type Result<T, E = ParseError> = std::result::Result<T, E>;
 
 struct Parser {
@@ -207,10 +200,10 @@ impl Parser {
         let Some(c) = self.char_at(0) else {
             return Ok((Tok::Eof, start));
         };
-        if is_ident_start(c) {
+        if is_identifier_start(c) {
             return Ok((Tok::Ident(self.take_ident()), start));
         }
-        if c == '%' && self.char_at(1).is_some_and(is_ident_char) {
+        if c == '%' && self.char_at(1).is_some_and(is_identifier_char) {
             self.advance();
             return Ok((Tok::Tensor(self.take_ident()), start));
         }
@@ -233,7 +226,7 @@ impl Parser {
 
     fn take_ident(&mut self) -> String {
         let mut name = String::new();
-        while let Some(c) = self.char_at(0).filter(|&c| is_ident_char(c)) {
+        while let Some(c) = self.char_at(0).filter(|&c| is_identifier_char(c)) {
             name.push(c);
             self.advance();
         }
@@ -273,7 +266,7 @@ impl Parser {
                 self.take_digits(&mut text);
             }
         }
-        if self.char_at(0).is_some_and(is_ident_char) {
+        if self.char_at(0).is_some_and(is_identifier_char) {
             return Err(self.error_at(start, "a number must not run into a name"));
         }
         if is_float {
