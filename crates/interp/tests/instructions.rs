@@ -985,7 +985,9 @@ fn batched_dot_multiplies_each_batch_on_its_own() {
     for p in 0..2 {
         for i in 0..2 {
             for j in 0..2 {
-                let sum: f32 = (0..3).map(|k| a[p * 6 + i * 3 + k] * b[p * 6 + k * 2 + j]).sum();
+                let sum: f32 = (0..3)
+                    .map(|k| a[p * 6 + i * 3 + k] * b[p * 6 + k * 2 + j])
+                    .sum();
                 expected.push((sum + 0.5) as f64);
             }
         }

@@ -101,6 +101,7 @@ pub fn default_schedule(m: usize, bits: u32) -> DecodeSchedule {
     let loads_per_chunk = crate::prepared::steps_per_chunk(bits) * bits as usize / 16;
     DecodeSchedule {
         warps: 4,
+        k_warps: 1,
         tiles_per_warp: 1,
         token_tiles: m.div_ceil(8).next_power_of_two().max(1),
         chunks_per_step: if loads_per_chunk >= 2 { 1 } else { 2 },

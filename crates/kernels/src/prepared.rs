@@ -10,10 +10,16 @@
 //! fragments:
 //!
 //! ```text
-//! element (row, col) of W  →  ((tile · chunks + chunk) · 32 + lane) · 8S + step · 8 + slot
+//! element (row, col) of W  →  ((tile · chunks + chunk) · 32 + lane) · 8S + lane_position(step, slot)
 //!   tile = row / 16, chunk = (col / 16) / S, step = (col / 16) % S,
 //!   (lane, slot) = the A-fragment position of (row % 16, col % 16)
 //! ```
+//!
+//! Within a lane's chunk, widths that divide 32 (1, 2, 4, 8 bits) interleave each 32-bit word:
+//! the word holds `P = 16 / bits` pairs of fragment slots `(2q, 2q + 1)` (in step, slot order),
+//! the first members in its low half and the second members in its high half, so the two codes
+//! a packed f16x2 conversion needs sit exactly 16 bits apart (one mask gives both). Other widths
+//! keep the plain order (`step · 8 + slot`). [`lane_position`] is this order.
 //!
 //! `S = 16 / gcd(bits, 16)` is the fewest k steps whose `8·S·bits` bits per lane are a whole
 //! number of 16-byte loads (4-bit: 4 steps = one load; 3-bit: 16 steps = three loads). Rows are
@@ -58,6 +64,18 @@ fn fragment_positions() -> [[(u8, u8); STEP_COLS]; TILE_ROWS] {
         }
     }
     table
+}
+
+/// Where slot `slot` of k step `step` sits in a lane's stream of `bits`-bit codes (see the
+/// module docs): interleaved words for widths that divide 32, plain order otherwise.
+pub const fn lane_position(bits: u32, step: usize, slot: usize) -> usize {
+    if 32 % bits != 0 {
+        return step * FRAGMENT_SLOTS + slot;
+    }
+    let pairs_per_word = 16 / bits as usize;
+    let pair = step * (FRAGMENT_SLOTS / 2) + slot / 2;
+    let (word, index) = (pair / pairs_per_word, pair % pairs_per_word);
+    word * 2 * pairs_per_word + (slot % 2) * pairs_per_word + index
 }
 
 /// The prepared layout of the codes of an `[n, k]` weight of `bits`-bit elements.
@@ -148,8 +166,7 @@ impl FragmentLayout {
         let (chunk, step) = (step / self.steps_per_chunk, step % self.steps_per_chunk);
         let (lane, slot) = self.positions[r][c];
         ((tile * self.chunks() + chunk) * LANES + lane as usize) * self.lane_elements()
-            + step * FRAGMENT_SLOTS
-            + slot as usize
+            + lane_position(self.bits, step, slot as usize)
     }
 }
 
@@ -282,13 +299,33 @@ mod tests {
     }
 
     #[test]
+    fn lane_order_puts_pair_members_16_bits_apart() {
+        for bits in [1u32, 2, 4, 8] {
+            for step in 0..16 {
+                for slot in (0..8).step_by(2) {
+                    let first = lane_position(bits, step, slot) * bits as usize;
+                    let second = lane_position(bits, step, slot + 1) * bits as usize;
+                    assert_eq!(second, first + 16, "{bits} bits, step {step}, slot {slot}");
+                    assert_eq!(first / 32, second / 32, "one word");
+                }
+            }
+        }
+        // 4 bits: a word is one step, slots 0,2,4,6 in its low half, 1,3,5,7 in its high half.
+        let order: Vec<usize> = (0..8).map(|slot| lane_position(4, 0, slot)).collect();
+        assert_eq!(order, [0, 4, 1, 5, 2, 6, 3, 7]);
+        // Odd widths keep the plain order.
+        assert_eq!(lane_position(3, 2, 5), 21);
+    }
+
+    #[test]
     fn positions_of_the_first_chunk_of_a_4_bit_matrix() {
         let layout = FragmentLayout::new(4, 32, 128);
-        // Lane 0 holds (0,0) (0,1) (8,0) (8,1) (0,8) (0,9) (8,8) (8,9) of each step.
+        // Lane 0 holds (0,0) (0,1) (8,0) (8,1) (0,8) (0,9) (8,8) (8,9) of each step, as
+        // slots 0..8, stored in the order 0 2 4 6 1 3 5 7.
         assert_eq!(layout.position(0, 0), 0);
-        assert_eq!(layout.position(0, 1), 1);
-        assert_eq!(layout.position(8, 0), 2);
-        assert_eq!(layout.position(0, 8), 4);
+        assert_eq!(layout.position(0, 1), 4);
+        assert_eq!(layout.position(8, 0), 1);
+        assert_eq!(layout.position(0, 8), 2);
         assert_eq!(layout.position(8, 9), 7);
         assert_eq!(layout.position(0, 16), 8); // step 1 follows in the same lane
         assert_eq!(layout.position(0, 2), 32); // lane 1

@@ -25,6 +25,7 @@ struct Case {
 
 const SMALL: DecodeSchedule = DecodeSchedule {
     warps: 2,
+    k_warps: 1,
     tiles_per_warp: 1,
     token_tiles: 1,
     chunks_per_step: 1,
@@ -62,6 +63,11 @@ fn run_case(case: &Case, seed: u64) -> f64 {
         bias: case.bias,
         schedule: case.schedule,
     };
+    assert!(
+        kernel.supports(k),
+        "{} does not support k = {k}",
+        kernel.name()
+    );
     let program = kernel.program().program;
     anybit_vm::verify(&program)
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", kernel.name(), anybit_vm::print(&program)));
@@ -181,44 +187,36 @@ fn groups_from_16_to_per_channel() {
 }
 
 #[test]
-fn schedules_with_several_tiles_chunks_and_prefetch() {
-    for schedule in [
-        DecodeSchedule {
-            warps: 1,
-            tiles_per_warp: 2,
-            token_tiles: 2,
-            chunks_per_step: 2,
-            prefetch: true,
-        },
-        DecodeSchedule {
-            warps: 4,
-            tiles_per_warp: 1,
-            token_tiles: 1,
-            chunks_per_step: 1,
-            prefetch: true,
-        },
-        DecodeSchedule {
-            warps: 2,
-            tiles_per_warp: 2,
-            token_tiles: 2,
-            chunks_per_step: 1,
-            prefetch: false,
-        },
+fn schedules_with_several_tiles_chunks_prefetch_and_split_k() {
+    for (tag, k) in [
+        ("w1k1r2t2c2p", 448),
+        ("w4k1r1t1c1p", 448),
+        ("w2k1r2t2c1", 448),
+        ("w2k2r1t1c1p", 512),
+        ("w1k4r1t2c1", 512),
+        ("w2k2r2t1c2p", 1024),
     ] {
-        run_case(
-            &Case {
-                weight: DType::Unsigned(4),
-                group: Group::Elements(64),
-                activation: Activation::F16,
-                scale_dtype: DType::F16,
-                m: schedule.max_tokens().min(11),
-                n: 70,
-                k: 448,
-                bias: true,
-                schedule,
-            },
-            13,
-        );
+        let schedule: DecodeSchedule = tag.parse().unwrap();
+        for (weight, group) in [
+            (DType::Unsigned(4), Group::Elements(64)),
+            (DType::Signed(2), Group::Elements(16)),
+            (DType::Signed(8), Group::PerChannel),
+        ] {
+            run_case(
+                &Case {
+                    weight,
+                    group,
+                    activation: Activation::F16,
+                    scale_dtype: DType::F16,
+                    m: schedule.max_tokens().min(11),
+                    n: 70,
+                    k,
+                    bias: true,
+                    schedule,
+                },
+                13,
+            );
+        }
     }
 }
 

@@ -994,7 +994,14 @@ impl<'p> Verifier<'p> {
                         to.clone()
                     }
                 };
-                self.define(inst, dst, TensorType::Register { dtype: *dtype, layout })
+                self.define(
+                    inst,
+                    dst,
+                    TensorType::Register {
+                        dtype: *dtype,
+                        layout,
+                    },
+                )
             }
             Inst::Unary { dst, op, src } => {
                 let (dtype, layout) = self.register_tensor(inst, src)?;

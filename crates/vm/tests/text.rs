@@ -353,6 +353,9 @@ threads(32)
     anybit_vm::verify(&program).expect("verifies");
     let printed = anybit_vm::print(&program);
     assert_eq!(anybit_vm::parse(&printed).expect("reparses"), program);
-    assert!(printed.contains("view(%b, u4, local(1,4).spatial(32,1), 16)"), "{printed}");
+    assert!(
+        printed.contains("view(%b, u4, local(1,4).spatial(32,1), 16)"),
+        "{printed}"
+    );
     assert!(printed.contains("cast(%n, f16, "), "{printed}");
 }

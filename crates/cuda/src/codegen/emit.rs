@@ -931,10 +931,17 @@ impl<'a> Emitter<'a> {
                 Ok(())
             }
             Inst::View {
+                offset: Some(_), ..
+            }
+            | Inst::Cast {
+                layout: Some(_), ..
+            } => Err(self.err("not yet lowered")),
+            Inst::View {
                 dst,
                 src,
                 dtype,
                 layout,
+                offset: None,
             } => {
                 let x = self.register(src)?;
                 let bits_in = x.layout.local_size() * x.dtype.bits() as usize;
@@ -954,7 +961,9 @@ impl<'a> Emitter<'a> {
                     Ok(())
                 })
             }
-            Inst::Cast { dst, src, dtype } => self.cast(dst, src, *dtype),
+            Inst::Cast {
+                dst, src, dtype, ..
+            } => self.cast(dst, src, *dtype),
             Inst::Unary { dst, op, src } => self.unary(dst, *op, src),
             Inst::Binary { dst, op, lhs, rhs } => self.binary(dst, *op, lhs, rhs),
             Inst::Compare { dst, op, lhs, rhs } => self.compare(dst, *op, lhs, rhs),
