@@ -396,7 +396,7 @@ pub fn cast_test_program(dtype: DType) -> Program {
 /// The generated kernel of [`cast_test_program`].
 pub fn cast_test_kernel(
     dtype: DType,
-    target: crate::Target,
+    target: crate::target::Target,
 ) -> Result<super::GeneratedKernel, super::CodegenError> {
     super::generate(&cast_test_program(dtype), target)
 }

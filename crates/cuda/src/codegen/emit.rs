@@ -19,7 +19,7 @@ use super::cast::FastCast;
 use super::layout::{shared_offset_expr, Terms};
 use super::scalar::{expr_c, gcd, scalar_name, Facts};
 use super::{shared_memory_limit, CodegenError, STATIC_SHARED_LIMIT};
-use crate::Target;
+use crate::target::Target;
 
 pub(crate) struct Output {
     pub name: String,

@@ -28,7 +28,7 @@ mod vector;
 use anybit_dtype::DType;
 use anybit_vm::{Expr, ParamKind, Program, Span};
 
-use crate::Target;
+use crate::target::Target;
 
 pub use cast::{cast_test_kernel, cast_test_program, reference_cast, FastCast};
 pub use scalar::EvalError;
