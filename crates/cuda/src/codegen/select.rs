@@ -21,6 +21,9 @@
 use std::collections::BTreeMap;
 
 use anybit_dtype::DType;
+use anybit_layout::fragments::{
+    mma_m16n8k16_a, mma_m16n8k16_b, mma_m16n8k16_b_pair, mma_m16n8k16_c,
+};
 use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::{BinaryOp, Expr, Operand, ReduceOp};
 
@@ -29,44 +32,6 @@ use super::layout::{shared_offset_expr, Terms};
 use super::CodegenError;
 
 type R<T> = Result<T, CodegenError>;
-
-fn chain(parts: &[RegisterLayout]) -> Option<RegisterLayout> {
-    let mut it = parts.iter();
-    let first = it.next()?.clone();
-    it.try_fold(first, |acc, p| acc.compose(p).ok())
-}
-
-/// The A operand of `mma.m16n8k16` (and the result of `ldmatrix.x4`).
-pub(super) fn atom_a() -> Option<RegisterLayout> {
-    chain(&[
-        RegisterLayout::column_local(&[2, 2]),
-        RegisterLayout::spatial(&[8, 4]),
-        RegisterLayout::local(&[1, 2]),
-    ])
-}
-
-/// The B operand of `mma.m16n8k16`.
-pub(super) fn atom_b() -> Option<RegisterLayout> {
-    chain(&[
-        RegisterLayout::local(&[2, 1]),
-        RegisterLayout::column_spatial(&[4, 8]),
-        RegisterLayout::local(&[2, 1]),
-    ])
-}
-
-/// The C/D operand of `mma.m16n8k16` with f32 accumulators.
-pub(super) fn atom_c() -> Option<RegisterLayout> {
-    chain(&[
-        RegisterLayout::local(&[2, 1]),
-        RegisterLayout::spatial(&[8, 4]),
-        RegisterLayout::local(&[1, 2]),
-    ])
-}
-
-/// The result of `ldmatrix.x4.trans` on a row-major [k, n] tile: two B fragments side by side.
-pub(super) fn atom_b_pair() -> Option<RegisterLayout> {
-    RegisterLayout::local(&[1, 2]).compose(&atom_b()?).ok()
-}
 
 pub(super) fn try_mma(
     e: &mut Emitter,
@@ -82,9 +47,7 @@ pub(super) fn try_mma(
         (DType::Bf16, DType::F32) => "ab_mma_bf16",
         _ => return Ok(false),
     };
-    let (Some(fa), Some(fb), Some(fc)) = (atom_a(), atom_b(), atom_c()) else {
-        return Ok(false);
-    };
+    let (fa, fb, fc) = (mma_m16n8k16_a(), mma_m16n8k16_b(), mma_m16n8k16_c());
     let (Some(qa), Some(qb), Some(qc)) = (
         a.layout.divide(&fa),
         b.layout.divide(&fb),
@@ -181,8 +144,7 @@ pub(super) fn try_ldmatrix(
     else {
         return Ok(false);
     };
-    for (trans, atom) in [(false, atom_a()), (true, atom_b_pair())] {
-        let Some(atom) = atom else { continue };
+    for (trans, atom) in [(false, mma_m16n8k16_a()), (true, mma_m16n8k16_b_pair())] {
         let Some(q) = layout.divide(&atom) else {
             continue;
         };
