@@ -6,18 +6,21 @@
 //! Malformed programs (unknown names, wrong spaces, mismatched types) give a
 //! [`CodegenError`], never C++ that NVRTC would reject.
 
-use std::collections::{BTreeMap, HashMap};
-
 use anybit_dtype::DType;
-use anybit_layout::{RegisterLayout, SharedLayout};
+use anybit_layout::RegisterLayout;
 use anybit_vm::{
     BinaryOp, CmpOp, Cond, Expr, ForLoop, Inst, Literal, Operand, ParamKind, Program, ReduceOp,
     Span, Stmt, StmtKind, UnaryOp, Unroll,
 };
 
 use super::cast::FastCast;
+use super::element::{
+    convert_to_code, ctype, decode, encode, float_c, float_literal_value, kind, literal_code,
+    mask_hex, splat_words, Kind,
+};
+use super::emitter::{is_identifier, Emitter, Global, Reg, Shared, Var, R};
 use super::layout::{shared_offset_expr, Terms};
-use super::scalar::{expr_c, gcd, scalar_name, Facts};
+use super::scalar::{gcd, scalar_name};
 use super::{shared_memory_limit, CodegenError, STATIC_SHARED_LIMIT};
 use crate::target::Target;
 
@@ -27,182 +30,6 @@ pub(crate) struct Output {
     pub static_shared: usize,
     pub dynamic_shared: usize,
     pub selections: Vec<String>,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Reg {
-    pub dtype: DType,
-    pub layout: RegisterLayout,
-    pub cname: String,
-}
-
-impl Reg {
-    pub fn words(&self) -> usize {
-        words(self.layout.local_size(), self.dtype)
-    }
-}
-
-pub(super) fn words(locals: usize, dtype: DType) -> usize {
-    (locals * dtype.bits() as usize).div_ceil(32).max(1)
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Shared {
-    pub dtype: DType,
-    pub layout: SharedLayout,
-    pub cname: String,
-    pub id: usize,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Global {
-    pub dtype: DType,
-    pub rank: usize,
-    pub cname: String,
-    pub size_div: Vec<u64>,
-    pub stride_div: Vec<u64>,
-    pub stride_const: Vec<Option<i64>>,
-}
-
-#[derive(Clone, Debug)]
-pub(super) enum Var {
-    Register(Reg),
-    Shared(Shared),
-    Global(Global),
-}
-
-#[derive(Default)]
-struct Scope {
-    tensors: HashMap<String, Var>,
-    scalars: Vec<String>,
-    shared: Vec<usize>,
-}
-
-/// Compute kinds: how element values are held while computing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
-    Float,
-    Signed,
-    Unsigned,
-}
-
-pub(super) fn kind(dtype: DType) -> Kind {
-    match dtype {
-        DType::Signed(_) => Kind::Signed,
-        DType::Unsigned(_) => Kind::Unsigned,
-        _ => Kind::Float,
-    }
-}
-
-pub(super) fn ctype(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Float => "float",
-        Kind::Signed => "i32",
-        Kind::Unsigned => "u32",
-    }
-}
-
-fn mask_hex(dtype: DType) -> String {
-    format!("0x{:x}u", dtype.code_mask())
-}
-
-fn mini_params(dtype: DType) -> Option<String> {
-    let f = dtype.as_mini_float()?;
-    let spec = match f.special_values() {
-        anybit_dtype::SpecialValues::FiniteOnly => 0,
-        anybit_dtype::SpecialValues::NanOnly => 1,
-        anybit_dtype::SpecialValues::Ieee => 2,
-    };
-    Some(format!(
-        "{}, {}, {}",
-        f.exponent_bits(),
-        f.mantissa_bits(),
-        spec
-    ))
-}
-
-/// The value of a code (a `u32` C expression) in the compute type of `dtype`.
-pub(super) fn decode(dtype: DType, code: &str) -> String {
-    match dtype {
-        DType::F16 => format!("ab_f16_dec({code})"),
-        DType::Bf16 => format!("ab_bf16_dec({code})"),
-        DType::F32 => format!("__uint_as_float({code})"),
-        DType::MiniFloat(_) => format!(
-            "ab_mf_dec<{}>({code})",
-            mini_params(dtype).unwrap_or_default()
-        ),
-        DType::Signed(32) => format!("(i32)({code})"),
-        DType::Signed(bits) => format!("ab_sext<{bits}>({code})"),
-        DType::Unsigned(_) => code.to_string(),
-    }
-}
-
-/// The code of a value of the compute type of `dtype`.
-pub(super) fn encode(dtype: DType, value: &str) -> String {
-    match dtype {
-        DType::F16 => format!("ab_f16_enc({value})"),
-        DType::Bf16 => format!("ab_bf16_enc({value})"),
-        DType::F32 => format!("__float_as_uint({value})"),
-        DType::MiniFloat(_) => format!(
-            "ab_mf_enc<{}>({value})",
-            mini_params(dtype).unwrap_or_default()
-        ),
-        DType::Signed(32) | DType::Unsigned(32) => format!("(u32)({value})"),
-        _ => format!("((u32)({value}) & {})", mask_hex(dtype)),
-    }
-}
-
-/// Converts a value of `from`'s compute type to `to`'s code, as `cast` does.
-pub(super) fn convert_to_code(from: DType, to: DType, value: &str) -> String {
-    match (kind(from), kind(to)) {
-        (Kind::Float, Kind::Float) => encode(to, value),
-        (Kind::Signed, Kind::Float) => encode(to, &format!("__int2float_rn({value})")),
-        (Kind::Unsigned, Kind::Float) => encode(to, &format!("__uint2float_rn({value})")),
-        (Kind::Float, k) => format!(
-            "ab_f2i<{}, {}>({value})",
-            to.bits(),
-            if k == Kind::Signed { "true" } else { "false" }
-        ),
-        (_, _) => encode(to, value),
-    }
-}
-
-/// `f32` bits of a float literal converted to `dtype` and back (the value the operand has).
-fn float_literal_value(dtype: DType, value: f64) -> f32 {
-    let code = dtype.encode(value as f32);
-    dtype.decode(code) as f32
-}
-
-fn float_c(value: f32) -> String {
-    format!("__uint_as_float(0x{:08x}u)", value.to_bits())
-}
-
-/// The code of literal `lit` in `dtype` (for `alloc_register`).
-fn literal_code(dtype: DType, lit: &Literal) -> Option<u32> {
-    match (lit, dtype.is_float()) {
-        (Literal::Int(v), false) => Some((*v as u64 as u32) & dtype.code_mask()),
-        (Literal::Int(v), true) => Some(dtype.encode(*v as f32)),
-        (Literal::Float(f), true) => Some(dtype.encode(f.0 as f32)),
-        (Literal::Float(_), false) => None,
-    }
-}
-
-/// Packs `count` copies of `code` into 32-bit words.
-fn splat_words(code: u32, bits: u32, count: usize) -> Vec<u32> {
-    let mut out = vec![0u32; words(count, dtype_for_bits(bits))];
-    for l in 0..count {
-        let bit = l * bits as usize;
-        let (w, s) = (bit / 32, bit % 32);
-        out[w] |= code << s;
-        if s + bits as usize > 32 {
-            out[w + 1] |= code >> (32 - s);
-        }
-    }
-    out
-}
-
-fn dtype_for_bits(bits: u32) -> DType {
-    DType::Unsigned(bits as u8)
 }
 
 const CPP_KEYWORDS: &[&str] = &[
@@ -279,53 +106,8 @@ const CPP_KEYWORDS: &[&str] = &[
     "gridDim",
 ];
 
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The emitter's state while walking one program.
-pub(super) struct Emitter<'a> {
-    pub program: &'a Program,
-    out: String,
-    indent: usize,
-    scopes: Vec<Scope>,
-    pub facts: Facts,
-    pointers: HashMap<String, DType>,
-    /// Live shared allocations: (id, byte offset, bytes).
-    live_shared: Vec<(usize, usize, usize)>,
-    next_shared_id: usize,
-    shared_peak: usize,
-    pub scratch_bytes: usize,
-    counter: usize,
-    pub selections: Vec<String>,
-    span: Span,
-    inst: String,
-    pub threads: usize,
-    /// Device functions the kernel needs (fast conversions), by name.
-    helpers: BTreeMap<String, String>,
-}
-
 pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, CodegenError> {
-    let mut e = Emitter {
-        program,
-        out: String::new(),
-        indent: 1,
-        scopes: vec![Scope::default()],
-        facts: Facts::default(),
-        pointers: HashMap::new(),
-        live_shared: Vec::new(),
-        next_shared_id: 0,
-        shared_peak: 0,
-        scratch_bytes: 0,
-        counter: 0,
-        selections: Vec::new(),
-        span: program.span,
-        inst: "program".to_string(),
-        threads: program.threads as usize,
-        helpers: BTreeMap::new(),
-    };
+    let mut e = Emitter::new(program);
     e.check_header()?;
     let name = if CPP_KEYWORDS.contains(&program.name.as_str()) || program.name.starts_with("ab_") {
         format!("anybit_{}", program.name)
@@ -333,10 +115,10 @@ pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, 
         program.name.clone()
     };
     e.block(&program.body)?;
-    e.end_scope();
+    let done = e.finish();
 
-    let scratch_offset = align(e.shared_peak, 128);
-    let total = scratch_offset + e.scratch_bytes;
+    let scratch_offset = align(done.shared_peak, 128);
+    let total = scratch_offset + done.scratch_bytes;
     let limit = shared_memory_limit(target);
     if total > limit {
         return Err(CodegenError::SharedMemory {
@@ -356,7 +138,7 @@ pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, 
     };
 
     let mut k = String::new();
-    for helper in e.helpers.values() {
+    for helper in &done.helpers {
         k.push('\n');
         k.push_str(helper);
     }
@@ -386,20 +168,20 @@ pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, 
     } else if dynamic_shared > 0 {
         k.push_str("  extern __shared__ __align__(128) u8 ab_smem[];\n");
     }
-    if e.scratch_bytes > 0 {
+    if done.scratch_bytes > 0 {
         k.push_str(&format!(
             "  u8* const ab_scratch = ab_smem + {scratch_offset};\n"
         ));
     }
     k.push_str("  const int tid = threadIdx.x;\n");
-    k.push_str(&e.out);
+    k.push_str(&done.body);
     k.push_str("}\n");
     Ok(Output {
         name,
         kernel: k,
         static_shared,
         dynamic_shared,
-        selections: e.selections,
+        selections: done.selections,
     })
 }
 
@@ -407,54 +189,7 @@ fn align(x: usize, a: usize) -> usize {
     x.div_ceil(a) * a
 }
 
-type R<T> = Result<T, CodegenError>;
-
 impl<'a> Emitter<'a> {
-    // ---------------------------------------------------------------- output helpers
-
-    pub fn line(&mut self, text: &str) {
-        for l in text.lines() {
-            for _ in 0..self.indent {
-                self.out.push_str("  ");
-            }
-            self.out.push_str(l);
-            self.out.push('\n');
-        }
-    }
-
-    pub fn open(&mut self, text: &str) {
-        self.line(text);
-        self.indent += 1;
-    }
-
-    pub fn close(&mut self, text: &str) {
-        self.indent -= 1;
-        self.line(text);
-    }
-
-    pub fn indent_in(&mut self) {
-        self.indent += 1;
-    }
-
-    pub fn fresh(&mut self, base: &str) -> String {
-        self.counter += 1;
-        format!("{base}{}", self.counter)
-    }
-
-    pub fn err(&self, reason: impl Into<String>) -> CodegenError {
-        CodegenError::Unsupported {
-            inst: self.inst.clone(),
-            span: self.span,
-            reason: reason.into(),
-        }
-    }
-
-    pub fn select(&mut self, what: impl AsRef<str>) {
-        let text = format!("{} {}: {}", self.span, self.inst, what.as_ref());
-        self.line(&format!("// selected: {}", what.as_ref()));
-        self.selections.push(text);
-    }
-
     // ---------------------------------------------------------------- names and scopes
 
     fn check_header(&mut self) -> R<()> {
@@ -472,27 +207,25 @@ impl<'a> Emitter<'a> {
             )));
         }
         for param in &p.params {
-            self.span = param.span;
+            self.locate(param.span, "program");
             if !is_identifier(&param.name) {
                 return Err(self.err(format!("parameter `{}` is not an identifier", param.name)));
             }
-            if self.pointers.contains_key(&param.name) || self.scalar_visible(&param.name) {
+            if self.pointer(&param.name).is_some() || self.scalar_visible(&param.name) {
                 return Err(self.err(format!("parameter `{}` is declared twice", param.name)));
             }
             match &param.kind {
                 ParamKind::Pointer(dtype) => {
-                    self.pointers.insert(param.name.clone(), *dtype);
+                    self.add_pointer(&param.name, *dtype);
                 }
                 ParamKind::Int { multiple_of } => {
-                    if let Some(scope) = self.scopes.last_mut() {
-                        scope.scalars.push(param.name.clone());
-                    }
+                    self.add_scalar(&param.name);
                     self.facts
                         .set_divisor(&param.name, multiple_of.unwrap_or(1).max(1) as u64);
                 }
             }
         }
-        self.span = p.span;
+        self.locate(p.span, "program");
         for g in &p.grid {
             self.check_expr_no_block(g)?;
         }
@@ -524,38 +257,6 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn scalar_visible(&self, name: &str) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| s.scalars.iter().any(|n| n == name))
-    }
-
-    pub fn check_expr(&self, e: &Expr) -> R<()> {
-        match e {
-            Expr::Var(n) => {
-                if self.scalar_visible(n) {
-                    Ok(())
-                } else if self.pointers.contains_key(n) {
-                    Err(self.err(format!(
-                        "pointer `{n}` is used as an integer; pointers may only be viewed with view_global"
-                    )))
-                } else {
-                    Err(self.err(format!("unknown scalar `{n}`")))
-                }
-            }
-            Expr::Const(_) | Expr::BlockIdx(_) => Ok(()),
-            Expr::Binary(_, a, b) => {
-                self.check_expr(a)?;
-                self.check_expr(b)
-            }
-        }
-    }
-
-    pub fn scalar(&self, e: &Expr) -> R<String> {
-        self.check_expr(e)?;
-        Ok(expr_c(e))
-    }
-
     fn cond(&self, c: &Cond) -> R<String> {
         Ok(match c {
             Cond::Bool(b) => b.to_string(),
@@ -569,176 +270,6 @@ impl<'a> Emitter<'a> {
         })
     }
 
-    fn lookup(&self, name: &str) -> Option<&Var> {
-        self.scopes.iter().rev().find_map(|s| s.tensors.get(name))
-    }
-
-    pub fn register(&self, name: &str) -> R<Reg> {
-        match self.lookup(name) {
-            Some(Var::Register(r)) => Ok(r.clone()),
-            Some(Var::Shared(_)) => {
-                Err(self.err(format!("%{name} is a shared tensor, not a register tensor")))
-            }
-            Some(Var::Global(_)) => {
-                Err(self.err(format!("%{name} is a global tensor, not a register tensor")))
-            }
-            None => Err(self.err(format!("unknown tensor %{name}"))),
-        }
-    }
-
-    pub fn shared(&self, name: &str) -> R<Shared> {
-        match self.lookup(name) {
-            Some(Var::Shared(s)) => Ok(s.clone()),
-            Some(_) => Err(self.err(format!("%{name} is not a shared tensor"))),
-            None => Err(self.err(format!("unknown tensor %{name} (or it was freed)"))),
-        }
-    }
-
-    pub fn global(&self, name: &str) -> R<Global> {
-        match self.lookup(name) {
-            Some(Var::Global(g)) => Ok(g.clone()),
-            Some(_) => Err(self.err(format!("%{name} is not a global tensor"))),
-            None => Err(self.err(format!("unknown tensor %{name}"))),
-        }
-    }
-
-    /// Where the result of an instruction goes: a new register variable, or the visible one it
-    /// overwrites (whose type must match). Returns the C name and whether it is new.
-    pub fn result(&mut self, dst: &str, dtype: DType, layout: &RegisterLayout) -> R<(Reg, bool)> {
-        if layout.num_threads() != self.threads {
-            return Err(self.err(format!(
-                "the result layout {layout} spans {} threads; the program has {}",
-                layout.num_threads(),
-                self.threads
-            )));
-        }
-        match self.lookup(dst) {
-            Some(Var::Register(r)) => {
-                if r.dtype != dtype || r.layout != *layout {
-                    return Err(self.err(format!(
-                        "%{dst} is register<{}, {}> and cannot be overwritten with register<{dtype}, {layout}>",
-                        r.dtype, r.layout
-                    )));
-                }
-                Ok((r.clone(), false))
-            }
-            Some(_) => Err(self.err(format!(
-                "%{dst} is a shared or global tensor and cannot be overwritten"
-            ))),
-            None => {
-                let cname = self.fresh_tensor_name("r", dst);
-                Ok((
-                    Reg {
-                        dtype,
-                        layout: layout.clone(),
-                        cname,
-                    },
-                    true,
-                ))
-            }
-        }
-    }
-
-    fn fresh_tensor_name(&mut self, prefix: &str, name: &str) -> String {
-        // Names are unique per scope in C++ too; a counter keeps redefinitions in sibling
-        // scopes apart without shadowing surprises.
-        let taken = self.scopes.iter().any(|s| {
-            s.tensors.values().any(|v| match v {
-                Var::Register(r) => r.cname == format!("{prefix}_{name}"),
-                Var::Shared(sh) => sh.cname == format!("{prefix}_{name}"),
-                Var::Global(g) => g.cname == format!("{prefix}_{name}"),
-            })
-        });
-        if taken {
-            self.fresh(&format!("{prefix}_{name}_"))
-        } else {
-            format!("{prefix}_{name}")
-        }
-    }
-
-    pub fn define(&mut self, name: &str, var: Var) {
-        if let Some(scope) = self.scopes.last_mut() {
-            scope.tensors.insert(name.to_string(), var);
-        }
-    }
-
-    /// Declares a new register variable (when `new`), computes into a temporary with `body`
-    /// and copies the temporary into the destination.
-    pub fn with_result(
-        &mut self,
-        dst: &str,
-        reg: &Reg,
-        new: bool,
-        body: impl FnOnce(&mut Self, &str) -> R<()>,
-    ) -> R<()> {
-        let w = reg.words();
-        if new {
-            self.line(&format!("u32 {}[{w}];", reg.cname));
-        }
-        self.open("{");
-        self.line(&format!("u32 t[{w}] = {{}};"));
-        body(self, "t")?;
-        self.line(&format!(
-            "#pragma unroll\nfor (int i = 0; i < {w}; ++i) {}[i] = t[i];",
-            reg.cname
-        ));
-        self.close("}");
-        if new {
-            self.define(dst, Var::Register(reg.clone()));
-        }
-        Ok(())
-    }
-
-    /// Declares a new result variable now (before an enclosing C++ block opens), so that a
-    /// later [`Emitter::with_result`] with `new = false` fills it.
-    pub fn declare(&mut self, dst: &str, reg: &Reg, new: bool) {
-        if new {
-            self.line(&format!("u32 {}[{}];", reg.cname, reg.words()));
-            self.define(dst, Var::Register(reg.clone()));
-        }
-    }
-
-    fn end_scope(&mut self) {
-        if let Some(scope) = self.scopes.pop() {
-            for id in scope.shared {
-                self.live_shared.retain(|&(i, _, _)| i != id);
-            }
-            for name in scope.scalars {
-                self.facts.forget(&name);
-            }
-        }
-    }
-
-    // ---------------------------------------------------------------- shared memory
-
-    fn allocate_shared(&mut self, bytes: usize) -> (usize, usize) {
-        let bytes = align(bytes.max(16), 16);
-        let mut live: Vec<(usize, usize)> =
-            self.live_shared.iter().map(|&(_, o, b)| (o, b)).collect();
-        live.sort_unstable();
-        let mut offset = 0;
-        for (o, b) in live {
-            if offset + bytes <= o {
-                break;
-            }
-            offset = offset.max(align(o + b, 128));
-        }
-        let id = self.next_shared_id;
-        self.next_shared_id += 1;
-        self.live_shared.push((id, offset, bytes));
-        self.shared_peak = self.shared_peak.max(offset + bytes);
-        if let Some(scope) = self.scopes.last_mut() {
-            scope.shared.push(id);
-        }
-        (id, offset)
-    }
-
-    /// Reserves `bytes` of scratch shared memory for one instruction; returns nothing: the
-    /// scratch region starts at `ab_scratch`, after every user allocation.
-    pub fn need_scratch(&mut self, bytes: usize) {
-        self.scratch_bytes = self.scratch_bytes.max(align(bytes, 16));
-    }
-
     // ---------------------------------------------------------------- statements
 
     fn block(&mut self, stmts: &[Stmt]) -> R<()> {
@@ -749,17 +280,16 @@ impl<'a> Emitter<'a> {
     }
 
     fn scoped_block(&mut self, stmts: &[Stmt]) -> R<()> {
-        self.scopes.push(Scope::default());
+        self.push_scope();
         let r = self.block(stmts);
         self.end_scope();
         r
     }
 
     fn stmt(&mut self, s: &Stmt) -> R<()> {
-        self.span = s.span;
         match &s.kind {
             StmtKind::Let { name, value } => {
-                self.inst = "let".into();
+                self.locate(s.span, "let");
                 self.new_scalar(name)?;
                 let c = self.scalar(value)?;
                 self.line(&format!("const int {} = {c};", scalar_name(name)));
@@ -772,13 +302,16 @@ impl<'a> Emitter<'a> {
                 self.add_scalar(name);
                 Ok(())
             }
-            StmtKind::For(f) => self.for_loop(f),
+            StmtKind::For(f) => {
+                self.locate(s.span, "for");
+                self.for_loop(f)
+            }
             StmtKind::If {
                 cond,
                 then_body,
                 else_body,
             } => {
-                self.inst = "if".into();
+                self.locate(s.span, "if");
                 let c = self.cond(cond)?;
                 self.open(&format!("if ({c}) {{"));
                 self.scoped_block(then_body)?;
@@ -786,37 +319,20 @@ impl<'a> Emitter<'a> {
                     self.close("}");
                 } else {
                     self.close("} else {");
-                    self.indent += 1;
+                    self.indent_in();
                     self.scoped_block(else_body)?;
                     self.close("}");
                 }
                 Ok(())
             }
             StmtKind::Inst(inst) => {
-                self.inst = inst.mnemonic().to_string();
+                self.locate(s.span, inst.mnemonic());
                 self.instruction(inst)
             }
         }
     }
 
-    fn new_scalar(&self, name: &str) -> R<()> {
-        if !is_identifier(name) {
-            return Err(self.err(format!("`{name}` is not an identifier")));
-        }
-        if self.scalar_visible(name) || self.pointers.contains_key(name) {
-            return Err(self.err(format!("`{name}` is already defined")));
-        }
-        Ok(())
-    }
-
-    fn add_scalar(&mut self, name: &str) {
-        if let Some(scope) = self.scopes.last_mut() {
-            scope.scalars.push(name.to_string());
-        }
-    }
-
     fn for_loop(&mut self, f: &ForLoop) -> R<()> {
-        self.inst = "for".into();
         self.new_scalar(&f.var)?;
         let (start, end, step) = (
             self.scalar(&f.start)?,
@@ -841,7 +357,7 @@ impl<'a> Emitter<'a> {
         }
         let v = scalar_name(&f.var);
         self.open(&format!("for (int {v} = {lo}; {v} < {hi}; {v} += {st}) {{"));
-        self.scopes.push(Scope::default());
+        self.push_scope();
         let d = gcd(self.facts.divisor(&f.start), self.facts.divisor(&f.step));
         self.facts.set_divisor(&f.var, d);
         self.add_scalar(&f.var);
@@ -889,12 +405,7 @@ impl<'a> Emitter<'a> {
             }
             Inst::FreeShared { tensor } => {
                 let sh = self.shared(tensor)?;
-                self.live_shared.retain(|&(i, _, _)| i != sh.id);
-                for scope in self.scopes.iter_mut().rev() {
-                    if scope.tensors.remove(tensor).is_some() {
-                        break;
-                    }
-                }
+                self.free_shared(tensor, sh.id);
                 Ok(())
             }
             Inst::ViewGlobal {
@@ -1012,9 +523,8 @@ impl<'a> Emitter<'a> {
         if self.lookup(dst).is_some() {
             return Err(self.err(format!("%{dst} is already defined")));
         }
-        let dtype = *self
-            .pointers
-            .get(ptr)
+        let dtype = self
+            .pointer(ptr)
             .ok_or_else(|| self.err(format!("`{ptr}` is not a pointer parameter")))?;
         if shape.len() != strides.len() || shape.is_empty() {
             return Err(self.err(format!(
@@ -1040,27 +550,6 @@ impl<'a> Emitter<'a> {
             stride_const: strides.iter().map(|s| self.facts.constant(s)).collect(),
         };
         self.define(dst, Var::Global(g));
-        Ok(())
-    }
-
-    pub fn offsets(&self, offsets: &[Expr], rank: usize) -> R<Vec<String>> {
-        if offsets.len() != rank {
-            return Err(self.err(format!(
-                "{} offsets for a tensor of rank {rank}",
-                offsets.len()
-            )));
-        }
-        offsets.iter().map(|o| self.scalar(o)).collect()
-    }
-
-    fn check_threads(&self, layout: &RegisterLayout) -> R<()> {
-        if layout.num_threads() != self.threads {
-            return Err(self.err(format!(
-                "layout {layout} spans {} threads; the program has {}",
-                layout.num_threads(),
-                self.threads
-            )));
-        }
         Ok(())
     }
 
@@ -1679,7 +1168,7 @@ impl<'a> Emitter<'a> {
                 let fname = fast.function_name();
                 let xname = x.cname.clone();
                 let guard = fname.to_uppercase();
-                self.helpers.insert(
+                self.add_helper(
                     fname.clone(),
                     format!(
                         "#ifndef {guard}\n#define {guard}\n{}#endif\n",

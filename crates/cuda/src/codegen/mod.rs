@@ -18,7 +18,9 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod cast;
+mod element;
 mod emit;
+mod emitter;
 pub(crate) mod layout;
 pub mod prelude;
 pub(crate) mod scalar;

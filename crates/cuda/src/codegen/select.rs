@@ -27,11 +27,10 @@ use anybit_layout::fragments::{
 use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::{BinaryOp, Expr, Operand, ReduceOp};
 
-use super::emit::{ctype, decode, encode, kind, Emitter, Global, OperandIndex, Reg, Shared};
+use super::element::{ctype, decode, encode, kind};
+use super::emit::OperandIndex;
+use super::emitter::{Emitter, Global, Reg, Shared, R};
 use super::layout::{shared_offset_expr, Terms};
-use super::CodegenError;
-
-type R<T> = Result<T, CodegenError>;
 
 pub(super) fn try_mma(
     e: &mut Emitter,

@@ -16,7 +16,7 @@
 //! per-element accesses. A group covers whole words holding only its own elements, so its
 //! stores are plain stores: only per-element sub-byte stores need atomics.
 
-use super::emit::{Emitter, Global, Reg, Shared};
+use super::emitter::{Emitter, Global, Reg, Shared};
 use super::layout::{pow2_factor, shared_offset_expr, Terms};
 use super::scalar::gcd;
 use anybit_layout::{RegisterLayout, SharedLayout};
