@@ -9,8 +9,8 @@
 use anybit_dtype::DType;
 use anybit_layout::RegisterLayout;
 use anybit_vm::{
-    BinaryOp, CmpOp, Cond, Expr, ForLoop, Inst, Literal, Operand, ParamKind, Program, ReduceOp,
-    Span, Stmt, StmtKind, UnaryOp, Unroll,
+    BinaryOp, CmpOp, Cond, Expr, ForLoop, Inst, Literal, Operand, ParamKind, Program, Span, Stmt,
+    StmtKind, UnaryOp, Unroll,
 };
 
 use super::cast::FastCast;
@@ -476,7 +476,9 @@ impl<'a> Emitter<'a> {
                 otherwise,
             } => self.where_(dst, cond, then, otherwise),
             Inst::Dot { dst, a, b, c } => self.dot(dst, a, b, c),
-            Inst::Reduce { dst, op, src, dim } => self.reduce(dst, *op, src, *dim as usize),
+            Inst::Reduce { dst, op, src, dim } => {
+                super::lower::reduce::reduce(self, dst, *op, src, *dim as usize)
+            }
             Inst::Print { src } => {
                 if self.lookup(src).is_none() {
                     return Err(self.err(format!("unknown tensor %{src}")));
@@ -1305,120 +1307,6 @@ impl<'a> Emitter<'a> {
         })?;
         self.close("}");
         Ok(())
-    }
-
-    fn reduce(&mut self, dst: &str, op: ReduceOp, src: &str, dim: usize) -> R<()> {
-        let x = self.register(src)?;
-        if dim >= x.layout.rank() {
-            return Err(self.err(format!(
-                "dimension {dim} does not exist in a tensor of rank {}",
-                x.layout.rank()
-            )));
-        }
-        let out_layout = x.layout.reduce(dim);
-        let (reg, new) = self.result(dst, x.dtype, &out_layout)?;
-        if super::select::try_reduce_in_warp(self, dst, &reg, new, op, &x, dim)? {
-            return Ok(());
-        }
-        self.select("generic reduction through shared memory");
-        let dtype = x.dtype;
-        let float = dtype.is_float();
-        let shape = x.layout.shape().to_vec();
-        let total: usize = shape.iter().product();
-        self.need_scratch(4 * total);
-        let vt = if float { "float" } else { ctype(kind(dtype)) };
-        self.declare(dst, &reg, new);
-        self.open("{");
-        self.line(&format!("{vt}* const s = ({vt}*)ab_scratch;"));
-        self.line("__syncthreads();");
-        let terms = Terms::new(&x.layout);
-        let owner = terms.first_owner_cond("tid");
-        if let Some(cnd) = &owner {
-            self.open(&format!("if ({cnd}) {{"));
-        }
-        let flat = |coords: &[String]| -> String {
-            let mut parts = Vec::new();
-            let mut stride = 1;
-            for d in (0..shape.len()).rev() {
-                parts.push(if stride == 1 {
-                    format!("({})", coords[d])
-                } else {
-                    format!("({}) * {stride}", coords[d])
-                });
-                stride *= shape[d];
-            }
-            parts.join(" + ")
-        };
-        let coords: Vec<String> = (0..shape.len())
-            .map(|d| {
-                format!(
-                    "{} + {}",
-                    terms.thread_coord_expr(d, "tid"),
-                    terms.local_coord_expr(d, "l")
-                )
-            })
-            .collect();
-        self.open(&format!(
-            "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
-            x.layout.local_size()
-        ));
-        self.line(&format!(
-            "s[{}] = {};",
-            flat(&coords),
-            decode(dtype, &format!("ab_get<{}>({}, l)", dtype.bits(), x.cname))
-        ));
-        self.close("}");
-        if owner.is_some() {
-            self.close("}");
-        }
-        self.line("__syncthreads();");
-        let oterms = Terms::new(&out_layout);
-        let len = shape[dim];
-        let step: usize = shape[dim + 1..].iter().product();
-        let combine = reduce_combine(op, kind(dtype));
-        self.with_result(dst, &reg, false, |e, t| {
-            e.open(&format!(
-                "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
-                out_layout.local_size()
-            ));
-            let coords: Vec<String> = (0..shape.len())
-                .map(|d| {
-                    format!(
-                        "{} + {}",
-                        oterms.thread_coord_expr(d, "tid"),
-                        oterms.local_coord_expr(d, "l")
-                    )
-                })
-                .collect();
-            e.line(&format!("const int at = {};", flat(&coords)));
-            e.line(&format!("{vt} acc = s[at];"));
-            e.line(&format!(
-                "for (int kk = 1; kk < {len}; ++kk) {{ const {vt} b = s[at + kk * {step}]; acc = {}; }}",
-                combine("acc", "b")
-            ));
-            e.line(&format!(
-                "ab_set<{}>({t}, l, {});",
-                dtype.bits(),
-                encode(dtype, "acc")
-            ));
-            e.close("}");
-            Ok(())
-        })?;
-        self.close("}");
-        Ok(())
-    }
-}
-
-/// How a reduction combines two values of the compute type.
-pub(super) fn reduce_combine(op: ReduceOp, k: Kind) -> impl Fn(&str, &str) -> String {
-    move |a: &str, b: &str| match (op, k) {
-        (ReduceOp::Sum, Kind::Float) => format!("__fadd_rn({a}, {b})"),
-        (ReduceOp::Max, Kind::Float) => format!("ab_fmax({a}, {b})"),
-        (ReduceOp::Min, Kind::Float) => format!("ab_fmin({a}, {b})"),
-        (ReduceOp::Sum, Kind::Signed) => format!("(i32)((u32){a} + (u32){b})"),
-        (ReduceOp::Sum, Kind::Unsigned) => format!("{a} + {b}"),
-        (ReduceOp::Max, _) => format!("({a} > {b} ? {a} : {b})"),
-        (ReduceOp::Min, _) => format!("({a} < {b} ? {a} : {b})"),
     }
 }
 

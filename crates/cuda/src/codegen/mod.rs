@@ -22,6 +22,7 @@ mod element;
 mod emit;
 mod emitter;
 pub(crate) mod layout;
+mod lower;
 pub mod prelude;
 pub(crate) mod scalar;
 mod select;

@@ -1,5 +1,5 @@
-//! Instruction selection: tensor-core `mma.sync`, `ldmatrix`, `cp.async`, packed 16-bit float
-//! arithmetic and in-warp reductions.
+//! Instruction selection: tensor-core `mma.sync`, `ldmatrix`, `cp.async` and packed 16-bit
+//! float arithmetic.
 //!
 //! What this module promises: each `try_*` function either emits code that computes exactly
 //! what the generic lowering in `emit` computes (up to the tolerances `docs/vm.md` allows for
@@ -15,19 +15,16 @@
 //!   chunk start is provably aligned, the shared chunks are contiguous and aligned (checked for
 //!   every chunk), and bounds are handled by the zero-filling `src-size` operand;
 //! - packed `fma.rn.{f16x2,bf16x2}` for `add`, `sub`, `mul` of f16/bf16 (a single rounding, as
-//!   the f32 computation followed by rounding gives);
-//! - `shfl.xor` butterflies for reductions whose reduced thread digits lie inside a warp.
-
-use std::collections::BTreeMap;
+//!   the f32 computation followed by rounding gives).
 
 use anybit_dtype::DType;
 use anybit_layout::fragments::{
     mma_m16n8k16_a, mma_m16n8k16_b, mma_m16n8k16_b_pair, mma_m16n8k16_c,
 };
 use anybit_layout::{RegisterLayout, SharedLayout};
-use anybit_vm::{BinaryOp, Expr, Operand, ReduceOp};
+use anybit_vm::{BinaryOp, Expr, Operand};
 
-use super::element::{ctype, decode, encode, kind};
+use super::element::encode;
 use super::emit::OperandIndex;
 use super::emitter::{Emitter, Global, Reg, Shared, R};
 use super::layout::{shared_offset_expr, Terms};
@@ -446,113 +443,6 @@ pub(super) fn try_packed_binary(
     e.with_result(dst, reg, new, |e, t| {
         e.line(&format!(
             "#pragma unroll\nfor (int j = 0; j < {pairs}; ++j) {t}[j] = {expr};"
-        ));
-        Ok(())
-    })?;
-    Ok(true)
-}
-
-pub(super) fn try_reduce_in_warp(
-    e: &mut Emitter,
-    dst: &str,
-    reg: &Reg,
-    new: bool,
-    op: ReduceOp,
-    x: &Reg,
-    dim: usize,
-) -> R<bool> {
-    let threads = e.threads;
-    if threads % 32 != 0 && threads > 32 {
-        return Ok(false);
-    }
-    let terms = Terms::new(&x.layout);
-    let pow2 = |v: usize| v.is_power_of_two();
-    let mut butterflies = Vec::new();
-    for t in &terms.thread_terms {
-        if t.dim == dim {
-            if !(pow2(t.index_stride) && pow2(t.size) && t.index_stride * t.size <= 32) {
-                return Ok(false);
-            }
-            let mut off = t.index_stride;
-            while off < t.index_stride * t.size {
-                butterflies.push(off);
-                off *= 2;
-            }
-        }
-    }
-    let width = if threads < 32 { threads } else { 32 };
-    if butterflies.iter().any(|&b| b >= width) {
-        return Ok(false);
-    }
-    // r(l): the result slot each source slot contributes to, the same in every thread.
-    let out = &reg.layout;
-    let mut slots: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for l in 0..x.layout.local_size() {
-        let mut slot = None;
-        for t in 0..threads {
-            let mut c = x.layout.coordinates(t, l);
-            c[dim] = 0;
-            let Some(r) = out.local_index_of(t, &c) else {
-                return Ok(false);
-            };
-            match slot {
-                None => slot = Some(r),
-                Some(s) if s != r => return Ok(false),
-                _ => {}
-            }
-        }
-        if let Some(r) = slot {
-            slots.entry(r).or_default().push(l);
-        }
-    }
-    if slots.len() != out.local_size() {
-        return Ok(false);
-    }
-    e.select(format!(
-        "reduction in registers, then {} shfl.xor step(s) inside warps",
-        butterflies.len()
-    ));
-    let dtype = x.dtype;
-    let k = kind(dtype);
-    let vt = ctype(k);
-    let combine = super::emit::reduce_combine(op, k);
-    let n = dtype.bits();
-    let xname = x.cname.clone();
-    let full = if threads >= 32 {
-        "0xffffffffu".to_string()
-    } else {
-        format!("0x{:x}u", (1u64 << threads) - 1)
-    };
-    e.with_result(dst, reg, new, |e, t| {
-        e.line(&format!("{vt} acc[{}];", out.local_size()));
-        for (r, ls) in &slots {
-            for (i, l) in ls.iter().enumerate() {
-                let v = decode(dtype, &format!("ab_get<{n}>({xname}, {l})"));
-                if i == 0 {
-                    e.line(&format!("acc[{r}] = {v};"));
-                } else {
-                    e.line(&format!(
-                        "acc[{r}] = {};",
-                        combine(&format!("acc[{r}]"), &v)
-                    ));
-                }
-            }
-        }
-        for off in &butterflies {
-            e.open(&format!(
-                "#pragma unroll\nfor (int r = 0; r < {}; ++r) {{",
-                out.local_size()
-            ));
-            e.line(&format!(
-                "const {vt} other = __shfl_xor_sync({full}, acc[r], {off});"
-            ));
-            e.line(&format!("acc[r] = {};", combine("acc[r]", "other")));
-            e.close("}");
-        }
-        e.line(&format!(
-            "#pragma unroll\nfor (int r = 0; r < {}; ++r) ab_set<{n}>({t}, r, {});",
-            out.local_size(),
-            encode(dtype, "acc[r]")
         ));
         Ok(())
     })?;
