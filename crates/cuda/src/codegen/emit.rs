@@ -475,7 +475,7 @@ impl<'a> Emitter<'a> {
                 then,
                 otherwise,
             } => self.where_(dst, cond, then, otherwise),
-            Inst::Dot { dst, a, b, c } => self.dot(dst, a, b, c),
+            Inst::Dot { dst, a, b, c } => super::lower::dot::dot(self, dst, a, b, c),
             Inst::Reduce { dst, op, src, dim } => {
                 super::lower::reduce::reduce(self, dst, *op, src, *dim as usize)
             }
@@ -1201,113 +1201,6 @@ impl<'a> Emitter<'a> {
     }
 
     // ---------------------------------------------------------------- dot and reduce
-
-    fn dot(&mut self, dst: &str, a: &str, b: &str, c: &str) -> R<()> {
-        let (ra, rb, rc) = (self.register(a)?, self.register(b)?, self.register(c)?);
-        if ra.dtype != rb.dtype {
-            return Err(self.err(format!(
-                "dot operands have different dtypes ({} and {})",
-                ra.dtype, rb.dtype
-            )));
-        }
-        if ra.dtype.is_float() != rc.dtype.is_float() {
-            return Err(self.err(
-                "dot needs float inputs with a float accumulator, or integers with integers",
-            ));
-        }
-        let (sa, sb, sc) = (ra.layout.shape(), rb.layout.shape(), rc.layout.shape());
-        if sa.len() != 2
-            || sb.len() != 2
-            || sc.len() != 2
-            || sa[1] != sb[0]
-            || sa[0] != sc[0]
-            || sb[1] != sc[1]
-        {
-            return Err(self.err(format!("dot shapes {sa:?} x {sb:?} + {sc:?} do not match")));
-        }
-        let (m, k, n) = (sa[0], sa[1], sb[1]);
-        let (reg, new) = self.result(dst, rc.dtype, &rc.layout)?;
-        if super::select::try_mma(self, dst, &reg, new, &ra, &rb, &rc)? {
-            return Ok(());
-        }
-        // Generic: logical values of a and b through shared memory, then every holder of an
-        // element of c computes it.
-        self.select(format!(
-            "generic dot through shared memory ({m}x{k} by {k}x{n})"
-        ));
-        let float = ra.dtype.is_float();
-        self.need_scratch(4 * (m * k + k * n));
-        let vt = if float { "float" } else { "u32" };
-        self.declare(dst, &reg, new);
-        self.open("{");
-        self.line(&format!("{vt}* const sa = ({vt}*)ab_scratch;"));
-        self.line(&format!("{vt}* const sb = sa + {};", m * k));
-        self.line("__syncthreads();");
-        for (r, stride, arr) in [(&ra, k, "sa"), (&rb, n, "sb")] {
-            let terms = Terms::new(&r.layout);
-            let owner = terms.first_owner_cond("tid");
-            self.open("{");
-            if let Some(cnd) = &owner {
-                self.open(&format!("if ({cnd}) {{"));
-            }
-            let t0 = terms.thread_coord_expr(0, "tid");
-            let t1 = terms.thread_coord_expr(1, "tid");
-            self.open(&format!(
-                "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
-                r.layout.local_size()
-            ));
-            let v = decode(
-                r.dtype,
-                &format!("ab_get<{}>({}, l)", r.dtype.bits(), r.cname),
-            );
-            let v = if float { v } else { format!("(u32)({v})") };
-            self.line(&format!(
-                "{arr}[({t0} + {}) * {stride} + {t1} + {}] = {v};",
-                terms.local_coord_expr(0, "l"),
-                terms.local_coord_expr(1, "l")
-            ));
-            self.close("}");
-            if owner.is_some() {
-                self.close("}");
-            }
-            self.close("}");
-        }
-        self.line("__syncthreads();");
-        let cname = rc.cname.clone();
-        let ct = rc.dtype;
-        self.with_result(dst, &reg, false, |e, t| {
-            let terms = Terms::new(&rc.layout);
-            let t0 = terms.thread_coord_expr(0, "tid");
-            let t1 = terms.thread_coord_expr(1, "tid");
-            e.open(&format!(
-                "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
-                rc.layout.local_size()
-            ));
-            e.line(&format!(
-                "const int i = {t0} + {}, j = {t1} + {};",
-                terms.local_coord_expr(0, "l"),
-                terms.local_coord_expr(1, "l")
-            ));
-            let cv = decode(ct, &format!("ab_get<{}>({cname}, l)", ct.bits()));
-            if float {
-                e.line(&format!("float acc = {cv};"));
-                e.line(&format!(
-                    "for (int kk = 0; kk < {k}; ++kk) acc = fmaf(sa[i * {k} + kk], sb[kk * {n} + j], acc);"
-                ));
-            } else {
-                e.line(&format!("u32 acc = (u32)({cv});"));
-                e.line(&format!(
-                    "for (int kk = 0; kk < {k}; ++kk) acc += sa[i * {k} + kk] * sb[kk * {n} + j];"
-                ));
-            }
-            let res = encode(ct, "acc");
-            e.line(&format!("ab_set<{}>({t}, l, {res});", ct.bits()));
-            e.close("}");
-            Ok(())
-        })?;
-        self.close("}");
-        Ok(())
-    }
 }
 
 /// Where an operand's element is, relative to the result's local index.

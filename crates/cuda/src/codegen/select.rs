@@ -1,13 +1,8 @@
-//! Instruction selection: tensor-core `mma.sync`, `ldmatrix`, `cp.async` and packed 16-bit
-//! float arithmetic.
+//! Instruction selection: `ldmatrix`, `cp.async` and packed 16-bit float arithmetic.
 //!
 //! What this module promises: each `try_*` function either emits code that computes exactly
-//! what the generic lowering in `emit` computes (up to the tolerances `docs/vm.md` allows for
-//! `dot` and `reduce_sum`) and returns `true`, or emits nothing and returns `false`. The
-//! preconditions are proven at generation time:
-//! - `mma.sync.m16n8k16` (f16/bf16 inputs, f32 accumulators): the three layouts divide by the
-//!   A, B and C fragment atoms, and for every warp and every C fragment the A and B fragments
-//!   of every k step sit in the same local slots in every warp;
+//! what the generic lowering in `emit` computes and returns `true`, or emits nothing and
+//! returns `false`. The preconditions are proven at generation time:
 //! - `ldmatrix.x4` (`.trans` for the B side): 16-bit elements, constant offsets, the layout
 //!   divides by the atom, and every 8-element row the lanes point at is contiguous and 16-byte
 //!   aligned in the shared layout (checked for every warp, slot and lane);
@@ -18,9 +13,7 @@
 //!   the f32 computation followed by rounding gives).
 
 use anybit_dtype::DType;
-use anybit_layout::fragments::{
-    mma_m16n8k16_a, mma_m16n8k16_b, mma_m16n8k16_b_pair, mma_m16n8k16_c,
-};
+use anybit_layout::fragments::{mma_m16n8k16_a, mma_m16n8k16_b_pair};
 use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::{BinaryOp, Expr, Operand};
 
@@ -28,84 +21,6 @@ use super::element::encode;
 use super::emit::OperandIndex;
 use super::emitter::{Emitter, Global, Reg, Shared, R};
 use super::layout::{shared_offset_expr, Terms};
-
-pub(super) fn try_mma(
-    e: &mut Emitter,
-    dst: &str,
-    reg: &Reg,
-    new: bool,
-    a: &Reg,
-    b: &Reg,
-    c: &Reg,
-) -> R<bool> {
-    let function = match (a.dtype, c.dtype) {
-        (DType::F16, DType::F32) => "ab_mma_f16",
-        (DType::Bf16, DType::F32) => "ab_mma_bf16",
-        _ => return Ok(false),
-    };
-    let (fa, fb, fc) = (mma_m16n8k16_a(), mma_m16n8k16_b(), mma_m16n8k16_c());
-    let (Some(qa), Some(qb), Some(qc)) = (
-        a.layout.divide(&fa),
-        b.layout.divide(&fb),
-        c.layout.divide(&fc),
-    ) else {
-        return Ok(false);
-    };
-    let k_steps = a.layout.shape()[1] / 16;
-    let warps = qc.num_threads();
-    // plan[q] = [(a slot, b slot) for each k step], the same in every warp.
-    let mut plan: Vec<Vec<(usize, usize)>> = Vec::new();
-    for q in 0..qc.local_size() {
-        let mut steps = Vec::new();
-        for kk in 0..k_steps {
-            let mut slot: Option<(usize, usize)> = None;
-            for w in 0..warps {
-                let ij = qc.coordinates(w, q);
-                let (Some(ia), Some(ib)) = (
-                    qa.local_index_of(w, &[ij[0], kk]),
-                    qb.local_index_of(w, &[kk, ij[1]]),
-                ) else {
-                    return Ok(false);
-                };
-                match slot {
-                    None => slot = Some((ia, ib)),
-                    Some(s) if s != (ia, ib) => return Ok(false),
-                    _ => {}
-                }
-            }
-            let Some(s) = slot else {
-                return Ok(false);
-            };
-            steps.push(s);
-        }
-        plan.push(steps);
-    }
-    e.select(format!(
-        "mma.sync.aligned.m16n8k16 {} -> f32: {} tiles x {} k steps per warp",
-        a.dtype,
-        qc.local_size(),
-        k_steps
-    ));
-    let (an, bn, cn) = (a.cname.clone(), b.cname.clone(), c.cname.clone());
-    let words = c.words();
-    e.with_result(dst, reg, new, |e, t| {
-        e.line(&format!(
-            "#pragma unroll\nfor (int i = 0; i < {words}; ++i) {t}[i] = {cn}[i];"
-        ));
-        for (q, steps) in plan.iter().enumerate() {
-            for &(ia, ib) in steps {
-                e.line(&format!(
-                    "{function}({t} + {}, {an} + {}, {bn} + {});",
-                    4 * q,
-                    4 * ia,
-                    2 * ib
-                ));
-            }
-        }
-        Ok(())
-    })?;
-    Ok(true)
-}
 
 /// Does the shared layout hold `len` elements from `c` along `dim` at consecutive offsets, the
 /// first one aligned to `align` elements?

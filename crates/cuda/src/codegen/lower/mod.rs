@@ -10,4 +10,5 @@
 //! `element`, `layout`, `scalar`, `cast`) and the layout crate, never the program walk and
 //! never each other.
 
+pub(super) mod dot;
 pub(super) mod reduce;
