@@ -1,4 +1,4 @@
-//! Instruction selection: `ldmatrix`, `cp.async` and packed 16-bit float arithmetic.
+//! Instruction selection: `ldmatrix` and `cp.async`.
 //!
 //! What this module promises: each `try_*` function either emits code that computes exactly
 //! what the generic lowering in `emit` computes and returns `true`, or emits nothing and
@@ -8,18 +8,13 @@
 //!   aligned in the shared layout (checked for every warp, slot and lane);
 //! - `cp.async` of 16, 8 or 4 bytes: the global dimension is contiguous (stride constant 1), the
 //!   chunk start is provably aligned, the shared chunks are contiguous and aligned (checked for
-//!   every chunk), and bounds are handled by the zero-filling `src-size` operand;
-//! - packed `fma.rn.{f16x2,bf16x2}` for `add`, `sub`, `mul` of f16/bf16 (a single rounding, as
-//!   the f32 computation followed by rounding gives).
+//!   every chunk), and bounds are handled by the zero-filling `src-size` operand.
 
-use anybit_dtype::DType;
 use anybit_layout::fragments::{mma_m16n8k16_a, mma_m16n8k16_b_pair};
 use anybit_layout::{RegisterLayout, SharedLayout};
-use anybit_vm::{BinaryOp, Expr, Operand};
+use anybit_vm::Expr;
 
-use super::element::encode;
-use super::emit::OperandIndex;
-use super::emitter::{Emitter, Global, Reg, Shared, R};
+use super::emitter::{Emitter, Global, Shared, R};
 use super::layout::{shared_offset_expr, Terms};
 
 /// Does the shared layout hold `len` elements from `c` along `dim` at consecutive offsets, the
@@ -274,92 +269,4 @@ pub(super) fn try_cp_async(
         return Ok(true);
     }
     Ok(false)
-}
-
-/// A 32-bit C expression holding the operand's codes for result elements `2j` and `2j + 1`.
-fn packed_operand(
-    e: &Emitter,
-    op: &Operand,
-    dtype: DType,
-    res: &RegisterLayout,
-) -> R<Option<String>> {
-    Ok(Some(match op {
-        Operand::Tensor(name) => {
-            let r = e.register(name)?;
-            if r.dtype != dtype {
-                return Ok(None);
-            }
-            match e.operand_index(&r.layout, res, "l")? {
-                OperandIndex::Same => format!("{}[j]", r.cname),
-                OperandIndex::Static(_) => {
-                    let lo = match e.operand_index(&r.layout, res, "(2 * j)")? {
-                        OperandIndex::Static(i) => i,
-                        _ => return Ok(None),
-                    };
-                    let hi = match e.operand_index(&r.layout, res, "(2 * j + 1)")? {
-                        OperandIndex::Static(i) => i,
-                        _ => return Ok(None),
-                    };
-                    format!(
-                        "(ab_get<16>({0}, {lo}) | (ab_get<16>({0}, {hi}) << 16))",
-                        r.cname
-                    )
-                }
-                OperandIndex::Dynamic(_) => return Ok(None),
-            }
-        }
-        Operand::Scalar(x) => {
-            let s = e.scalar(x)?;
-            let code = encode(dtype, &format!("__int2float_rn({s})"));
-            format!("({code} * 0x10001u)")
-        }
-        Operand::Float(f) => {
-            let code = dtype.encode(f.0 as f32);
-            format!("0x{:08x}u", code | (code << 16))
-        }
-    }))
-}
-
-pub(super) fn try_packed_binary(
-    e: &mut Emitter,
-    dst: &str,
-    reg: &Reg,
-    new: bool,
-    op: BinaryOp,
-    lhs: &Operand,
-    rhs: &Operand,
-) -> R<bool> {
-    let (function, one, minus_one) = match reg.dtype {
-        DType::F16 => ("ab_fma_f16x2", "0x3c003c00u", "0xbc00bc00u"),
-        DType::Bf16 => ("ab_fma_bf16x2", "0x3f803f80u", "0xbf80bf80u"),
-        _ => return Ok(false),
-    };
-    if !matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul)
-        || reg.layout.local_size() % 2 != 0
-    {
-        return Ok(false);
-    }
-    let (Some(a), Some(b)) = (
-        packed_operand(e, lhs, reg.dtype, &reg.layout)?,
-        packed_operand(e, rhs, reg.dtype, &reg.layout)?,
-    ) else {
-        return Ok(false);
-    };
-    let expr = match op {
-        BinaryOp::Add => format!("{function}({a}, {one}, {b})"),
-        BinaryOp::Sub => format!("{function}({b}, {minus_one}, {a})"),
-        _ => format!("{function}({a}, {b}, 0x80008000u)"),
-    };
-    e.select(format!(
-        "packed {function} (two {} per instruction)",
-        reg.dtype
-    ));
-    let pairs = reg.layout.local_size() / 2;
-    e.with_result(dst, reg, new, |e, t| {
-        e.line(&format!(
-            "#pragma unroll\nfor (int j = 0; j < {pairs}; ++j) {t}[j] = {expr};"
-        ));
-        Ok(())
-    })?;
-    Ok(true)
 }

@@ -11,4 +11,5 @@
 //! never each other.
 
 pub(super) mod dot;
+pub(super) mod elementwise;
 pub(super) mod reduce;
