@@ -6,16 +6,11 @@
 //! Malformed programs (unknown names, wrong spaces, mismatched types) give a
 //! [`CodegenError`], never C++ that NVRTC would reject.
 
-use anybit_dtype::DType;
-use anybit_layout::RegisterLayout;
-use anybit_vm::{
-    Cond, Expr, ForLoop, Inst, Literal, ParamKind, Program, Span, Stmt, StmtKind, Unroll,
-};
+use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Span, Stmt, StmtKind, Unroll};
 
-use super::element::{literal_code, splat_words};
-use super::emitter::{is_identifier, Emitter, Global, Shared, Var, R};
-use super::layout::{shared_offset_expr, Terms};
+use super::emitter::{is_identifier, Emitter, R};
 use super::lower::elementwise;
+use super::lower::memory::{self, copy, global, shared};
 use super::scalar::{gcd, scalar_name};
 use super::{shared_memory_limit, CodegenError, STATIC_SHARED_LIMIT};
 use crate::target::Target;
@@ -376,67 +371,39 @@ impl<'a> Emitter<'a> {
                 dtype,
                 layout,
                 init,
-            } => self.alloc_register(dst, *dtype, layout, init.as_ref()),
+            } => memory::alloc_register(self, dst, *dtype, layout, init.as_ref()),
             Inst::AllocShared { dst, dtype, layout } => {
-                if self.lookup(dst).is_some() {
-                    return Err(self.err(format!("%{dst} is already defined")));
-                }
-                let span = layout.span();
-                let bits = span
-                    .checked_mul(dtype.bits() as usize)
-                    .ok_or_else(|| self.err("the shared tensor is too large"))?;
-                let (id, offset) = self.allocate_shared(bits.div_ceil(8));
-                let cname = self.fresh_tensor_name("sh", dst);
-                self.line(&format!("u8* const {cname} = ab_smem + {offset};"));
-                self.define(
-                    dst,
-                    Var::Shared(Shared {
-                        dtype: *dtype,
-                        layout: layout.clone(),
-                        cname,
-                        id,
-                    }),
-                );
-                Ok(())
+                memory::alloc_shared(self, dst, *dtype, layout)
             }
-            Inst::FreeShared { tensor } => {
-                let sh = self.shared(tensor)?;
-                self.free_shared(tensor, sh.id);
-                Ok(())
-            }
+            Inst::FreeShared { tensor } => memory::free_shared(self, tensor),
             Inst::ViewGlobal {
                 dst,
                 ptr,
                 shape,
                 strides,
-            } => self.view_global(dst, ptr, shape, strides),
+            } => global::view_global(self, dst, ptr, shape, strides),
             Inst::LoadGlobal {
                 dst,
                 src,
                 offsets,
                 layout,
-            } => self.load_global(dst, src, offsets, layout),
-            Inst::StoreGlobal { dst, offsets, src } => self.store_global(dst, offsets, src),
+            } => global::load_global(self, dst, src, offsets, layout),
+            Inst::StoreGlobal { dst, offsets, src } => {
+                global::store_global(self, dst, offsets, src)
+            }
             Inst::LoadShared {
                 dst,
                 src,
                 offsets,
                 layout,
-            } => self.load_shared(dst, src, offsets, layout),
-            Inst::StoreShared { dst, offsets, src } => self.store_shared(dst, offsets, src),
-            Inst::CopyAsync { dst, src, offsets } => self.copy_async(dst, src, offsets),
-            Inst::CommitGroup => {
-                self.line("ab_commit_group();");
-                Ok(())
+            } => shared::load_shared(self, dst, src, offsets, layout),
+            Inst::StoreShared { dst, offsets, src } => {
+                shared::store_shared(self, dst, offsets, src)
             }
-            Inst::WaitGroup { pending } => {
-                self.line(&format!("ab_wait_group<{pending}>();"));
-                Ok(())
-            }
-            Inst::Barrier => {
-                self.line("__syncthreads();");
-                Ok(())
-            }
+            Inst::CopyAsync { dst, src, offsets } => copy::copy_async(self, dst, src, offsets),
+            Inst::CommitGroup => copy::commit_group(self),
+            Inst::WaitGroup { pending } => copy::wait_group(self, *pending),
+            Inst::Barrier => memory::barrier(self),
             Inst::View {
                 dst,
                 src,
@@ -465,304 +432,6 @@ impl<'a> Emitter<'a> {
                 Ok(())
             }
         }
-    }
-
-    fn alloc_register(
-        &mut self,
-        dst: &str,
-        dtype: DType,
-        layout: &RegisterLayout,
-        init: Option<&Literal>,
-    ) -> R<()> {
-        let (reg, new) = self.result(dst, dtype, layout)?;
-        let w = reg.words();
-        let code = match init {
-            None => 0,
-            Some(lit) => literal_code(dtype, lit)
-                .ok_or_else(|| self.err(format!("a float literal cannot initialise {dtype}")))?,
-        };
-        let pattern = splat_words(code, dtype.bits(), layout.local_size());
-        if new {
-            self.line(&format!("u32 {}[{w}];", reg.cname));
-            self.define(dst, Var::Register(reg.clone()));
-        }
-        if pattern.iter().all(|&p| p == pattern[0]) {
-            self.line(&format!(
-                "#pragma unroll\nfor (int i = 0; i < {w}; ++i) {}[i] = 0x{:x}u;",
-                reg.cname, pattern[0]
-            ));
-        } else {
-            for (i, p) in pattern.iter().enumerate() {
-                self.line(&format!("{}[{i}] = 0x{p:x}u;", reg.cname));
-            }
-        }
-        Ok(())
-    }
-
-    fn view_global(&mut self, dst: &str, ptr: &str, shape: &[Expr], strides: &[Expr]) -> R<()> {
-        if self.lookup(dst).is_some() {
-            return Err(self.err(format!("%{dst} is already defined")));
-        }
-        let dtype = self
-            .pointer(ptr)
-            .ok_or_else(|| self.err(format!("`{ptr}` is not a pointer parameter")))?;
-        if shape.len() != strides.len() || shape.is_empty() {
-            return Err(self.err(format!(
-                "view_global needs as many strides as sizes, at least one ({} sizes, {} strides)",
-                shape.len(),
-                strides.len()
-            )));
-        }
-        let cname = self.fresh_tensor_name("g", dst);
-        self.line(&format!("u8* const {cname} = p_{ptr};"));
-        let mut decl = Vec::new();
-        for (i, (s, t)) in shape.iter().zip(strides).enumerate() {
-            decl.push(format!("{cname}_n{i} = {}", self.scalar(s)?));
-            decl.push(format!("{cname}_t{i} = {}", self.scalar(t)?));
-        }
-        self.line(&format!("const int {};", decl.join(", ")));
-        let g = Global {
-            dtype,
-            rank: shape.len(),
-            cname,
-            size_div: shape.iter().map(|s| self.facts.divisor(s)).collect(),
-            stride_div: strides.iter().map(|s| self.facts.divisor(s)).collect(),
-            stride_const: strides.iter().map(|s| self.facts.constant(s)).collect(),
-        };
-        self.define(dst, Var::Global(g));
-        Ok(())
-    }
-
-    /// Declares `base{d}` = offset + thread part of coordinate d, for every dimension.
-    pub fn thread_bases(&mut self, terms: &Terms, offsets: &[String]) -> Vec<String> {
-        let mut names = Vec::new();
-        let mut decl = Vec::new();
-        for (d, o) in offsets.iter().enumerate() {
-            let name = format!("base{d}");
-            let tc = terms.thread_coord_expr(d, "tid");
-            let value = match (o.as_str(), tc.as_str()) {
-                (o, "0") => o.to_string(),
-                ("0", tc) => tc.to_string(),
-                (o, tc) => format!("{o} + {tc}"),
-            };
-            decl.push(format!("{name} = {value}"));
-            names.push(name);
-        }
-        self.line(&format!("const int {};", decl.join(", ")));
-        names
-    }
-
-    fn load_global(
-        &mut self,
-        dst: &str,
-        src: &str,
-        offsets: &[Expr],
-        layout: &RegisterLayout,
-    ) -> R<()> {
-        let g = self.global(src)?;
-        self.check_threads(layout)?;
-        if layout.rank() != g.rank {
-            return Err(self.err(format!(
-                "layout {layout} has rank {}, the global tensor rank {}",
-                layout.rank(),
-                g.rank
-            )));
-        }
-        let o = self.offsets(offsets, g.rank)?;
-        let (reg, new) = self.result(dst, g.dtype, layout)?;
-        let offsets = offsets.to_vec();
-        self.with_result(dst, &reg, new, |e, t| {
-            let terms = Terms::new(layout);
-            let bases = e.thread_bases(&terms, &o);
-            let plan = super::vector::plan_global(e, &g, &offsets, layout, &terms);
-            super::vector::emit_load_global(e, &g, layout, &terms, &bases, &plan, t);
-            Ok(())
-        })
-    }
-
-    fn store_global(&mut self, dst: &str, offsets: &[Expr], src: &str) -> R<()> {
-        let g = self.global(dst)?;
-        let x = self.register(src)?;
-        if x.dtype != g.dtype {
-            return Err(self.err(format!(
-                "storing {} into a global tensor of {}",
-                x.dtype, g.dtype
-            )));
-        }
-        if x.layout.rank() != g.rank {
-            return Err(self.err("the register tensor's rank differs from the global tensor's"));
-        }
-        let o = self.offsets(offsets, g.rank)?;
-        let terms = Terms::new(&x.layout);
-        self.open("{");
-        let bases = self.thread_bases(&terms, &o);
-        let owner = terms.first_owner_cond("tid");
-        if let Some(c) = &owner {
-            self.line("// replicated: the first owner of each element stores it");
-            self.open(&format!("if ({c}) {{"));
-        }
-        let plan = super::vector::plan_global(self, &g, offsets, &x.layout, &terms);
-        super::vector::emit_store_global(self, &g, &x, &terms, &bases, &plan);
-        if owner.is_some() {
-            self.close("}");
-        }
-        self.close("}");
-        Ok(())
-    }
-
-    /// Checks a shared tile access and returns the offsets as C.
-    fn shared_tile(
-        &self,
-        sh: &Shared,
-        offsets: &[Expr],
-        layout: &RegisterLayout,
-    ) -> R<Vec<String>> {
-        if layout.rank() != sh.layout.rank() {
-            return Err(self.err(format!(
-                "layout {layout} has rank {}, the shared tensor rank {}",
-                layout.rank(),
-                sh.layout.rank()
-            )));
-        }
-        for (d, o) in offsets.iter().enumerate() {
-            if let Some(c) = self.facts.constant(o) {
-                if c < 0 || c as usize + layout.shape()[d] > sh.layout.shape()[d] {
-                    return Err(self.err(format!(
-                        "the tile at offset {c} of size {} does not fit dimension {d} of size {}",
-                        layout.shape()[d],
-                        sh.layout.shape()[d]
-                    )));
-                }
-            }
-        }
-        self.offsets(offsets, layout.rank())
-    }
-
-    fn load_shared(
-        &mut self,
-        dst: &str,
-        src: &str,
-        offsets: &[Expr],
-        layout: &RegisterLayout,
-    ) -> R<()> {
-        let sh = self.shared(src)?;
-        self.check_threads(layout)?;
-        let o = self.shared_tile(&sh, offsets, layout)?;
-        let (reg, new) = self.result(dst, sh.dtype, layout)?;
-        let offsets = offsets.to_vec();
-        self.with_result(dst, &reg, new, |e, t| {
-            if super::select::try_ldmatrix(e, &sh, &offsets, layout, t)? {
-                return Ok(());
-            }
-            let terms = Terms::new(layout);
-            let bases = e.thread_bases(&terms, &o);
-            let plan = super::vector::plan_shared(
-                e,
-                &sh.layout,
-                sh.dtype.bits() as usize,
-                &offsets,
-                &terms,
-            );
-            super::vector::emit_load_shared(e, &sh, layout, &terms, &bases, &plan, t);
-            Ok(())
-        })
-    }
-
-    fn store_shared(&mut self, dst: &str, offsets: &[Expr], src: &str) -> R<()> {
-        let sh = self.shared(dst)?;
-        let x = self.register(src)?;
-        if x.dtype != sh.dtype {
-            return Err(self.err(format!(
-                "storing {} into a shared tensor of {}",
-                x.dtype, sh.dtype
-            )));
-        }
-        let o = self.shared_tile(&sh, offsets, &x.layout)?;
-        let terms = Terms::new(&x.layout);
-        self.open("{");
-        let bases = self.thread_bases(&terms, &o);
-        let owner = terms.first_owner_cond("tid");
-        if let Some(c) = &owner {
-            self.open(&format!("if ({c}) {{"));
-        }
-        let plan =
-            super::vector::plan_shared(self, &sh.layout, sh.dtype.bits() as usize, offsets, &terms);
-        super::vector::emit_store_shared(self, &sh, &x, &terms, &bases, &plan);
-        if owner.is_some() {
-            self.close("}");
-        }
-        self.close("}");
-        Ok(())
-    }
-
-    fn copy_async(&mut self, dst: &str, src: &str, offsets: &[Expr]) -> R<()> {
-        let sh = self.shared(dst)?;
-        let g = self.global(src)?;
-        if sh.dtype != g.dtype {
-            return Err(self.err(format!(
-                "copying {} into a shared tensor of {}",
-                g.dtype, sh.dtype
-            )));
-        }
-        if sh.layout.rank() != g.rank {
-            return Err(self.err("the shared tensor's rank differs from the global tensor's"));
-        }
-        let o = self.offsets(offsets, g.rank)?;
-        self.open("{");
-        if super::select::try_cp_async(self, &sh, &g, offsets, &o)? {
-            self.close("}");
-            return Ok(());
-        }
-        // Generic: each thread copies elements tid, tid + T, ... of the tile (row-major),
-        // synchronously; the copy is complete before any later wait_group returns.
-        let shape = sh.layout.shape().to_vec();
-        let total: usize = shape.iter().product();
-        let n = g.dtype.bits();
-        self.open(&format!(
-            "for (int i = tid; i < {total}; i += {}) {{",
-            self.threads
-        ));
-        let mut coords = Vec::new();
-        let mut inner = 1usize;
-        let mut decl = Vec::new();
-        for d in (0..shape.len()).rev() {
-            let mut c = if inner == 1 {
-                "i".to_string()
-            } else {
-                format!("i / {inner}")
-            };
-            if d != 0 {
-                c = if inner == 1 {
-                    format!("i % {}", shape[d])
-                } else {
-                    format!("({c}) % {}", shape[d])
-                };
-            }
-            decl.push((d, c));
-            inner *= shape[d];
-        }
-        decl.sort();
-        for (d, c) in decl {
-            self.line(&format!("const int c{d} = {c};"));
-            coords.push(format!("c{d}"));
-        }
-        let in_bounds: Vec<String> = (0..g.rank)
-            .map(|d| format!("ab_in({} + c{d}, {}_n{d})", o[d], g.cname))
-            .collect();
-        let address: Vec<String> = (0..g.rank)
-            .map(|d| format!("(i64)({} + c{d}) * {}_t{d}", o[d], g.cname))
-            .collect();
-        let off = shared_offset_expr(&sh.layout, &coords);
-        self.line(&format!(
-            "const u32 v = ({}) ? ab_ld<{n}>({}, {}) : 0u;",
-            in_bounds.join(" && "),
-            g.cname,
-            address.join(" + ")
-        ));
-        self.line(&format!("ab_st<{n}>({}, {off}, v);", sh.cname));
-        self.close("}");
-        self.close("}");
-        Ok(())
     }
 
     // ---------------------------------------------------------------- elementwise

@@ -25,8 +25,6 @@ pub(crate) mod layout;
 mod lower;
 pub mod prelude;
 pub(crate) mod scalar;
-mod select;
-mod vector;
 
 use anybit_dtype::DType;
 use anybit_vm::{Expr, ParamKind, Program, Span};

@@ -12,4 +12,5 @@
 
 pub(super) mod dot;
 pub(super) mod elementwise;
+pub(super) mod memory;
 pub(super) mod reduce;

@@ -1,130 +1,115 @@
-//! Instruction selection: `ldmatrix` and `cp.async`.
+//! Asynchronous copies from global to shared memory: `copy_async`, `commit_group`,
+//! `wait_group`.
 //!
-//! What this module promises: each `try_*` function either emits code that computes exactly
-//! what the generic lowering in `emit` computes and returns `true`, or emits nothing and
-//! returns `false`. The preconditions are proven at generation time:
-//! - `ldmatrix.x4` (`.trans` for the B side): 16-bit elements, constant offsets, the layout
-//!   divides by the atom, and every 8-element row the lanes point at is contiguous and 16-byte
-//!   aligned in the shared layout (checked for every warp, slot and lane);
-//! - `cp.async` of 16, 8 or 4 bytes: the global dimension is contiguous (stride constant 1), the
-//!   chunk start is provably aligned, the shared chunks are contiguous and aligned (checked for
-//!   every chunk), and bounds are handled by the zero-filling `src-size` operand.
+//! What this module promises: after the `wait_group` that retires it, a `copy_async` has
+//! written every element of the shared tensor from the global tile at the offsets (0 where out
+//! of bounds). Two lowerings:
+//! - `cp.async` of 16, 8 or 4 bytes (selected when proven): the global dimension is contiguous
+//!   (stride constant 1), the chunk starts are provably aligned, the shared chunks are
+//!   contiguous and aligned (checked for every chunk), and bounds are handled by the
+//!   zero-filling `src-size` operand: when the size along the contiguous dimension is a multiple
+//!   of the group, a group is all in or all out; otherwise (only 8-bit and wider types) the
+//!   source size is the number of in-bounds bytes;
+//! - generic: a synchronous copy of elements `tid, tid + T, …` of the tile, complete before any
+//!   later `wait_group` returns.
 
-use anybit_layout::fragments::{mma_m16n8k16_a, mma_m16n8k16_b_pair};
-use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::Expr;
 
-use super::emitter::{Emitter, Global, Shared, R};
-use super::layout::{shared_offset_expr, Terms};
+use super::vector::Vector;
+use crate::codegen::emitter::{Emitter, Global, Shared, R};
+use crate::codegen::layout::{contiguous, shared_offset_expr};
 
-/// Does the shared layout hold `len` elements from `c` along `dim` at consecutive offsets, the
-/// first one aligned to `align` elements?
-fn contiguous(layout: &SharedLayout, c: &[usize], dim: usize, len: usize, align: usize) -> bool {
-    let Some(first) = layout.checked_offset(c) else {
-        return false;
-    };
-    if first % align != 0 {
-        return false;
-    }
-    let mut x = c.to_vec();
-    (1..len).all(|j| {
-        x[dim] = c[dim] + j;
-        layout.checked_offset(&x) == Some(first + j)
-    })
-}
-
-pub(super) fn try_ldmatrix(
+/// Lowers `copy_async(%dst, %src[offsets])`: `cp.async` where proven, a synchronous copy
+/// otherwise.
+pub(in crate::codegen) fn copy_async(
     e: &mut Emitter,
-    sh: &Shared,
+    dst: &str,
+    src: &str,
     offsets: &[Expr],
-    layout: &RegisterLayout,
-    t: &str,
-) -> R<bool> {
-    if sh.dtype.bits() != 16 || layout.rank() != 2 || e.threads % 32 != 0 {
-        return Ok(false);
+) -> R<()> {
+    let sh = e.shared(dst)?;
+    let g = e.global(src)?;
+    if sh.dtype != g.dtype {
+        return Err(e.err(format!(
+            "copying {} into a shared tensor of {}",
+            g.dtype, sh.dtype
+        )));
     }
-    let Some(o): Option<Vec<usize>> = offsets
-        .iter()
-        .map(|x| e.facts.constant(x).and_then(|v| usize::try_from(v).ok()))
-        .collect()
-    else {
-        return Ok(false);
-    };
-    for (trans, atom) in [(false, mma_m16n8k16_a()), (true, mma_m16n8k16_b_pair())] {
-        let Some(q) = layout.divide(&atom) else {
-            continue;
-        };
-        // Every row a lane points at: contiguous 8 elements along dimension 1, 16-byte aligned.
-        let qt = Terms::new(&q);
-        let mut fits = true;
-        'check: for w in 0..q.num_threads() {
-            let tc = qt.thread_coords(w);
-            for slot in 0..q.local_size() {
-                let lc = qt.local_coords(slot);
-                for lane in 0..32 {
-                    let c = [
-                        o[0] + (tc[0] + lc[0]) * 16 + ((lane >> 3) & 1) * 8 + (lane & 7),
-                        o[1] + (tc[1] + lc[1]) * 16 + (lane >> 4) * 8,
-                    ];
-                    if !contiguous(&sh.layout, &c, 1, 8, 8) {
-                        fits = false;
-                        break 'check;
-                    }
-                }
-            }
-        }
-        if !fits {
-            continue;
-        }
-        e.select(format!(
-            "ldmatrix.sync.aligned.m8n8.x4{}.b16: {} per thread",
-            if trans { ".trans" } else { "" },
-            q.local_size()
-        ));
-        let coords: Vec<String> = (0..2)
-            .map(|d| {
-                let lane = if d == 0 {
-                    "((tid >> 3) & 1) * 8 + (tid & 7)"
-                } else {
-                    "((tid >> 4) & 1) * 8"
-                };
-                let mut parts = vec![];
-                if o[d] != 0 {
-                    parts.push(o[d].to_string());
-                }
-                let w = qt.thread_coord_expr(d, "(tid / 32)");
-                if w != "0" {
-                    parts.push(format!("({w}) * 16"));
-                }
-                let s = qt.local_coord_expr(d, "s");
-                if s != "0" {
-                    parts.push(format!("({s}) * 16"));
-                }
-                parts.push(lane.to_string());
-                parts.join(" + ")
-            })
-            .collect();
-        let off = shared_offset_expr(&sh.layout, &coords);
-        let function = if trans {
-            "ab_ldmatrix_x4_trans"
-        } else {
-            "ab_ldmatrix_x4"
-        };
-        e.open(&format!(
-            "#pragma unroll\nfor (int s = 0; s < {}; ++s) {{",
-            q.local_size()
-        ));
-        e.line(&format!(
-            "{function}({t} + 4 * s, {} + 2 * ({off}));",
-            sh.cname
-        ));
+    if sh.layout.rank() != g.rank {
+        return Err(e.err("the shared tensor's rank differs from the global tensor's"));
+    }
+    let o = e.offsets(offsets, g.rank)?;
+    e.open("{");
+    if try_cp_async(e, &sh, &g, offsets, &o)? {
         e.close("}");
-        return Ok(true);
+        return Ok(());
     }
-    Ok(false)
+    // Generic: each thread copies elements tid, tid + T, ... of the tile (row-major),
+    // synchronously; the copy is complete before any later wait_group returns.
+    let shape = sh.layout.shape().to_vec();
+    let total: usize = shape.iter().product();
+    let n = g.dtype.bits();
+    e.open(&format!(
+        "for (int i = tid; i < {total}; i += {}) {{",
+        e.threads
+    ));
+    let mut coords = Vec::new();
+    let mut inner = 1usize;
+    let mut decl = Vec::new();
+    for d in (0..shape.len()).rev() {
+        let mut c = if inner == 1 {
+            "i".to_string()
+        } else {
+            format!("i / {inner}")
+        };
+        if d != 0 {
+            c = if inner == 1 {
+                format!("i % {}", shape[d])
+            } else {
+                format!("({c}) % {}", shape[d])
+            };
+        }
+        decl.push((d, c));
+        inner *= shape[d];
+    }
+    decl.sort();
+    for (d, c) in decl {
+        e.line(&format!("const int c{d} = {c};"));
+        coords.push(format!("c{d}"));
+    }
+    let in_bounds: Vec<String> = (0..g.rank)
+        .map(|d| format!("ab_in({} + c{d}, {}_n{d})", o[d], g.cname))
+        .collect();
+    let address: Vec<String> = (0..g.rank)
+        .map(|d| format!("(i64)({} + c{d}) * {}_t{d}", o[d], g.cname))
+        .collect();
+    let off = shared_offset_expr(&sh.layout, &coords);
+    e.line(&format!(
+        "const u32 v = ({}) ? ab_ld<{n}>({}, {}) : 0u;",
+        in_bounds.join(" && "),
+        g.cname,
+        address.join(" + ")
+    ));
+    e.line(&format!("ab_st<{n}>({}, {off}, v);", sh.cname));
+    e.close("}");
+    e.close("}");
+    Ok(())
 }
 
-pub(super) fn try_cp_async(
+/// Lowers `commit_group`.
+pub(in crate::codegen) fn commit_group(e: &mut Emitter) -> R<()> {
+    e.line("ab_commit_group();");
+    Ok(())
+}
+
+/// Lowers `wait_group(pending)`.
+pub(in crate::codegen) fn wait_group(e: &mut Emitter, pending: u32) -> R<()> {
+    e.line(&format!("ab_wait_group<{pending}>();"));
+    Ok(())
+}
+
+/// The `cp.async` lowering, when its preconditions hold; `false` (nothing emitted) otherwise.
+fn try_cp_async(
     e: &mut Emitter,
     sh: &Shared,
     g: &Global,
@@ -139,7 +124,7 @@ pub(super) fn try_cp_async(
     };
     for bytes in [16usize, 8, 4] {
         // A group of `v` elements is `k` accesses of `bytes` bytes (`v` a power of two).
-        let group = super::vector::Vector::group(dim, bits, bytes);
+        let group = Vector::group(dim, bits, bytes);
         let (v, k) = (group.elems, group.accesses);
         if shape[dim] % v != 0 {
             continue;
