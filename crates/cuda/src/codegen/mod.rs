@@ -10,20 +10,26 @@
 //!   division and divisibility facts prove them equivalent.
 //! - The output is deterministic and named after the program, so it can be golden-tested.
 //!
-//! Modules: [`layout`] (register layouts as thread/local arithmetic), [`scalar`] (scalar
-//! expressions and divisibility facts), [`prelude`] (fixed device helpers), [`cast`] (fast
-//! conversion descriptions that a host test checks for every code), `emit` (the lowering).
+//! Modules, from the top down (each imports only modules below it):
+//! - `program`: the walk over the program's statements, one dispatch line per instruction;
+//! - `lower`: one file per instruction family (`memory/`, `elementwise`, `dot`, `reduce`), each
+//!   with its generic lowering and its fast paths;
+//! - `emitter` (output, names, scopes, registers, shared memory) and `element` (compute kinds,
+//!   decoding and encoding as C, literals);
+//! - [`layout`] (register and shared layouts as index arithmetic), [`scalar`] (scalar
+//!   expressions and divisibility facts), [`cast`] (fast conversion recipes that a host test
+//!   checks for every code), [`prelude`] (fixed device helpers).
 
 // `is_multiple_of` is newer than the workspace's minimum Rust version (1.85).
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod cast;
 mod element;
-mod emit;
 mod emitter;
 pub(crate) mod layout;
 mod lower;
 pub mod prelude;
+mod program;
 pub(crate) mod scalar;
 
 use anybit_dtype::DType;
@@ -185,7 +191,7 @@ impl GeneratedKernel {
 
 /// Generates the CUDA C++ kernel of `program` for `target`.
 pub fn generate(program: &Program, target: Target) -> Result<GeneratedKernel, CodegenError> {
-    let output = emit::emit_program(program, target)?;
+    let output = program::emit_program(program, target)?;
     let params = program
         .params
         .iter()
