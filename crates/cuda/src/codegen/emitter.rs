@@ -21,8 +21,21 @@ use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::{Expr, Program, Span};
 
 use super::element::words;
+use super::error::CodegenError;
 use super::scalar::{expr_c, Facts};
-use super::CodegenError;
+use crate::target::Target;
+
+/// Shared memory a block may use without opting in to more (`cudaFuncSetAttribute`).
+pub const STATIC_SHARED_LIMIT: usize = 48 * 1024;
+/// The most shared memory a block may use on the supported GPUs (sm_80: 163 KiB, sm_86/89: 99
+/// KiB, sm_90: 227 KiB); generation fails above the target's limit.
+pub fn shared_memory_limit(target: Target) -> usize {
+    match target {
+        Target::Sm80 => 163 * 1024,
+        Target::Sm86 | Target::Sm89 => 99 * 1024,
+        Target::Sm90 | Target::Sm90a => 227 * 1024,
+    }
+}
 
 /// The result of every lowering step.
 pub(super) type R<T> = Result<T, CodegenError>;
@@ -206,8 +219,8 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// Records an instruction-selection decision: a comment in the output and a line of
-    /// [`super::GeneratedKernel::selections`].
+    /// Records an instruction-selection decision: a comment in the output and a line of the
+    /// kernel's `selections`.
     pub fn select(&mut self, what: impl AsRef<str>) {
         let text = format!("{} {}: {}", self.span, self.inst, what.as_ref());
         self.line(&format!("// selected: {}", what.as_ref()));

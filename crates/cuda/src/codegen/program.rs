@@ -12,11 +12,11 @@
 
 use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Span, Stmt, StmtKind, Unroll};
 
-use super::emitter::{is_identifier, Emitter, R};
+use super::emitter::{is_identifier, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
+use super::error::CodegenError;
 use super::lower::memory::{self, copy, global, shared};
 use super::lower::{dot, elementwise, reduce};
 use super::scalar::{gcd, scalar_name};
-use super::{shared_memory_limit, CodegenError, STATIC_SHARED_LIMIT};
 use crate::target::Target;
 
 /// A generated kernel, before the prelude is put in front of it.
