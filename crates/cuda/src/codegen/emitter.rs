@@ -221,7 +221,7 @@ impl<'a> Emitter<'a> {
 
     /// Records an instruction-selection decision: a comment in the output and a line of the
     /// kernel's `selections`.
-    pub fn select(&mut self, what: impl AsRef<str>) {
+    pub fn note_selection(&mut self, what: impl AsRef<str>) {
         let text = format!("{} {}: {}", self.span, self.inst, what.as_ref());
         self.line(&format!("// selected: {}", what.as_ref()));
         self.selections.push(text);

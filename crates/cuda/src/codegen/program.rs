@@ -10,7 +10,7 @@
 //! indices, a loop step that is not positive) gives a [`CodegenError`] at the statement, and a
 //! block needing more shared memory than the target has gives [`CodegenError::SharedMemory`].
 
-use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Span, Stmt, StmtKind, Unroll};
+use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Stmt, StmtKind, Unroll};
 
 use super::emitter::{is_identifier, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
 use super::error::CodegenError;
@@ -441,23 +441,25 @@ fn print(e: &mut Emitter, src: &str) -> R<()> {
     Ok(())
 }
 
-/// One line describing an instruction, for comments in the output.
+/// The instruction as the text form writes it, on one line, for a comment in the output.
 fn describe(inst: &Inst) -> String {
-    let text = anybit_vm::print(&Program {
-        doc: Vec::new(),
-        name: "x".into(),
-        params: Vec::new(),
-        grid: vec![Expr::Const(1)],
-        threads: 1,
-        body: vec![Stmt {
-            kind: StmtKind::Inst(inst.clone()),
-            span: Span::UNKNOWN,
-        }],
-        span: Span::UNKNOWN,
-    });
-    text.lines()
-        .map(str::trim)
-        .find(|l| l.ends_with(';'))
-        .unwrap_or(inst.mnemonic())
-        .to_string()
+    // A name holding a line break must not end the `//` comment early.
+    format!("{inst};").lines().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_writes_the_instruction_as_the_text_form_does() {
+        assert_eq!(describe(&Inst::Barrier), "barrier();");
+        assert_eq!(describe(&Inst::Print { src: "acc".into() }), "print(%acc);");
+    }
+
+    #[test]
+    fn describe_keeps_a_name_with_a_line_break_on_one_line() {
+        let text = describe(&Inst::Print { src: "a\nb".into() });
+        assert_eq!(text, "print(%a b);");
+    }
 }

@@ -48,7 +48,7 @@ pub(in crate::codegen) fn dot(e: &mut Emitter, dst: &str, a: &str, b: &str, c: &
     }
     // Generic: logical values of a and b through shared memory, then every holder of an
     // element of c computes it.
-    e.select(format!(
+    e.note_selection(format!(
         "generic dot through shared memory ({m}x{k} by {k}x{n})"
     ));
     let float = ra.dtype.is_float();
@@ -169,7 +169,7 @@ fn try_mma(e: &mut Emitter, dst: &str, reg: &Reg, new: bool, a: &Reg, b: &Reg, c
         }
         plan.push(steps);
     }
-    e.select(format!(
+    e.note_selection(format!(
         "mma.sync.aligned.m16n8k16 {} -> f32: {} tiles x {} k steps per warp",
         a.dtype,
         qc.local_size(),

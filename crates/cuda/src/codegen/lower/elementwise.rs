@@ -62,7 +62,7 @@ pub(in crate::codegen) fn cast(e: &mut Emitter, dst: &str, src: &str, to: DType)
     let l = x.layout.local_size();
     if let Some(fast) = FastCast::new(from, to) {
         if l % 2 == 0 {
-            e.select(format!(
+            e.note_selection(format!(
                 "packed conversion {from} -> {to}, two per 32-bit register ({})",
                 fast.summary()
             ));
@@ -571,7 +571,7 @@ fn try_packed_binary(
         BinaryOp::Sub => format!("{function}({b}, {minus_one}, {a})"),
         _ => format!("{function}({a}, {b}, 0x80008000u)"),
     };
-    e.select(format!(
+    e.note_selection(format!(
         "packed {function} (two {} per instruction)",
         reg.dtype
     ));

@@ -38,7 +38,7 @@ pub(in crate::codegen) fn reduce(
     if try_reduce_in_warp(e, dst, &reg, new, op, &x, dim)? {
         return Ok(());
     }
-    e.select("generic reduction through shared memory");
+    e.note_selection("generic reduction through shared memory");
     let dtype = x.dtype;
     let float = dtype.is_float();
     let shape = x.layout.shape().to_vec();
@@ -196,7 +196,7 @@ fn try_reduce_in_warp(
     if slots.len() != out.local_size() {
         return Ok(false);
     }
-    e.select(format!(
+    e.note_selection(format!(
         "reduction in registers, then {} shfl.xor step(s) inside warps",
         butterflies.len()
     ));

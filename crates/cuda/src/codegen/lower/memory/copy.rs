@@ -162,7 +162,7 @@ fn try_cp_async(
             continue;
         }
         let chunks = groups * k;
-        e.select(format!(
+        e.note_selection(format!(
             "cp.async {bytes} bytes ({}), {chunks} chunks{}",
             if k == 1 {
                 format!("{v} elements of {}", g.dtype)

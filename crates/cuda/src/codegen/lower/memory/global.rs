@@ -264,7 +264,7 @@ fn emit_global_access(
             GlobalAccess::Load { .. } => "global loads",
             GlobalAccess::Store { .. } => "global stores",
         };
-        e.select(vec.describe(g.dtype, what));
+        e.note_selection(vec.describe(g.dtype, what));
         e.open(&format!(
             "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
             locals / elems

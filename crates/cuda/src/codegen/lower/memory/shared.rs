@@ -187,7 +187,7 @@ fn emit_load_shared(
     let n = sh.dtype.bits();
     let locals = layout.local_size();
     if let Some(vec) = plan.vector {
-        e.select(vec.describe(sh.dtype, "shared loads"));
+        e.note_selection(vec.describe(sh.dtype, "shared loads"));
         e.open(&format!(
             "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
             locals / vec.elems
@@ -224,7 +224,7 @@ fn emit_store_shared(
     let n = sh.dtype.bits();
     let locals = x.layout.local_size();
     if let Some(vec) = plan.vector {
-        e.select(vec.describe(sh.dtype, "shared stores"));
+        e.note_selection(vec.describe(sh.dtype, "shared stores"));
         e.open(&format!(
             "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
             locals / vec.elems
@@ -294,7 +294,7 @@ fn try_ldmatrix(
         if !fits {
             continue;
         }
-        e.select(format!(
+        e.note_selection(format!(
             "ldmatrix.sync.aligned.m8n8.x4{}.b16: {} per thread",
             if trans { ".trans" } else { "" },
             q.local_size()
