@@ -11,8 +11,8 @@
 //!   region of the generic lowerings, after all of them.
 //!
 //! What this module promises: every error it returns names the instruction being lowered and
-//! its span. It imports no lowering (only `element`, `scalar` and the error type), so every
-//! lowering may use it.
+//! its span. It imports no lowering (only `element`, `error`, `scalar` and the target), so
+//! every lowering may use it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -135,7 +135,8 @@ pub(super) struct Finished {
     pub selections: Vec<String>,
 }
 
-fn align(x: usize, a: usize) -> usize {
+/// `x` rounded up to a multiple of `a`.
+pub(super) fn align(x: usize, a: usize) -> usize {
     x.div_ceil(a) * a
 }
 

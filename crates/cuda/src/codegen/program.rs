@@ -12,7 +12,7 @@
 
 use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Stmt, StmtKind, Unroll};
 
-use super::emitter::{is_identifier, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
+use super::emitter::{align, is_identifier, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
 use super::error::CodegenError;
 use super::lower::memory::{self, copy, global, shared};
 use super::lower::{dot, elementwise, reduce};
@@ -182,10 +182,6 @@ pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, 
         dynamic_shared,
         selections: done.selections,
     })
-}
-
-fn align(x: usize, a: usize) -> usize {
-    x.div_ceil(a) * a
 }
 
 // ---------------------------------------------------------------- the header
