@@ -393,14 +393,6 @@ pub fn cast_test_program(dtype: DType) -> Program {
     b.finish()
 }
 
-/// The generated kernel of [`cast_test_program`].
-pub fn cast_test_kernel(
-    dtype: DType,
-    target: crate::Target,
-) -> Result<super::GeneratedKernel, super::CodegenError> {
-    super::generate(&cast_test_program(dtype), target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
