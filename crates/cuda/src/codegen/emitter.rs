@@ -92,13 +92,6 @@ struct Scope {
     shared: Vec<usize>,
 }
 
-/// Is `name` a C identifier (ASCII letter or `_`, then letters, digits, `_`)?
-pub(super) fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// The emitter's state while walking one program.
 pub(super) struct Emitter<'a> {
     pub program: &'a Program,
@@ -440,7 +433,7 @@ impl<'a> Emitter<'a> {
 
     /// Checks that `name` can be defined as a new scalar here.
     pub fn new_scalar(&self, name: &str) -> R<()> {
-        if !is_identifier(name) {
+        if !anybit_vm::is_identifier(name) {
             return Err(self.err(format!("`{name}` is not an identifier")));
         }
         if self.scalar_visible(name) || self.pointers.contains_key(name) {

@@ -12,12 +12,13 @@
 
 use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Stmt, StmtKind, Unroll};
 
-use super::emitter::{align, is_identifier, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
+use super::emitter::{align, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
 use super::error::CodegenError;
 use super::lower::memory::{self, copy, global, shared};
 use super::lower::{dot, elementwise, reduce};
 use super::scalar::{gcd, scalar_name};
 use crate::target::Target;
+use anybit_vm::is_identifier;
 
 /// A generated kernel, before the prelude is put in front of it.
 pub(crate) struct Output {
