@@ -1,8 +1,6 @@
 //! Compiling CUDA C++ to PTX and cubin with NVRTC, and caching the results on disk.
 //!
 //! Promises:
-//! - [`Target::from_str`] accepts exactly `sm_80`, `sm_86`, `sm_89`, `sm_90`, `sm_90a` and says so
-//!   otherwise.
 //! - [`compile`] returns the PTX and the cubin for the target, or a [`CompileError`] whose text
 //!   shows each NVRTC diagnostic followed by the source line it points at.
 //! - [`KernelCache`] keys entries by source, options, target and NVRTC version; entries are
@@ -10,79 +8,13 @@
 //!   at once never see a partial file.
 
 use std::ffi::CString;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys};
 use sha2::{Digest, Sha256};
 
 use crate::nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};
-
-/// A GPU architecture anybit compiles for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Target {
-    Sm80,
-    Sm86,
-    Sm89,
-    Sm90,
-    /// Hopper with its architecture-specific instructions (wgmma, TMA).
-    Sm90a,
-}
-
-impl Target {
-    pub const ALL: [Target; 5] = [
-        Target::Sm80,
-        Target::Sm86,
-        Target::Sm89,
-        Target::Sm90,
-        Target::Sm90a,
-    ];
-
-    /// The name NVRTC and this crate use, e.g. `sm_90a`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Target::Sm80 => "sm_80",
-            Target::Sm86 => "sm_86",
-            Target::Sm89 => "sm_89",
-            Target::Sm90 => "sm_90",
-            Target::Sm90a => "sm_90a",
-        }
-    }
-
-    /// The target of a GPU with this compute capability, if anybit supports it
-    /// (Hopper gets `sm_90a`).
-    pub fn for_compute_capability(major: i32, minor: i32) -> Option<Target> {
-        match (major, minor) {
-            (8, 0) => Some(Target::Sm80),
-            (8, 6) => Some(Target::Sm86),
-            (8, 9) => Some(Target::Sm89),
-            (9, 0) => Some(Target::Sm90a),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A target name that is not one of [`Target::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown target `{0}`; valid targets are sm_80, sm_86, sm_89, sm_90 and sm_90a")]
-pub struct ParseTargetError(pub String);
-
-impl FromStr for Target {
-    type Err = ParseTargetError;
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Target::ALL
-            .into_iter()
-            .find(|target| target.name() == name)
-            .ok_or_else(|| ParseTargetError(name.to_string()))
-    }
-}
+use crate::target::Target;
 
 /// The output of one compilation.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,12 +9,14 @@ mod driver;
 mod nvrtc;
 mod runtime;
 mod sass;
+mod target;
 mod toolkit;
 
 pub use codegen::{generate, CodegenError, GeneratedKernel, KernelParam, KernelParamKind};
-pub use compile::{compile, CompileError, CompiledModule, KernelCache, ParseTargetError, Target};
+pub use compile::{compile, CompileError, CompiledModule, KernelCache};
 pub use driver::{probe_driver, DriverStatus, GpuInfo};
 pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};
 pub use runtime::{DeviceBuffer, Gpu, Kernel, KernelArgument, Launch, RuntimeError};
 pub use sass::{disassemble, sass_by_function, SassError};
+pub use target::{ParseTargetError, Target};
 pub use toolkit::{locate_toolkit, Toolkit, ToolkitError, NVRTC_LIBRARY, PROJECT_CACHE};

@@ -14,8 +14,9 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::compile::{CompiledModule, Target};
+use crate::compile::CompiledModule;
 use crate::driver::{probe_driver, DriverStatus, GpuInfo};
+use crate::target::Target;
 
 /// A GPU operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

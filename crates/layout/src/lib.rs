@@ -6,6 +6,8 @@
 //!   mappings (values are kept in a canonical form).
 //! - [`SharedLayout`] maps tensor coordinates to an element offset in shared memory: strided
 //!   sub-dimensions plus an optional XOR [`Swizzle`].
+//! - [`fragments`] constructs the layouts of tensor-core (`mma`) and `ldmatrix` fragments, the
+//!   atoms instruction selection divides by.
 //! - [`shared_wavefronts`] and [`register_read_wavefronts`] count shared-memory wavefronts (bank
 //!   conflicts), so that swizzles can be chosen.
 //!
@@ -38,6 +40,7 @@
 
 mod bank;
 mod error;
+pub mod fragments;
 mod register;
 mod shared;
 mod text;

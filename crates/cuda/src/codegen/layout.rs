@@ -243,6 +243,28 @@ pub(crate) fn shared_offset_expr(layout: &SharedLayout, coords: &[String]) -> St
     }
 }
 
+/// Does the shared layout hold `len` elements from `c` along `dim` at consecutive offsets, the
+/// first one aligned to `align` elements?
+pub(crate) fn contiguous(
+    layout: &SharedLayout,
+    c: &[usize],
+    dim: usize,
+    len: usize,
+    align: usize,
+) -> bool {
+    let Some(first) = layout.checked_offset(c) else {
+        return false;
+    };
+    if first % align != 0 {
+        return false;
+    }
+    let mut x = c.to_vec();
+    (1..len).all(|j| {
+        x[dim] = c[dim] + j;
+        layout.checked_offset(&x) == Some(first + j)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

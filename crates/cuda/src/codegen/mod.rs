@@ -10,63 +10,38 @@
 //!   division and divisibility facts prove them equivalent.
 //! - The output is deterministic and named after the program, so it can be golden-tested.
 //!
-//! Modules: [`layout`] (register layouts as thread/local arithmetic), [`scalar`] (scalar
-//! expressions and divisibility facts), [`prelude`] (fixed device helpers), [`cast`] (fast
-//! conversion descriptions that a host test checks for every code), `emit` (the lowering).
+//! Modules, from the top down (each imports only modules below it):
+//! - `program`: the walk over the program's statements, one dispatch line per instruction;
+//! - `lower`: one file per instruction family (`memory/`, `elementwise`, `dot`, `reduce`), each
+//!   with its generic lowering and its fast paths;
+//! - `emitter` (output, names, scopes, registers, shared memory) and `element` (compute kinds,
+//!   decoding and encoding as C, literals);
+//! - [`layout`] (register and shared layouts as index arithmetic), [`scalar`] (scalar
+//!   expressions and divisibility facts), [`cast`] (fast conversion recipes that a host test
+//!   checks for every code), [`prelude`] (fixed device helpers).
 
 // `is_multiple_of` is newer than the workspace's minimum Rust version (1.85).
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod cast;
-mod emit;
+mod element;
+mod emitter;
+mod error;
 pub(crate) mod layout;
+mod lower;
 pub mod prelude;
+mod program;
 pub(crate) mod scalar;
-mod select;
-mod vector;
 
 use anybit_dtype::DType;
-use anybit_vm::{Expr, ParamKind, Program, Span};
+use anybit_vm::{Expr, ParamKind, Program};
 
-use crate::Target;
+use crate::target::Target;
 
-pub use cast::{cast_test_kernel, cast_test_program, reference_cast, FastCast};
+pub use cast::{cast_test_program, reference_cast, FastCast};
+pub use emitter::{shared_memory_limit, STATIC_SHARED_LIMIT};
+pub use error::{CodegenError, GridError};
 pub use scalar::EvalError;
-
-/// Shared memory a block may use without opting in to more (`cudaFuncSetAttribute`).
-pub const STATIC_SHARED_LIMIT: usize = 48 * 1024;
-/// The most shared memory a block may use on the supported GPUs (sm_80: 163 KiB, sm_86/89: 99
-/// KiB, sm_90: 227 KiB); generation fails above the target's limit.
-pub fn shared_memory_limit(target: Target) -> usize {
-    match target {
-        Target::Sm80 => 163 * 1024,
-        Target::Sm86 | Target::Sm89 => 99 * 1024,
-        Target::Sm90 | Target::Sm90a => 227 * 1024,
-    }
-}
-
-/// A program the backend cannot lower.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CodegenError {
-    /// The instruction at `span` cannot be lowered (for example a type the backend does not
-    /// handle, or a program that is not well formed).
-    #[error("{span}: `{inst}`: {reason}")]
-    Unsupported {
-        /// The instruction's mnemonic (or `program`, `let`, `for`, `if`).
-        inst: String,
-        span: Span,
-        reason: String,
-    },
-    /// The program uses more shared memory than the target has.
-    #[error("{span}: program `{program}` needs {bytes} bytes of shared memory per block, more than the {limit} bytes {target} allows")]
-    SharedMemory {
-        program: String,
-        span: Span,
-        bytes: usize,
-        limit: usize,
-        target: Target,
-    },
-}
 
 /// The kind of a kernel parameter, in launch order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,23 +59,6 @@ pub struct KernelParam {
     /// The program's name of the parameter.
     pub name: String,
     pub kind: KernelParamKind,
-}
-
-/// A grid could not be computed from the arguments.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GridError {
-    #[error("expected {expected} integer arguments, got {got}")]
-    ArgumentCount { expected: usize, got: usize },
-    #[error("argument `{name}` = {value} is not a multiple of {multiple}")]
-    NotMultiple {
-        name: String,
-        value: i32,
-        multiple: u32,
-    },
-    #[error("grid dimension {dim}: {error}")]
-    Eval { dim: usize, error: EvalError },
-    #[error("grid dimension {dim} is negative ({value})")]
-    Negative { dim: usize, value: i32 },
 }
 
 /// The result of [`generate`]: CUDA C++ source and what a launcher needs to run it.
@@ -184,7 +142,7 @@ impl GeneratedKernel {
 
 /// Generates the CUDA C++ kernel of `program` for `target`.
 pub fn generate(program: &Program, target: Target) -> Result<GeneratedKernel, CodegenError> {
-    let output = emit::emit_program(program, target)?;
+    let output = program::emit_program(program, target)?;
     let params = program
         .params
         .iter()
@@ -209,4 +167,9 @@ pub fn generate(program: &Program, target: Target) -> Result<GeneratedKernel, Co
         selections: output.selections,
         grid: program.grid.clone(),
     })
+}
+
+/// The generated kernel of [`cast_test_program`].
+pub fn cast_test_kernel(dtype: DType, target: Target) -> Result<GeneratedKernel, CodegenError> {
+    generate(&cast_test_program(dtype), target)
 }

@@ -1,0 +1,522 @@
+//! The emitter: the state of code generation while one program is walked, and the services
+//! every lowering uses.
+//!
+//! - Output: indented lines of C++, fresh names, the recorded instruction-selection decisions
+//!   and the device helper functions the kernel needs.
+//! - Names and scopes: the tensors (register, shared, global), scalars and pointer parameters
+//!   visible at each point of the program, each with its C name.
+//! - Registers: where an instruction's result goes ([`Emitter::result`]), computed into a
+//!   temporary and copied, so that overwrites and aliasing operands are correct.
+//! - Shared memory: first-fit placement among the allocations live at once, and the scratch
+//!   region of the generic lowerings, after all of them.
+//!
+//! What this module promises: every error it returns names the instruction being lowered and
+//! its span. It imports no lowering (only `element`, `error`, `scalar` and the target), so
+//! every lowering may use it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anybit_dtype::DType;
+use anybit_layout::{RegisterLayout, SharedLayout};
+use anybit_vm::{Expr, Program, Span};
+
+use super::element::words;
+use super::error::CodegenError;
+use super::scalar::{expr_c, Facts};
+use crate::target::Target;
+
+/// Shared memory a block may use without opting in to more (`cudaFuncSetAttribute`).
+pub const STATIC_SHARED_LIMIT: usize = 48 * 1024;
+/// The most shared memory a block may use on the supported GPUs (sm_80: 163 KiB, sm_86/89: 99
+/// KiB, sm_90: 227 KiB); generation fails above the target's limit.
+pub fn shared_memory_limit(target: Target) -> usize {
+    match target {
+        Target::Sm80 => 163 * 1024,
+        Target::Sm86 | Target::Sm89 => 99 * 1024,
+        Target::Sm90 | Target::Sm90a => 227 * 1024,
+    }
+}
+
+/// The result of every lowering step.
+pub(super) type R<T> = Result<T, CodegenError>;
+
+/// A register tensor: every thread's codes as `u32 cname[words]`.
+#[derive(Clone, Debug)]
+pub(super) struct Reg {
+    pub dtype: DType,
+    pub layout: RegisterLayout,
+    pub cname: String,
+}
+
+impl Reg {
+    /// The number of 32-bit words of `cname`.
+    pub fn words(&self) -> usize {
+        words(self.layout.local_size(), self.dtype)
+    }
+}
+
+/// A shared tensor: `cname` points at its first byte in `ab_smem`.
+#[derive(Clone, Debug)]
+pub(super) struct Shared {
+    pub dtype: DType,
+    pub layout: SharedLayout,
+    pub cname: String,
+    pub id: usize,
+}
+
+/// A global tensor: `cname` is the pointer, `cname_n{d}` and `cname_t{d}` its sizes and strides;
+/// the divisibility facts of sizes and strides, and the strides that are constants.
+#[derive(Clone, Debug)]
+pub(super) struct Global {
+    pub dtype: DType,
+    pub rank: usize,
+    pub cname: String,
+    pub size_div: Vec<u64>,
+    pub stride_div: Vec<u64>,
+    pub stride_const: Vec<Option<i64>>,
+}
+
+/// What a tensor name stands for.
+#[derive(Clone, Debug)]
+pub(super) enum Var {
+    Register(Reg),
+    Shared(Shared),
+    Global(Global),
+}
+
+/// The names one block of the program defines, and the shared allocations it owns.
+#[derive(Default)]
+struct Scope {
+    tensors: HashMap<String, Var>,
+    scalars: Vec<String>,
+    shared: Vec<usize>,
+}
+
+/// The emitter's state while walking one program.
+pub(super) struct Emitter<'a> {
+    pub program: &'a Program,
+    out: String,
+    indent: usize,
+    scopes: Vec<Scope>,
+    pub facts: Facts,
+    pointers: HashMap<String, DType>,
+    /// Live shared allocations: (id, byte offset, bytes).
+    live_shared: Vec<(usize, usize, usize)>,
+    next_shared_id: usize,
+    shared_peak: usize,
+    scratch_bytes: usize,
+    counter: usize,
+    selections: Vec<String>,
+    span: Span,
+    inst: String,
+    pub threads: usize,
+    /// Device functions the kernel needs (fast conversions), by name.
+    helpers: BTreeMap<String, String>,
+}
+
+/// What the walk leaves behind, for assembling the kernel.
+pub(super) struct Finished {
+    /// The kernel body's statements, indented one level.
+    pub body: String,
+    /// The end of the highest shared allocation, in bytes.
+    pub shared_peak: usize,
+    /// The scratch region the generic lowerings need, in bytes.
+    pub scratch_bytes: usize,
+    /// Device functions the kernel needs, in name order.
+    pub helpers: Vec<String>,
+    /// One line per instruction-selection decision.
+    pub selections: Vec<String>,
+}
+
+/// `x` rounded up to a multiple of `a`.
+pub(super) fn align(x: usize, a: usize) -> usize {
+    x.div_ceil(a) * a
+}
+
+impl<'a> Emitter<'a> {
+    /// An emitter at the start of `program`'s body (one open scope, indented one level).
+    pub fn new(program: &'a Program) -> Self {
+        Emitter {
+            program,
+            out: String::new(),
+            indent: 1,
+            scopes: vec![Scope::default()],
+            facts: Facts::default(),
+            pointers: HashMap::new(),
+            live_shared: Vec::new(),
+            next_shared_id: 0,
+            shared_peak: 0,
+            scratch_bytes: 0,
+            counter: 0,
+            selections: Vec::new(),
+            span: program.span,
+            inst: "program".to_string(),
+            threads: program.threads as usize,
+            helpers: BTreeMap::new(),
+        }
+    }
+
+    /// Closes the outermost scope and hands over what was emitted.
+    pub fn finish(mut self) -> Finished {
+        self.end_scope();
+        Finished {
+            body: self.out,
+            shared_peak: self.shared_peak,
+            scratch_bytes: self.scratch_bytes,
+            helpers: self.helpers.into_values().collect(),
+            selections: self.selections,
+        }
+    }
+
+    // ---------------------------------------------------------------- output helpers
+
+    /// Appends `text` (one or more lines) at the current indentation.
+    pub fn line(&mut self, text: &str) {
+        for l in text.lines() {
+            for _ in 0..self.indent {
+                self.out.push_str("  ");
+            }
+            self.out.push_str(l);
+            self.out.push('\n');
+        }
+    }
+
+    /// Appends `text` and indents what follows (a C block opens).
+    pub fn open(&mut self, text: &str) {
+        self.line(text);
+        self.indent += 1;
+    }
+
+    /// Unindents and appends `text` (a C block closes).
+    pub fn close(&mut self, text: &str) {
+        self.indent -= 1;
+        self.line(text);
+    }
+
+    /// Indents what follows, after a line that both closes and opens a block.
+    pub fn indent_in(&mut self) {
+        self.indent += 1;
+    }
+
+    /// A C name made of `base` and a number used nowhere else in the kernel.
+    pub fn fresh(&mut self, base: &str) -> String {
+        self.counter += 1;
+        format!("{base}{}", self.counter)
+    }
+
+    /// An error about the statement being lowered.
+    pub fn err(&self, reason: impl Into<String>) -> CodegenError {
+        CodegenError::Unsupported {
+            inst: self.inst.clone(),
+            span: self.span,
+            reason: reason.into(),
+        }
+    }
+
+    /// Records an instruction-selection decision: a comment in the output and a line of the
+    /// kernel's `selections`.
+    pub fn note_selection(&mut self, what: impl AsRef<str>) {
+        let text = format!("{} {}: {}", self.span, self.inst, what.as_ref());
+        self.line(&format!("// selected: {}", what.as_ref()));
+        self.selections.push(text);
+    }
+
+    /// Sets the statement that errors and selections are reported at.
+    pub fn locate(&mut self, span: Span, inst: &str) {
+        self.span = span;
+        self.inst = inst.to_string();
+    }
+
+    /// Adds a device function the kernel needs (once per name; the kernel lists them in name
+    /// order before itself).
+    pub fn add_helper(&mut self, name: String, code: String) {
+        self.helpers.insert(name, code);
+    }
+
+    // ---------------------------------------------------------------- names and scopes
+
+    /// Is scalar `name` visible here?
+    pub fn scalar_visible(&self, name: &str) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| s.scalars.iter().any(|n| n == name))
+    }
+
+    /// Checks that every name in scalar expression `e` is a visible scalar.
+    pub fn check_expr(&self, e: &Expr) -> R<()> {
+        match e {
+            Expr::Var(n) => {
+                if self.scalar_visible(n) {
+                    Ok(())
+                } else if self.pointers.contains_key(n) {
+                    Err(self.err(format!(
+                        "pointer `{n}` is used as an integer; pointers may only be viewed with view_global"
+                    )))
+                } else {
+                    Err(self.err(format!("unknown scalar `{n}`")))
+                }
+            }
+            Expr::Const(_) | Expr::BlockIdx(_) => Ok(()),
+            Expr::Binary(_, a, b) => {
+                self.check_expr(a)?;
+                self.check_expr(b)
+            }
+        }
+    }
+
+    /// Scalar expression `e` as C, checked.
+    pub fn scalar(&self, e: &Expr) -> R<String> {
+        self.check_expr(e)?;
+        Ok(expr_c(e))
+    }
+
+    /// The tensor `name` stands for in the innermost scope that defines it.
+    pub fn lookup(&self, name: &str) -> Option<&Var> {
+        self.scopes.iter().rev().find_map(|s| s.tensors.get(name))
+    }
+
+    /// The register tensor `name`.
+    pub fn register(&self, name: &str) -> R<Reg> {
+        match self.lookup(name) {
+            Some(Var::Register(r)) => Ok(r.clone()),
+            Some(Var::Shared(_)) => {
+                Err(self.err(format!("%{name} is a shared tensor, not a register tensor")))
+            }
+            Some(Var::Global(_)) => {
+                Err(self.err(format!("%{name} is a global tensor, not a register tensor")))
+            }
+            None => Err(self.err(format!("unknown tensor %{name}"))),
+        }
+    }
+
+    /// The shared tensor `name`.
+    pub fn shared(&self, name: &str) -> R<Shared> {
+        match self.lookup(name) {
+            Some(Var::Shared(s)) => Ok(s.clone()),
+            Some(_) => Err(self.err(format!("%{name} is not a shared tensor"))),
+            None => Err(self.err(format!("unknown tensor %{name} (or it was freed)"))),
+        }
+    }
+
+    /// The global tensor `name`.
+    pub fn global(&self, name: &str) -> R<Global> {
+        match self.lookup(name) {
+            Some(Var::Global(g)) => Ok(g.clone()),
+            Some(_) => Err(self.err(format!("%{name} is not a global tensor"))),
+            None => Err(self.err(format!("unknown tensor %{name}"))),
+        }
+    }
+
+    /// Where the result of an instruction goes: a new register variable, or the visible one it
+    /// overwrites (whose type must match). Returns the C name and whether it is new.
+    pub fn result(&mut self, dst: &str, dtype: DType, layout: &RegisterLayout) -> R<(Reg, bool)> {
+        if layout.num_threads() != self.threads {
+            return Err(self.err(format!(
+                "the result layout {layout} spans {} threads; the program has {}",
+                layout.num_threads(),
+                self.threads
+            )));
+        }
+        match self.lookup(dst) {
+            Some(Var::Register(r)) => {
+                if r.dtype != dtype || r.layout != *layout {
+                    return Err(self.err(format!(
+                        "%{dst} is register<{}, {}> and cannot be overwritten with register<{dtype}, {layout}>",
+                        r.dtype, r.layout
+                    )));
+                }
+                Ok((r.clone(), false))
+            }
+            Some(_) => Err(self.err(format!(
+                "%{dst} is a shared or global tensor and cannot be overwritten"
+            ))),
+            None => {
+                let cname = self.fresh_tensor_name("r", dst);
+                Ok((
+                    Reg {
+                        dtype,
+                        layout: layout.clone(),
+                        cname,
+                    },
+                    true,
+                ))
+            }
+        }
+    }
+
+    /// A C name for tensor `name` with `prefix`, distinct from every visible one.
+    pub fn fresh_tensor_name(&mut self, prefix: &str, name: &str) -> String {
+        // Names are unique per scope in C++ too; a counter keeps redefinitions in sibling
+        // scopes apart without shadowing surprises.
+        let taken = self.scopes.iter().any(|s| {
+            s.tensors.values().any(|v| match v {
+                Var::Register(r) => r.cname == format!("{prefix}_{name}"),
+                Var::Shared(sh) => sh.cname == format!("{prefix}_{name}"),
+                Var::Global(g) => g.cname == format!("{prefix}_{name}"),
+            })
+        });
+        if taken {
+            self.fresh(&format!("{prefix}_{name}_"))
+        } else {
+            format!("{prefix}_{name}")
+        }
+    }
+
+    /// Defines `name` in the innermost scope.
+    pub fn define(&mut self, name: &str, var: Var) {
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.tensors.insert(name.to_string(), var);
+        }
+    }
+
+    /// Removes `name` from the innermost scope that defines it.
+    pub fn undefine(&mut self, name: &str) {
+        for scope in self.scopes.iter_mut().rev() {
+            if scope.tensors.remove(name).is_some() {
+                break;
+            }
+        }
+    }
+
+    /// Declares a new register variable (when `new`), computes into a temporary with `body`
+    /// and copies the temporary into the destination.
+    pub fn with_result(
+        &mut self,
+        dst: &str,
+        reg: &Reg,
+        new: bool,
+        body: impl FnOnce(&mut Self, &str) -> R<()>,
+    ) -> R<()> {
+        let w = reg.words();
+        if new {
+            self.line(&format!("u32 {}[{w}];", reg.cname));
+        }
+        self.open("{");
+        self.line(&format!("u32 t[{w}] = {{}};"));
+        body(self, "t")?;
+        self.line(&format!(
+            "#pragma unroll\nfor (int i = 0; i < {w}; ++i) {}[i] = t[i];",
+            reg.cname
+        ));
+        self.close("}");
+        if new {
+            self.define(dst, Var::Register(reg.clone()));
+        }
+        Ok(())
+    }
+
+    /// Declares a new result variable now (before an enclosing C++ block opens), so that a
+    /// later [`Emitter::with_result`] with `new = false` fills it.
+    pub fn declare(&mut self, dst: &str, reg: &Reg, new: bool) {
+        if new {
+            self.line(&format!("u32 {}[{}];", reg.cname, reg.words()));
+            self.define(dst, Var::Register(reg.clone()));
+        }
+    }
+
+    /// Opens a scope (a block of the program).
+    pub fn push_scope(&mut self) {
+        self.scopes.push(Scope::default());
+    }
+
+    /// Closes the innermost scope: its shared allocations and scalar facts end with it.
+    pub fn end_scope(&mut self) {
+        if let Some(scope) = self.scopes.pop() {
+            for id in scope.shared {
+                self.live_shared.retain(|&(i, _, _)| i != id);
+            }
+            for name in scope.scalars {
+                self.facts.forget(&name);
+            }
+        }
+    }
+
+    /// Checks that `name` can be defined as a new scalar here.
+    pub fn new_scalar(&self, name: &str) -> R<()> {
+        if !anybit_vm::is_identifier(name) {
+            return Err(self.err(format!("`{name}` is not an identifier")));
+        }
+        if self.scalar_visible(name) || self.pointers.contains_key(name) {
+            return Err(self.err(format!("`{name}` is already defined")));
+        }
+        Ok(())
+    }
+
+    /// Makes scalar `name` visible in the innermost scope.
+    pub fn add_scalar(&mut self, name: &str) {
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.scalars.push(name.to_string());
+        }
+    }
+
+    /// Makes pointer parameter `name` visible.
+    pub fn add_pointer(&mut self, name: &str, dtype: DType) {
+        self.pointers.insert(name.to_string(), dtype);
+    }
+
+    /// The element type of pointer parameter `name`.
+    pub fn pointer(&self, name: &str) -> Option<DType> {
+        self.pointers.get(name).copied()
+    }
+
+    /// `offsets` (one per dimension of a tensor of rank `rank`) as C.
+    pub fn offsets(&self, offsets: &[Expr], rank: usize) -> R<Vec<String>> {
+        if offsets.len() != rank {
+            return Err(self.err(format!(
+                "{} offsets for a tensor of rank {rank}",
+                offsets.len()
+            )));
+        }
+        offsets.iter().map(|o| self.scalar(o)).collect()
+    }
+
+    /// Checks that `layout` spans the program's threads.
+    pub fn check_threads(&self, layout: &RegisterLayout) -> R<()> {
+        if layout.num_threads() != self.threads {
+            return Err(self.err(format!(
+                "layout {layout} spans {} threads; the program has {}",
+                layout.num_threads(),
+                self.threads
+            )));
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- shared memory
+
+    /// Places `bytes` of shared memory first-fit among the live allocations (128-byte aligned)
+    /// for the innermost scope; returns its id and byte offset.
+    pub fn allocate_shared(&mut self, bytes: usize) -> (usize, usize) {
+        let bytes = align(bytes.max(16), 16);
+        let mut live: Vec<(usize, usize)> =
+            self.live_shared.iter().map(|&(_, o, b)| (o, b)).collect();
+        live.sort_unstable();
+        let mut offset = 0;
+        for (o, b) in live {
+            if offset + bytes <= o {
+                break;
+            }
+            offset = offset.max(align(o + b, 128));
+        }
+        let id = self.next_shared_id;
+        self.next_shared_id += 1;
+        self.live_shared.push((id, offset, bytes));
+        self.shared_peak = self.shared_peak.max(offset + bytes);
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.shared.push(id);
+        }
+        (id, offset)
+    }
+
+    /// Ends shared allocation `id` (`free_shared`): its memory may be reused and `name` is gone.
+    pub fn free_shared(&mut self, name: &str, id: usize) {
+        self.live_shared.retain(|&(i, _, _)| i != id);
+        self.undefine(name);
+    }
+
+    /// Reserves `bytes` of scratch shared memory for one instruction; returns nothing: the
+    /// scratch region starts at `ab_scratch`, after every user allocation.
+    pub fn need_scratch(&mut self, bytes: usize) {
+        self.scratch_bytes = self.scratch_bytes.max(align(bytes, 16));
+    }
+}

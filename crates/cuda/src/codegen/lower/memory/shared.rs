@@ -1,0 +1,343 @@
+//! Shared memory tiles: `load_shared` and `store_shared`, through `ldmatrix` or vectors where
+//! proven.
+//!
+//! What this module promises: a load reads exactly the tile `docs/vm.md` says; a store writes
+//! the first owner's copy of every element of the tile, changing only its own bits. Fast paths:
+//! - `ldmatrix.x4` (`.trans` for the B side) for loads: 16-bit elements, constant offsets, the
+//!   layout divides by the A fragment or by two B fragments side by side
+//!   ([`anybit_layout::fragments`]), and every 8-element row the lanes point at is contiguous
+//!   and 16-byte aligned in the shared layout (checked for every warp, slot and lane);
+//! - vector groups (see `vector`): the shared layout's lowest sub-dimension along the
+//!   contiguous dimension has stride 1 and holds whole groups, every other sub-dimension's
+//!   stride is a multiple of the group, any swizzle moves only offset bits at or above the
+//!   group, and the group starts are provably aligned (allocations are 128-byte aligned).
+//!   Shared tiles lie inside the tensor, so there is no run-time check.
+
+use anybit_layout::fragments::{mma_m16n8k16_a, mma_m16n8k16_b_pair};
+use anybit_layout::{RegisterLayout, SharedLayout};
+use anybit_vm::Expr;
+
+use super::vector::{
+    group_start_alignment, read_group, run_length, thread_bases, tile_coords, write_group, Plan,
+    Vector, WIDTHS,
+};
+use crate::codegen::emitter::{Emitter, Reg, Shared, R};
+use crate::codegen::layout::{contiguous, pow2_factor, shared_offset_expr, Terms};
+
+/// Checks a shared tile access and returns the offsets as C.
+fn shared_tile(
+    e: &Emitter,
+    sh: &Shared,
+    offsets: &[Expr],
+    layout: &RegisterLayout,
+) -> R<Vec<String>> {
+    if layout.rank() != sh.layout.rank() {
+        return Err(e.err(format!(
+            "layout {layout} has rank {}, the shared tensor rank {}",
+            layout.rank(),
+            sh.layout.rank()
+        )));
+    }
+    for (d, o) in offsets.iter().enumerate() {
+        if let Some(c) = e.facts.constant(o) {
+            if c < 0 || c as usize + layout.shape()[d] > sh.layout.shape()[d] {
+                return Err(e.err(format!(
+                    "the tile at offset {c} of size {} does not fit dimension {d} of size {}",
+                    layout.shape()[d],
+                    sh.layout.shape()[d]
+                )));
+            }
+        }
+    }
+    e.offsets(offsets, layout.rank())
+}
+
+/// Lowers `%dst = load_shared(%src[offsets]) : layout`.
+pub(in crate::codegen) fn load_shared(
+    e: &mut Emitter,
+    dst: &str,
+    src: &str,
+    offsets: &[Expr],
+    layout: &RegisterLayout,
+) -> R<()> {
+    let sh = e.shared(src)?;
+    e.check_threads(layout)?;
+    let o = shared_tile(e, &sh, offsets, layout)?;
+    let (reg, new) = e.result(dst, sh.dtype, layout)?;
+    let offsets = offsets.to_vec();
+    e.with_result(dst, &reg, new, |e, t| {
+        if try_ldmatrix(e, &sh, &offsets, layout, t)? {
+            return Ok(());
+        }
+        let terms = Terms::new(layout);
+        let bases = thread_bases(e, &terms, &o);
+        let plan = plan_shared(e, &sh.layout, sh.dtype.bits() as usize, &offsets, &terms);
+        emit_load_shared(e, &sh, layout, &terms, &bases, &plan, t);
+        Ok(())
+    })
+}
+
+/// Lowers `store_shared(%dst[offsets], %src)`: first owners store.
+pub(in crate::codegen) fn store_shared(
+    e: &mut Emitter,
+    dst: &str,
+    offsets: &[Expr],
+    src: &str,
+) -> R<()> {
+    let sh = e.shared(dst)?;
+    let x = e.register(src)?;
+    if x.dtype != sh.dtype {
+        return Err(e.err(format!(
+            "storing {} into a shared tensor of {}",
+            x.dtype, sh.dtype
+        )));
+    }
+    let o = shared_tile(e, &sh, offsets, &x.layout)?;
+    let terms = Terms::new(&x.layout);
+    e.open("{");
+    let bases = thread_bases(e, &terms, &o);
+    let owner = terms.first_owner_cond("tid");
+    if let Some(c) = &owner {
+        e.open(&format!("if ({c}) {{"));
+    }
+    let plan = plan_shared(e, &sh.layout, sh.dtype.bits() as usize, offsets, &terms);
+    emit_store_shared(e, &sh, &x, &terms, &bases, &plan);
+    if owner.is_some() {
+        e.close("}");
+    }
+    e.close("}");
+    Ok(())
+}
+
+/// Finds the widest vector access for a shared tile access whose groups are contiguous and
+/// aligned in the shared layout for every thread and every offset the facts allow.
+fn plan_shared(
+    e: &Emitter,
+    sh: &SharedLayout,
+    bits: usize,
+    offsets: &[Expr],
+    terms: &Terms,
+) -> Plan {
+    let rank = sh.rank();
+    let none = Plan { vector: None };
+    // The contiguous dimension: its lowest sub-dimension (of size > 1) has stride 1.
+    let lowest = |d: usize| sh.sub_dims(d).iter().rev().find(|s| s.0 > 1).copied();
+    let Some(dim) = (0..rank)
+        .rev()
+        .find(|&d| lowest(d).is_some_and(|(_, stride)| stride == 1))
+    else {
+        return none;
+    };
+    let (low_size, _) = lowest(dim).expect("found above");
+    let run = run_length(terms, dim);
+    for bytes in WIDTHS {
+        let v = Vector::group(dim, bits, bytes);
+        if run % v.elems != 0 || low_size % v.elems != 0 {
+            continue;
+        }
+        // Group starts along `dim` are multiples of G, so a group lies inside one block of
+        // the lowest sub-dimension and starts at a multiple of G there.
+        if group_start_alignment(e, &offsets[dim], terms, dim, v.elems) % v.elems != 0 {
+            continue;
+        }
+        // Every other sub-dimension adds digit * stride: strides must be multiples of G.
+        let mut aligned = true;
+        for d in 0..rank {
+            let subs = sh.sub_dims(d);
+            let mut skipped_lowest = d != dim;
+            for &(size, stride) in subs.iter().rev() {
+                if size <= 1 {
+                    continue;
+                }
+                if !skipped_lowest {
+                    skipped_lowest = true;
+                    continue;
+                }
+                if pow2_factor(stride) % v.elems != 0 {
+                    aligned = false;
+                }
+            }
+        }
+        // A swizzle must move only offset bits above the group, driven by bits above it.
+        if let Some(s) = sh.swizzle() {
+            if s.bits > 0 {
+                let low = v.elems.trailing_zeros();
+                if s.base < low || s.shift < low {
+                    aligned = false;
+                }
+            }
+        }
+        if aligned {
+            return Plan { vector: Some(v) };
+        }
+    }
+    none
+}
+
+/// Loads a shared tile into the temporary `t` (every element is written).
+fn emit_load_shared(
+    e: &mut Emitter,
+    sh: &Shared,
+    layout: &RegisterLayout,
+    terms: &Terms,
+    bases: &[String],
+    plan: &Plan,
+    t: &str,
+) {
+    let n = sh.dtype.bits();
+    let locals = layout.local_size();
+    if let Some(vec) = plan.vector {
+        e.note_selection(vec.describe(sh.dtype, "shared loads"));
+        e.open(&format!(
+            "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
+            locals / vec.elems
+        ));
+        e.line(&format!("const int l0 = v * {};", vec.elems));
+        let coords = tile_coords(terms, bases, "l0");
+        let off = shared_offset_expr(&sh.layout, &coords);
+        e.line(&format!("const int o = {off};"));
+        read_group(e, &vec, &format!("{} + (o * {n} >> 3)", sh.cname), t);
+        e.close("}");
+        return;
+    }
+    e.open(&format!(
+        "#pragma unroll\nfor (int l = 0; l < {locals}; ++l) {{"
+    ));
+    let coords = tile_coords(terms, bases, "l");
+    let off = shared_offset_expr(&sh.layout, &coords);
+    e.line(&format!(
+        "ab_set<{n}>({t}, l, ab_ld<{n}>({}, {off}));",
+        sh.cname
+    ));
+    e.close("}");
+}
+
+/// Stores a register tile to shared memory (the caller restricts it to first owners).
+fn emit_store_shared(
+    e: &mut Emitter,
+    sh: &Shared,
+    x: &Reg,
+    terms: &Terms,
+    bases: &[String],
+    plan: &Plan,
+) {
+    let n = sh.dtype.bits();
+    let locals = x.layout.local_size();
+    if let Some(vec) = plan.vector {
+        e.note_selection(vec.describe(sh.dtype, "shared stores"));
+        e.open(&format!(
+            "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
+            locals / vec.elems
+        ));
+        e.line(&format!("const int l0 = v * {};", vec.elems));
+        let coords = tile_coords(terms, bases, "l0");
+        let off = shared_offset_expr(&sh.layout, &coords);
+        e.line(&format!("const int o = {off};"));
+        write_group(e, &vec, &format!("{} + (o * {n} >> 3)", sh.cname), &x.cname);
+        e.close("}");
+        return;
+    }
+    e.open(&format!(
+        "#pragma unroll\nfor (int l = 0; l < {locals}; ++l) {{"
+    ));
+    let coords = tile_coords(terms, bases, "l");
+    let off = shared_offset_expr(&sh.layout, &coords);
+    e.line(&format!(
+        "ab_st<{n}>({}, {off}, ab_get<{n}>({}, l));",
+        sh.cname, x.cname
+    ));
+    e.close("}");
+}
+
+/// The `ldmatrix.x4` lowering of a shared load into the temporary `t`, when its preconditions
+/// hold; `false` (nothing emitted) otherwise.
+fn try_ldmatrix(
+    e: &mut Emitter,
+    sh: &Shared,
+    offsets: &[Expr],
+    layout: &RegisterLayout,
+    t: &str,
+) -> R<bool> {
+    if sh.dtype.bits() != 16 || layout.rank() != 2 || e.threads % 32 != 0 {
+        return Ok(false);
+    }
+    let Some(o): Option<Vec<usize>> = offsets
+        .iter()
+        .map(|x| e.facts.constant(x).and_then(|v| usize::try_from(v).ok()))
+        .collect()
+    else {
+        return Ok(false);
+    };
+    for (trans, atom) in [(false, mma_m16n8k16_a()), (true, mma_m16n8k16_b_pair())] {
+        let Some(q) = layout.divide(&atom) else {
+            continue;
+        };
+        // Every row a lane points at: contiguous 8 elements along dimension 1, 16-byte aligned.
+        let qt = Terms::new(&q);
+        let mut fits = true;
+        'check: for w in 0..q.num_threads() {
+            let tc = qt.thread_coords(w);
+            for slot in 0..q.local_size() {
+                let lc = qt.local_coords(slot);
+                for lane in 0..32 {
+                    let c = [
+                        o[0] + (tc[0] + lc[0]) * 16 + ((lane >> 3) & 1) * 8 + (lane & 7),
+                        o[1] + (tc[1] + lc[1]) * 16 + (lane >> 4) * 8,
+                    ];
+                    if !contiguous(&sh.layout, &c, 1, 8, 8) {
+                        fits = false;
+                        break 'check;
+                    }
+                }
+            }
+        }
+        if !fits {
+            continue;
+        }
+        e.note_selection(format!(
+            "ldmatrix.sync.aligned.m8n8.x4{}.b16: {} per thread",
+            if trans { ".trans" } else { "" },
+            q.local_size()
+        ));
+        let coords: Vec<String> = (0..2)
+            .map(|d| {
+                let lane = if d == 0 {
+                    "((tid >> 3) & 1) * 8 + (tid & 7)"
+                } else {
+                    "((tid >> 4) & 1) * 8"
+                };
+                let mut parts = vec![];
+                if o[d] != 0 {
+                    parts.push(o[d].to_string());
+                }
+                let w = qt.thread_coord_expr(d, "(tid / 32)");
+                if w != "0" {
+                    parts.push(format!("({w}) * 16"));
+                }
+                let s = qt.local_coord_expr(d, "s");
+                if s != "0" {
+                    parts.push(format!("({s}) * 16"));
+                }
+                parts.push(lane.to_string());
+                parts.join(" + ")
+            })
+            .collect();
+        let off = shared_offset_expr(&sh.layout, &coords);
+        let function = if trans {
+            "ab_ldmatrix_x4_trans"
+        } else {
+            "ab_ldmatrix_x4"
+        };
+        e.open(&format!(
+            "#pragma unroll\nfor (int s = 0; s < {}; ++s) {{",
+            q.local_size()
+        ));
+        e.line(&format!(
+            "{function}({t} + 4 * s, {} + 2 * ({off}));",
+            sh.cname
+        ));
+        e.close("}");
+        return Ok(true);
+    }
+    Ok(false)
+}
