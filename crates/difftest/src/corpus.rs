@@ -45,8 +45,8 @@ use crate::random_programs::Agreement;
 /// The target of the blessed CUDA snapshots (`name.cu` beside `name.anybit`).
 pub const SNAPSHOT_TARGET: Target = Target::Sm90a;
 
-/// The environment variable that makes [`check_snapshot`] rewrite snapshots (any value but
-/// empty or `0`).
+/// The environment variable that asks for snapshots to be rewritten (any value but empty or
+/// `0`; see [`bless_requested`]).
 pub const BLESS_VARIABLE: &str = "ANYBIT_BLESS";
 
 /// The command that blesses the snapshots, for messages.
@@ -1173,4 +1173,282 @@ pub fn stale_snapshots(dir: &Path) -> Result<Vec<PathBuf>, CorpusError> {
     }
     stale.sort();
     Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROGRAM: &str = "program add_one(x: ptr<u4>, y: ptr<u4>, n: i32)
+grid(1)
+threads(4)
+{
+    %gx = view_global(x, [n], [1]);
+    %gy = view_global(y, [n], [1]);
+    %v = load_global(%gx[0], spatial(4).local(2));
+    %w = add(%v, 1);
+    store_global(%gy[0], %w);
+}
+";
+
+    fn file(directives: &str) -> Result<CorpusFile, CorpusError> {
+        CorpusFile::from_text(
+            Path::new("test.anybit"),
+            &format!("{directives}\n{PROGRAM}"),
+        )
+    }
+
+    fn error(directives: &str) -> String {
+        match file(directives) {
+            Ok(_) => panic!("`{directives}` should be refused"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn run_lines_parse_with_continuations_and_split_lists() {
+        let file = file(
+            "// A comment that is no directive: run this.
+// run: --arg n=8 --arg x=values:1,2,3, \\
+//      4,5,6,7,15 --arg y=zeros:8 \\
+//      --expect y=values:2,3,4,5,6,7,8,0 --seed 3
+/// documentation
+// gpu: --ulps 2 --tolerance 1e-3",
+        )
+        .unwrap();
+        assert_eq!(file.runs().len(), 1);
+        let run = &file.runs()[0];
+        assert_eq!(run.line(), 2);
+        assert_eq!(run.seed(), 3);
+        assert_eq!(
+            run.arguments()[1],
+            (
+                "x".to_string(),
+                ArgumentSpec::Values(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 15.0])
+            )
+        );
+        assert_eq!(run.agreement(), Agreement::BitExact);
+        assert_eq!(
+            file.gpu(),
+            &GpuSpec::Agree(Agreement::Close {
+                ulps: 2,
+                fraction_of_max: 1e-3
+            })
+        );
+        assert_eq!(file.program().doc, vec!["documentation".to_string()]);
+        file.check_run(run).unwrap();
+        let case = file.case(run);
+        assert_eq!(case.name, "corpus test.anybit:2");
+        assert_eq!(case.outputs, vec![(1, 8)]);
+        assert_eq!(case.values[2], Value::I32(8));
+    }
+
+    #[test]
+    fn a_wrong_expectation_fails_with_the_first_difference() {
+        let file =
+            file("// run: --arg n=3 --arg x=values:1,2,3 --arg y=zeros:3 --expect y=values:2,3,5")
+                .unwrap();
+        let message = file.check_run(&file.runs()[0]).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "test.anybit:1: `y` differs in 1 of 3 elements; first at 2: expected 5 (code 0x5), the interpreter gives 4 (code 0x4)"
+        );
+        let file = self::file(
+            "// run: --arg n=3 --arg x=values:1,2,3 --arg y=zeros:4 --expect y=values:2,3,4",
+        )
+        .unwrap();
+        assert_eq!(
+            file.check_run(&file.runs()[0]).unwrap_err().to_string(),
+            "test.anybit:1: `y` has 4 elements, but the run line expects 3 values"
+        );
+    }
+
+    #[test]
+    fn interpreter_errors_name_the_run_line() {
+        // x has 2 elements, the program reads 3.
+        let file = file(
+            "// run: --arg n=2 --arg x=values:1,2 --arg y=zeros:2 --expect y=values:2,3
+// run: --arg n=3 --arg x=values:1,2 --arg y=zeros:3 --expect y=values:2,3,1",
+        )
+        .unwrap();
+        let errors = file.check_runs();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("test.anybit:2: the interpreter: "),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn malformed_directives_are_refused_with_their_line() {
+        let cases = [
+            ("// nothing to run", "test.anybit:1: no `// run:` line: every corpus file runs at least once"),
+            ("// run: --arg n=3 --arg x=values:1,2,3 --arg y=zeros:3", "test.anybit:1: no run line has an `--expect`: at least one must check an output"),
+            ("// run: --arg n=3 --arg x=values:1 --arg y=zeros:3 --expect y=values:1 --fast", "test.anybit:1: unknown `run:` option `--fast` (expected --arg, --seed, --expect, --tolerance or --ulps)"),
+            ("// run: --arg n=3 --arg x=values:1 --expect y=values:1", "test.anybit:1: parameter `y` has no --arg"),
+            ("// run: --arg n=3 --arg n=4", "test.anybit:1: --arg `n` is given twice"),
+            ("// run: --arg m=3", "test.anybit:1: add_one has no parameter `m`; its parameters are x, y, n"),
+            ("// run: --arg n=three", "test.anybit:1: `n` is an i32, but `three` is not an integer"),
+            ("// run: --arg x=file:x.bin", "test.anybit:1: `x=file:x.bin`: corpus files carry their data in the run line (values:, random:, zeros:), not in other files"),
+            ("// run: --arg x=random:4:1..-1", "test.anybit:1: `x=random:4:1..-1`: the range must be LO..HI with finite LO <= HI"),
+            ("// run: --arg x=ones:4", "test.anybit:1: `x=ones:4`: a buffer is given as zeros:N, random:N, random:N:LO..HI or values:1,2,3"),
+            ("// run: --arg n=1 --arg x=zeros:1 --arg y=zeros:1 --expect n=values:1", "test.anybit:1: --expect `n`: no buffer parameter has this name"),
+            ("// run: --arg n=1 --arg x=zeros:1 --arg y=zeros:1 --expect y=reference:fft(x)", "test.anybit:1: --expect `y=reference:fft(x)`: the references are matmul(a,b,m,n,k[,c]), softmax(x,rows,cols), cast(x) and quantized_matmul(x,w,scales,zeros,m,n,k,group)"),
+            ("// run: --seed", "test.anybit:1: --seed needs a value"),
+            ("// run: --arg n=1 --tolerance -1", "test.anybit:1: --tolerance `-1` must be finite and at least 0"),
+            ("// gpu: --skip", "test.anybit:1: --skip needs a reason"),
+            ("// gpu: --ulps 1\n// gpu: --ulps 2", "test.anybit:2: a file has at most one `gpu:` line"),
+        ];
+        for (directives, expected) in cases {
+            assert_eq!(error(directives), expected, "{directives}");
+        }
+        assert_eq!(
+            error("// run: --arg n=1 --arg x=zeros:1 --arg y=zeros:1 --expect y=values:1 \\"),
+            "test.anybit:2: a directive ends with `\\` but this line is no `//` comment"
+        );
+        let at_the_end = CorpusFile::from_text(
+            Path::new("end.anybit"),
+            &format!("{PROGRAM}// run: --arg n=1 \\"),
+        );
+        assert_eq!(
+            at_the_end.unwrap_err().to_string(),
+            "end.anybit:11: the last directive ends with `\\` and nothing follows"
+        );
+        let unparsable = CorpusFile::from_text(Path::new("bad.anybit"), "program (")
+            .unwrap_err()
+            .to_string();
+        assert!(unparsable.starts_with("bad.anybit:1:"), "{unparsable}");
+    }
+
+    #[test]
+    fn gpu_lines_skip_with_a_reason() {
+        let file = file(
+            "// run: --arg n=1 --arg x=values:1 --arg y=zeros:1 --expect y=values:2
+// gpu: --skip waits for a fix of the loop increment",
+        )
+        .unwrap();
+        assert_eq!(
+            file.gpu(),
+            &GpuSpec::Skip("waits for a fix of the loop increment".into())
+        );
+    }
+
+    #[test]
+    fn random_buffers_are_drawn_in_argument_order_from_the_seed() {
+        let file = file(
+            "// run: --arg y=zeros:6 --arg x=random:6 --arg n=6 --seed 42 --expect y=reference:cast(x)",
+        )
+        .unwrap();
+        let case = file.case(&file.runs()[0]);
+        // The draw `anybit run` makes for `--arg x=random:6 --seed 42`.
+        let mut rng = StdRng::seed_from_u64(42);
+        let codes: Vec<u32> = (0..6)
+            .map(|_| random_finite_code(DType::Unsigned(4), &mut rng))
+            .collect();
+        assert_eq!(
+            case.values[0],
+            Value::Buffer(pack_codes(DType::Unsigned(4), &codes))
+        );
+        // Ranges are inclusive and rounded to the type.
+        let file = self::file(
+            "// run: --arg n=4 --arg x=random:4:3..3 --arg y=zeros:4 --expect y=values:4,4,4,4",
+        )
+        .unwrap();
+        file.check_run(&file.runs()[0]).unwrap();
+    }
+
+    #[test]
+    fn references_compute_in_exact_arithmetic() {
+        // cast: integer wrap, float truncation and saturation, NaN to 0, rounding to floats.
+        let (i8_, u4, f4) = (
+            DType::Signed(8),
+            DType::Unsigned(4),
+            "f4e2m1".parse().unwrap(),
+        );
+        assert_eq!(cast(-1.0, i8_, u4), 15);
+        assert_eq!(cast(200.0, DType::Signed(16), i8_), 0xc8); // -56
+        assert_eq!(cast(-1.9, DType::F32, i8_), 0xff);
+        assert_eq!(cast(1e9, DType::F32, i8_), 0x7f);
+        assert_eq!(cast(f64::NAN, DType::F32, u4), 0);
+        assert_eq!(cast(2.5, DType::F32, f4), f4.encode(2.0));
+        assert_eq!(
+            cast(16777217.0, DType::Signed(32), DType::F32),
+            16777216f32.to_bits()
+        );
+        assert_eq!(wrap(-(1 << 40) - 3, DType::Signed(32)), (-3i32) as u32);
+    }
+
+    #[test]
+    fn matmul_reference_wraps_integers_and_adds_the_accumulator() {
+        // a [1, 2] · b [2, 1] + c in i8: 100 * 2 + 27 * 1 + 5 = 232 wraps to -24.
+        let text = "program dot_i8(a: ptr<i8>, b: ptr<i8>, c: ptr<i8>, d: ptr<i8>)
+grid(1)
+threads(1)
+{
+    %ga = view_global(a, [1, 2], [2, 1]);
+    %gb = view_global(b, [2, 1], [1, 1]);
+    %gc = view_global(c, [1, 1], [1, 1]);
+    %gd = view_global(d, [1, 1], [1, 1]);
+    %x = load_global(%ga[0, 0], local(1,2));
+    %y = load_global(%gb[0, 0], local(2,1));
+    %z = load_global(%gc[0, 0], local(1,1));
+    %z = dot(%x, %y, %z);
+    store_global(%gd[0, 0], %z);
+}
+";
+        let file = CorpusFile::from_text(
+            Path::new("dot.anybit"),
+            &format!(
+                "// run: --arg a=values:100,27 --arg b=values:2,1 --arg c=values:5 --arg d=zeros:1 \\
+//      --expect d=reference:matmul(a,b,1,1,2,c) --expect d=values:-24\n{text}"
+            ),
+        )
+        .unwrap();
+        file.check_run(&file.runs()[0]).unwrap();
+    }
+
+    #[test]
+    fn snapshots_are_checked_blessed_and_explained() {
+        let dir = std::env::temp_dir().join(format!("anybit-corpus-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("add_one.anybit");
+        let text = format!(
+            "// run: --arg n=1 --arg x=values:1 --arg y=zeros:1 --expect y=values:2\n{PROGRAM}"
+        );
+        std::fs::write(&path, &text).unwrap();
+        let file = CorpusFile::load(&path).unwrap();
+        let missing = check_snapshot(&file, false).unwrap_err().to_string();
+        assert!(
+            missing.contains("missing;") && missing.contains(BLESS_COMMAND),
+            "{missing}"
+        );
+        assert_eq!(
+            check_snapshot(&file, true).unwrap(),
+            SnapshotOutcome::Blessed
+        );
+        assert_eq!(
+            check_snapshot(&file, false).unwrap(),
+            SnapshotOutcome::Matches
+        );
+        let snapshot = std::fs::read_to_string(snapshot_path(&path)).unwrap();
+        assert!(snapshot.contains("extern \"C\" __global__"), "{snapshot}");
+        std::fs::write(snapshot_path(&path), snapshot.replacen("tid", "lane", 1)).unwrap();
+        let differs = check_snapshot(&file, false).unwrap_err().to_string();
+        assert!(differs.contains("first difference at line"), "{differs}");
+        assert!(differs.contains("lane"), "{differs}");
+        // Comments around the program do not move the snapshot.
+        std::fs::write(&path, format!("// Another comment.\n{text}")).unwrap();
+        let moved = CorpusFile::load(&path).unwrap();
+        check_snapshot(&moved, true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(snapshot_path(&path)).unwrap(),
+            snapshot
+        );
+        std::fs::write(dir.join("gone.cu"), "").unwrap();
+        assert_eq!(stale_snapshots(&dir).unwrap(), vec![dir.join("gone.cu")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
