@@ -26,9 +26,9 @@
 //!
 //! Promises: loading a file never panics and reports errors as `path:line: message`; a run's
 //! random buffers are exactly those `anybit run` draws for the same `--arg`s in the same order
-//! and `--seed` (so a run line can be pasted into `anybit run`, except for the `LO..HI` form,
-//! which the command does not have yet); references are computed here, in f64 or exact
-//! integers, independently of the interpreter.
+//! and `--seed` (so a run line's `--arg`s and `--seed` can be pasted into `anybit run`, except
+//! for the `LO..HI` form, which the command does not have yet); references are computed here,
+//! in f64 or exact integers, independently of the interpreter.
 
 use std::path::{Path, PathBuf};
 

@@ -117,7 +117,11 @@ fn generated_cuda_matches_the_blessed_snapshots() {
 fn the_examples_are_in_the_corpus_unchanged() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let example_paths = corpus_paths(&examples).unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(example_paths.len(), 4, "{example_paths:?}");
+    assert!(
+        !example_paths.is_empty(),
+        "no examples in {}",
+        examples.display()
+    );
     for example in example_paths {
         let name = example.file_name().expect("a file");
         let copy = checkout_corpus_dir().join(name);
