@@ -1,7 +1,8 @@
 //! Comparing an implementation's output buffers with the interpreter's.
 
 use anybit_dtype::{read_code, DType};
-use anybit_interp::{run, Arguments, RunError};
+use anybit_interp::{run, Argument, Arguments, RunError};
+use anybit_vm::Program;
 
 use crate::cases::{Case, Value};
 use crate::random_programs::Agreement;
@@ -109,20 +110,37 @@ pub fn compare(
 /// Runs a case on the interpreter, with every output buffer filled with `poison` first, and
 /// returns its output buffers in [`Case::outputs`] order.
 pub fn run_on_interpreter(case: &Case, poison: u8) -> Result<Vec<Vec<u8>>, RunError> {
-    let mut arguments = Arguments::new(&case.program);
-    for (index, value) in case.with_poison(poison).iter().enumerate() {
+    let after = run_values_on_interpreter(&case.program, &case.with_poison(poison))?;
+    Ok(case
+        .outputs
+        .iter()
+        .map(|&(index, _)| match &after[index] {
+            Value::Buffer(bytes) => bytes.clone(),
+            Value::I32(_) => Vec::new(),
+        })
+        .collect())
+}
+
+/// Runs `program` on the interpreter with `values` (one per parameter, in order) and returns
+/// every parameter's value afterwards. `print` output is discarded.
+pub fn run_values_on_interpreter(
+    program: &Program,
+    values: &[Value],
+) -> Result<Vec<Value>, RunError> {
+    let mut arguments = Arguments::new(program);
+    for (index, value) in values.iter().enumerate() {
         match value {
             Value::Buffer(bytes) => arguments.set_at(index, bytes.clone())?,
             Value::I32(number) => arguments.set_at(index, *number)?,
         };
     }
-    run(&case.program, &mut arguments, &mut std::io::sink())?;
-    Ok(case
-        .outputs
+    run(program, &mut arguments, &mut std::io::sink())?;
+    Ok(values
         .iter()
-        .map(|&(index, _)| match arguments.get_at(index) {
-            Some(anybit_interp::Argument::Buffer(bytes)) => bytes.clone(),
-            _ => Vec::new(),
+        .enumerate()
+        .map(|(index, value)| match arguments.get_at(index) {
+            Some(Argument::Buffer(bytes)) => Value::Buffer(bytes.clone()),
+            _ => value.clone(),
         })
         .collect())
 }

@@ -20,6 +20,26 @@ pub enum GpuCaseError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Grid(#[from] GridError),
+    /// The kernel changed bytes of the padding after a buffer (see [`GpuRunner::run`]).
+    #[error("the kernel wrote past the end of buffer argument {position}")]
+    WrotePastTheEnd { position: usize },
+}
+
+/// Buffers are uploaded padded to whole 32-bit words: generated code writes sub-byte elements
+/// with 32-bit atomics on the words that hold them (docs/codegen.md), which reach past the end
+/// of a buffer whose size is no multiple of 4 bytes (without changing those bytes). The cuda
+/// crate's GPU tests pad the same way; the padding must come back unchanged.
+const PADDING_WORD: usize = 4;
+/// What the padding is filled with.
+const PADDING_BYTE: u8 = 0xa5;
+
+fn padded(bytes: &[u8]) -> Vec<u8> {
+    let mut padded = bytes.to_vec();
+    padded.resize(
+        bytes.len().max(1).next_multiple_of(PADDING_WORD),
+        PADDING_BYTE,
+    );
+    padded
 }
 
 /// A GPU with a cache of compiled kernels (by program text).
@@ -62,7 +82,8 @@ impl GpuRunner {
     }
 
     /// Runs a case with every output buffer filled with `poison`; returns the outputs in
-    /// [`Case::outputs`] order.
+    /// [`Case::outputs`] order. Buffers are padded to whole 32-bit words (see [`PADDING_WORD`]);
+    /// a kernel that changes the padding fails the run.
     pub fn run(&mut self, case: &Case, poison: u8) -> Result<Vec<Vec<u8>>, GpuCaseError> {
         let values = case.with_poison(poison);
         self.kernel(case)?;
@@ -70,7 +91,7 @@ impl GpuRunner {
         let buffers: Vec<Option<DeviceBuffer>> = values
             .iter()
             .map(|value| match value {
-                Value::Buffer(bytes) => self.gpu.upload(bytes).map(Some),
+                Value::Buffer(bytes) => self.gpu.upload(&padded(bytes)).map(Some),
                 Value::I32(_) => Ok(None),
             })
             .collect::<Result<_, _>>()?;
@@ -100,7 +121,19 @@ impl GpuRunner {
             .iter()
             .map(|&(index, _)| {
                 let buffer = buffers[index].as_ref().expect("outputs are buffers");
-                Ok(self.gpu.download(buffer)?)
+                let mut bytes = self.gpu.download(buffer)?;
+                let length = match &values[index] {
+                    Value::Buffer(original) => original.len(),
+                    Value::I32(_) => 0,
+                };
+                if bytes[length.min(bytes.len())..]
+                    .iter()
+                    .any(|&byte| byte != PADDING_BYTE)
+                {
+                    return Err(GpuCaseError::WrotePastTheEnd { position: index });
+                }
+                bytes.truncate(length);
+                Ok(bytes)
             })
             .collect()
     }
@@ -160,5 +193,21 @@ impl GpuRunner {
     /// Number of kernels compiled and loaded so far.
     pub fn kernel_count(&self) -> usize {
         self.kernels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_padded_to_whole_words() {
+        for (length, padded_length) in [(0, 4), (1, 4), (4, 4), (5, 8), (9, 12)] {
+            let bytes: Vec<u8> = (0..length as u8).collect();
+            let padded = padded(&bytes);
+            assert_eq!(padded.len(), padded_length);
+            assert_eq!(&padded[..length], &bytes[..]);
+            assert!(padded[length..].iter().all(|&byte| byte == PADDING_BYTE));
+        }
     }
 }

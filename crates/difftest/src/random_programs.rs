@@ -114,18 +114,10 @@ pub fn random_program(rng: &mut impl Rng, index: usize) -> RandomProgram {
         BinaryOp::Min,
         BinaryOp::Max,
     ];
-    let comparisons = [
-        CmpOp::Lt,
-        CmpOp::Le,
-        CmpOp::Gt,
-        CmpOp::Ge,
-        CmpOp::Eq,
-        CmpOp::Ne,
-    ];
     let mut bodies = vec![
         Body::Cast,
         Body::FloatArithmetic(*arithmetic.choose(rng).expect("not empty")),
-        Body::CompareWhere(*comparisons.choose(rng).expect("not empty")),
+        Body::CompareWhere(*CmpOp::ALL.choose(rng).expect("not empty")),
         Body::RowMaxSubtract,
         Body::RowSum,
     ];

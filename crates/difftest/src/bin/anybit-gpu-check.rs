@@ -5,8 +5,9 @@
 //! Cases: the example programs at sizes with partial tiles, the quantized matmul for every
 //! weight type with group sizes 32 and 128, every code of every small type cast to f16 and
 //! bf16 (1 and 8 elements per thread), tiles of many widths with 32 or 128 contiguous elements
-//! per thread through global and shared memory and `copy_async` (vectorised accesses), and
-//! random programs. Prints one line per case and a closing `N passed, M failed`; exits 1 if
+//! per thread through global and shared memory and `copy_async` (vectorised accesses), every
+//! run line of the program corpus (`--corpus`, the `zeros:` buffers as outputs), and random
+//! programs. Prints one line per case and a closing `N passed, M failed, K skipped`; exits 1 if
 //! anything failed.
 
 use std::io::Write;
@@ -18,6 +19,7 @@ use anybit_difftest::cases::{
     cast_case, copy_async_width_case, matmul_case, quantized_matmul_case, random_program_case,
     softmax_case, vector_add_case, vector_width_case, vector_width_types, weight_types,
 };
+use anybit_difftest::corpus::{corpus_paths, CorpusFile, GpuSpec};
 use anybit_difftest::gpu::GpuRunner;
 use anybit_difftest::{compare, run_on_interpreter, Case};
 use anybit_dtype::DType;
@@ -40,9 +42,40 @@ struct Options {
     /// Also write the results as a Markdown table to this file.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// The program corpus: every `.anybit` file's run lines become cases.
+    #[arg(long, default_value = "corpus")]
+    corpus: std::path::PathBuf,
 }
 
-fn all_cases(rng: &mut StdRng, random: usize) -> Vec<Case> {
+/// A case left out, with the reason.
+struct Skipped {
+    name: String,
+    reason: String,
+}
+
+/// The corpus's cases, and the files it skips on the GPU.
+fn corpus_cases(dir: &std::path::Path) -> Result<(Vec<Case>, Vec<Skipped>)> {
+    let paths = corpus_paths(dir).with_context(|| {
+        format!(
+            "reading the corpus at {} (pass --corpus DIR; scripts/gpu-check bundles it)",
+            dir.display()
+        )
+    })?;
+    let (mut cases, mut skipped) = (Vec::new(), Vec::new());
+    for path in paths {
+        let file = CorpusFile::load(&path)?;
+        match file.gpu() {
+            GpuSpec::Agree(_) => cases.extend(file.cases()),
+            GpuSpec::Skip(reason) => skipped.push(Skipped {
+                name: format!("corpus {}", file.name()),
+                reason: reason.clone(),
+            }),
+        }
+    }
+    Ok((cases, skipped))
+}
+
+fn all_cases(rng: &mut StdRng, random: usize, corpus: Vec<Case>) -> Vec<Case> {
     let mut cases = vec![vector_add_case(rng)];
     cases.extend((0..3).map(|_| matmul_case(rng)));
     cases.push(softmax_case(rng, 256));
@@ -67,6 +100,7 @@ fn all_cases(rng: &mut StdRng, random: usize) -> Vec<Case> {
         }
         cases.push(copy_async_width_case(rng, dtype));
     }
+    cases.extend(corpus);
     cases.extend((0..random).map(|index| random_program_case(rng, index)));
     cases
 }
@@ -119,10 +153,13 @@ fn run() -> Result<bool> {
             .unwrap_or(1)
     });
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut cases = all_cases(&mut rng, options.random);
+    let (corpus, mut skipped) = corpus_cases(&options.corpus)?;
+    let mut cases = all_cases(&mut rng, options.random, corpus);
     if let Some(only) = &options.only {
         let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
-        cases.retain(|case| wanted.iter().any(|text| case.name.contains(text)));
+        let selected = |name: &String| wanted.iter().any(|text| name.contains(text));
+        cases.retain(|case| selected(&case.name));
+        skipped.retain(|skip| selected(&skip.name));
     }
     let mut runner = GpuRunner::new(KernelCache::default_location()).context("opening GPU 0")?;
     let gpu = runner.gpu().info().clone();
@@ -142,6 +179,10 @@ fn run() -> Result<bool> {
     );
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut rows = Vec::new();
+    for Skipped { name, reason } in &skipped {
+        println!("skip {name}: {reason}");
+        rows.push(format!("| skip | {name} | {} |", reason.replace('|', "/")));
+    }
     for case in &cases {
         let outcome = check(&mut runner, case);
         let (status, detail) = match &outcome {
@@ -172,8 +213,15 @@ fn run() -> Result<bool> {
         for row in &rows {
             writeln!(file, "{row}")?;
         }
-        writeln!(file, "\n{passed} passed, {failed} failed")?;
+        writeln!(
+            file,
+            "\n{passed} passed, {failed} failed, {} skipped",
+            skipped.len()
+        )?;
     }
-    println!("{passed} passed, {failed} failed");
+    println!(
+        "{passed} passed, {failed} failed, {} skipped",
+        skipped.len()
+    );
     Ok(failed == 0)
 }
