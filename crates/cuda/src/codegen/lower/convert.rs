@@ -48,8 +48,13 @@ pub(in crate::codegen) fn view(
     let tail = bits_out % 32;
     e.with_result(dst, &reg, new, |e, t| {
         if shift == 0 {
+            let index = if first == 0 {
+                "i".to_string()
+            } else {
+                format!("{first} + i")
+            };
             e.line(&format!(
-                "#pragma unroll\nfor (int i = 0; i < {w}; ++i) {t}[i] = {xname}[{first} + i];"
+                "#pragma unroll\nfor (int i = 0; i < {w}; ++i) {t}[i] = {xname}[{index}];"
             ));
         } else {
             for i in 0..w {
