@@ -323,8 +323,8 @@ impl DecodeKernel {
         }
         let slice = k / kw;
         let group = self.format.group.size(k);
-        k % (kw * self.chunk_cols()) == 0
-            && (self.format.group == Group::PerChannel || slice % group == 0)
+        k.is_multiple_of(kw * self.chunk_cols())
+            && (self.format.group == Group::PerChannel || slice.is_multiple_of(group))
     }
 
     fn scaling(&self) -> Scaling {
