@@ -79,6 +79,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::run::Device::Cpu)]
         device: commands::run::Device,
     },
+    /// Inspect the kernel library.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+    /// Benchmark the kernel library on GPU 0.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Compile a program to CUDA C++, PTX, a cubin or SASS (no GPU needed).
     Compile {
         /// The program file.
@@ -95,6 +105,90 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Print the anybit program the library launches for a quantized product
+    /// y[m, n] = x[m, k] · dequant(W)[n, k]^T; `anybit check`, `compile` and `run` take it.
+    Show {
+        /// Weight type (u1..u8, i1..i8, small floats such as f6e3m2).
+        #[arg(long)]
+        wtype: String,
+        /// Activation type: f16 or bf16.
+        #[arg(long, default_value = "f16")]
+        act: String,
+        /// Group size along K: 16, 32, 64, 128, 256 or per-channel.
+        #[arg(long, default_value = "128")]
+        group: String,
+        /// Tokens.
+        #[arg(long, default_value_t = 1)]
+        m: usize,
+        /// Output features (rows of W).
+        #[arg(long, default_value_t = 4096)]
+        n: usize,
+        /// Input features (columns of W).
+        #[arg(long, default_value_t = 4096)]
+        k: usize,
+        /// Zero points (unsigned weight types).
+        #[arg(long)]
+        zeros: bool,
+        /// A bias.
+        #[arg(long)]
+        bias: bool,
+        /// The type of scales and zero points: f16, bf16 or f32.
+        #[arg(long, default_value = "f16")]
+        scales: String,
+        /// A decode schedule instead of the library's choice, e.g. w4r1t1c2p.
+        #[arg(long)]
+        schedule: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time quantized products y = x · dequant(W)^T: each configuration is first checked
+    /// against an f64 reference, then timed (CUDA events, warm-up, median, L2 flushed by
+    /// reading 256 MB before every launch) and reported with its weight bandwidth and its
+    /// fraction of the device-to-device copy bandwidth measured in the same run.
+    Matmul {
+        /// Weight types, comma-separated (e.g. u3,i4,f6e3m2).
+        #[arg(long, default_value = "i4")]
+        wtype: String,
+        /// Token counts M, comma-separated (1 to 64).
+        #[arg(long, default_value = "1,16")]
+        m: String,
+        /// Weight shapes NxK, comma-separated (default: 8192x8192, 57344x8192, 8192x28672).
+        #[arg(long)]
+        shape: Vec<String>,
+        /// N of one shape (with --k).
+        #[arg(long)]
+        n: Option<usize>,
+        /// K of one shape (with --n).
+        #[arg(long)]
+        k: Option<usize>,
+        /// Group size along K: 16, 32, 64, 128, 256 or per-channel.
+        #[arg(long, default_value = "128")]
+        group: String,
+        /// Activation type: f16 or bf16.
+        #[arg(long, default_value = "f16")]
+        act: String,
+        /// Zero points for unsigned weight types.
+        #[arg(long)]
+        zeros: bool,
+        /// Decode schedules to time instead of the library's choice, e.g. w4r1t1c2p,w8r1t1c1p.
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Untimed launches before timing.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Timed launches (the median is reported).
+        #[arg(long, default_value_t = 30)]
+        repeats: usize,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -107,6 +201,62 @@ fn main() -> ExitCode {
             emit,
             output,
         } => commands::compile::run(&file, &arch, emit, output.as_deref()),
+        Command::Bench {
+            command:
+                BenchCommand::Matmul {
+                    wtype,
+                    m,
+                    shape,
+                    n,
+                    k,
+                    group,
+                    act,
+                    zeros,
+                    schedule,
+                    warmup,
+                    repeats,
+                    json,
+                },
+        } => commands::bench::matmul(commands::bench::MatmulBench {
+            wtypes: wtype,
+            tokens: m,
+            shapes: shape,
+            n,
+            k,
+            group,
+            activation: act,
+            zeros,
+            schedules: schedule,
+            warmup,
+            repeats,
+            json,
+        }),
+        Command::Kernel {
+            command:
+                KernelCommand::Show {
+                    wtype,
+                    act,
+                    group,
+                    m,
+                    n,
+                    k,
+                    zeros,
+                    bias,
+                    scales,
+                    schedule,
+                },
+        } => commands::kernel::show(commands::kernel::ShowKernel {
+            wtype,
+            activation: act,
+            group,
+            m,
+            n,
+            k,
+            zeros,
+            bias,
+            scale_dtype: scales,
+            schedule,
+        }),
         Command::Check { files } => commands::program::check(&files),
         Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
         Command::Run {

@@ -201,11 +201,68 @@ impl Gpu {
         arguments: &[KernelArgument<'_>],
         warmup: usize,
         repeats: usize,
+        between: impl FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<f64, RuntimeError> {
+        self.time_work(warmup, repeats, between, || {
+            self.enqueue(kernel, launch, arguments)
+        })
+    }
+
+    /// A new device buffer of `bytes` zero bytes.
+    pub fn alloc_zeroed(&self, bytes: usize) -> Result<DeviceBuffer, RuntimeError> {
+        let slice = self
+            .stream
+            .alloc_zeros::<u8>(bytes.max(1))
+            .map_err(call("cuMemAlloc"))?;
+        Ok(DeviceBuffer { slice })
+    }
+
+    /// Median time in milliseconds of `repeats` device-to-device copies of all of `source`
+    /// into `destination` (which must be at least as long), after `warmup` untimed ones.
+    pub fn time_copy(
+        &self,
+        source: &DeviceBuffer,
+        destination: &mut DeviceBuffer,
+        warmup: usize,
+        repeats: usize,
+    ) -> Result<f64, RuntimeError> {
+        let bytes = source.len();
+        if destination.len() < bytes {
+            return Err(RuntimeError::Call {
+                call: "cuMemcpyDtoD",
+                error: format!(
+                    "the destination holds {} bytes, fewer than the {bytes} to copy",
+                    destination.len()
+                ),
+            });
+        }
+        let stream = &self.stream;
+        let source = source.slice.slice(..bytes);
+        let destination = std::cell::RefCell::new(destination.slice.slice_mut(..bytes));
+        self.time_work(
+            warmup,
+            repeats,
+            || Ok(()),
+            || {
+                stream
+                    .memcpy_dtod(&source, &mut *destination.borrow_mut())
+                    .map_err(call("cuMemcpyDtoD"))
+            },
+        )
+    }
+
+    /// Median of `repeats` event-timed runs of `work` (after `warmup` untimed ones), with
+    /// `between` before each run, outside the timed region.
+    fn time_work(
+        &self,
+        warmup: usize,
+        repeats: usize,
         mut between: impl FnMut() -> Result<(), RuntimeError>,
+        mut work: impl FnMut() -> Result<(), RuntimeError>,
     ) -> Result<f64, RuntimeError> {
         for _ in 0..warmup {
             between()?;
-            self.enqueue(kernel, launch, arguments)?;
+            work()?;
         }
         let mut times = Vec::with_capacity(repeats);
         for _ in 0..repeats {
@@ -215,7 +272,7 @@ impl Gpu {
                 .stream
                 .record_event(timing)
                 .map_err(call("cuEventRecord"))?;
-            self.enqueue(kernel, launch, arguments)?;
+            work()?;
             let end = self
                 .stream
                 .record_event(timing)
@@ -225,6 +282,17 @@ impl Gpu {
         }
         times.sort_by(f64::total_cmp);
         Ok(times.get(times.len() / 2).copied().unwrap_or(f64::NAN))
+    }
+
+    /// Enqueues a launch without waiting for it (errors of the kernel itself surface at the next
+    /// synchronisation).
+    pub fn enqueue_launch(
+        &self,
+        kernel: &Kernel,
+        launch: Launch,
+        arguments: &[KernelArgument<'_>],
+    ) -> Result<(), RuntimeError> {
+        self.enqueue(kernel, launch, arguments)
     }
 
     fn enqueue(

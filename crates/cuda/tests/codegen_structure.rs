@@ -298,7 +298,7 @@ fn imports_are_read_from_the_sources() {
     assert!(g.imports("program.rs", "lower/memory/global.rs"));
     assert!(g.imports("program.rs", "lower/elementwise.rs"));
     assert!(g.imports("lower/memory/copy.rs", "lower/memory/vector.rs"));
-    assert!(g.imports("lower/elementwise.rs", "cast.rs"));
+    assert!(g.imports("lower/convert.rs", "cast.rs"));
     assert!(g.imports("lower/dot.rs", "emitter.rs"));
     assert!(g.imports("emitter.rs", "error.rs"));
     assert!(g.imports("emitter.rs", "../target.rs"));

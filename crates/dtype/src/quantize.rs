@@ -49,7 +49,7 @@ impl Weights<'_> {
 /// How many consecutive elements along K share a scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupSize {
-    /// Groups of 32, 64, 128 or 256 elements.
+    /// Groups of 16, 32, 64, 128 or 256 elements.
     Elements(usize),
     /// One group per row (the whole of K).
     PerChannel,
@@ -57,7 +57,7 @@ pub enum GroupSize {
 
 impl GroupSize {
     /// The group sizes [`GroupSize::Elements`] accepts.
-    pub const VALID: [usize; 4] = [32, 64, 128, 256];
+    pub const VALID: [usize; 5] = [16, 32, 64, 128, 256];
 }
 
 impl std::fmt::Display for GroupSize {
@@ -97,7 +97,7 @@ pub enum QuantizeError {
     #[error("K = {cols} is not divisible by the group size {group_size}; choose a group size that divides K, or per-channel")]
     GroupDoesNotDivide { cols: usize, group_size: usize },
     #[error(
-        "group size {0} is not supported; valid group sizes are 32, 64, 128, 256 and per-channel"
+        "group size {0} is not supported; valid group sizes are 16, 32, 64, 128, 256 and per-channel"
     )]
     InvalidGroupSize(usize),
     #[error("cannot quantize to {0}: weight types are those of at most 8 bits (u1..u8, i2..i8, small floats)")]

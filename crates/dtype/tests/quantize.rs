@@ -187,7 +187,7 @@ fn bad_requests_are_clear_errors() {
         96,
         options("u4", GroupSize::Elements(48), DType::F16)
     ))
-    .contains("valid group sizes are 32, 64, 128, 256 and per-channel"));
+    .contains("valid group sizes are 16, 32, 64, 128, 256 and per-channel"));
     assert!(message(quantize(Weights::F32(&values), 3, 48, u4_32))
         .contains("96 values, but 3×48 = 144 were expected"));
     assert!(message(quantize(

@@ -563,10 +563,11 @@ impl<'p> Machine<'p, '_> {
                 src,
                 dtype,
                 layout,
+                offset,
             } => {
                 let info = self.layouts.get(layout)?;
                 let tensor = st.register(src)?;
-                let codes = view_codes(tensor, *dtype, &info);
+                let codes = view_codes(tensor, *dtype, &info, offset.unwrap_or(0));
                 st.assign(
                     dst,
                     RegTensor {
@@ -577,10 +578,27 @@ impl<'p> Machine<'p, '_> {
                 );
                 Ok(())
             }
-            Inst::Cast { dst, src, dtype } => {
+            Inst::Cast {
+                dst,
+                src,
+                dtype,
+                layout,
+            } => {
                 let tensor = st.register(src)?;
-                let codes = num::cast(tensor.dtype, *dtype, &tensor.codes);
-                let info = tensor.info.clone();
+                let converted = num::cast(tensor.dtype, *dtype, &tensor.codes);
+                let (codes, info) = match layout {
+                    None => (converted, tensor.info.clone()),
+                    Some(layout) => {
+                        let permutation = anybit_vm::local_permutation(&tensor.info.layout, layout)
+                            .map_err(|reason| internal(format!("a cast's layout: {reason}")))?;
+                        let local_size = permutation.len().max(1);
+                        let codes = converted
+                            .chunks(local_size)
+                            .flat_map(|thread| permutation.iter().map(|&l| thread[l]))
+                            .collect();
+                        (codes, self.layouts.get(layout)?)
+                    }
+                };
                 st.assign(
                     dst,
                     RegTensor {
@@ -948,13 +966,21 @@ fn shared_tile(
 
 /// `view`: every thread's register bits, reread as `dtype` in the layout of `info` (the
 /// verifier saw that both layouts give each thread the same number of bits).
-fn view_codes(src: &RegTensor, dtype: DType, info: &LayoutInfo) -> Vec<u32> {
+fn view_codes(src: &RegTensor, dtype: DType, info: &LayoutInfo, offset: u32) -> Vec<u32> {
     let (n, m) = (src.dtype.bits(), dtype.bits());
     let mask = dtype.code_mask() as u64;
     let mut codes = Vec::with_capacity(info.num_slots());
     for thread_codes in src.codes.chunks(src.info.local_size.max(1)) {
-        let mut source = thread_codes.iter();
+        // Skip the source elements wholly before `offset`, then the bits of the one it starts in.
+        let skipped = (offset / n) as usize;
+        let mut source = thread_codes.iter().skip(skipped);
         let (mut acc, mut have) = (0u64, 0u32);
+        let drop_bits = offset - skipped as u32 * n;
+        if drop_bits > 0 {
+            let code = source.next().copied().unwrap_or(0);
+            acc = (code as u64) >> drop_bits;
+            have = n - drop_bits;
+        }
         for _ in 0..info.local_size {
             while have < m {
                 let code = source.next().copied().unwrap_or(0);
@@ -969,12 +995,16 @@ fn view_codes(src: &RegTensor, dtype: DType, info: &LayoutInfo) -> Vec<u32> {
     codes
 }
 
-/// `dot(a, b, c)` on logical values (the verifier saw shapes `[M, K]`, `[K, N]`, `[M, N]`, one
-/// dtype for `a` and `b`, and floats with floats or integers with integers).
+/// `dot(a, b, c)` on logical values (the verifier saw shapes `[.., M, K]`, `[.., K, N]`,
+/// `[.., M, N]` with equal batch dimensions, one dtype for `a` and `b`, and floats with floats
+/// or integers with integers).
 fn dot(a: &RegTensor, b: &RegTensor, c: &RegTensor) -> RegTensor {
+    let rank = a.info.shape.len().max(2);
     let size = |t: &RegTensor, dim: usize| t.info.shape.get(dim).copied().unwrap_or(1);
-    let (m, k, n) = (size(a, 0), size(a, 1), size(b, 1));
-    // Exactly m·k, k·n and m·n values, so that no index below can fall outside.
+    let (m, k, n) = (size(a, rank - 2), size(a, rank - 1), size(b, rank - 1));
+    let batch: usize = a.info.shape.iter().take(rank - 2).product();
+    // Exactly batch·m·k, batch·k·n and batch·m·n values, so that no index below can fall
+    // outside.
     let logical = |t: &RegTensor, count: usize| -> Vec<u32> {
         let mut values: Vec<u32> = t
             .info
@@ -985,39 +1015,52 @@ fn dot(a: &RegTensor, b: &RegTensor, c: &RegTensor) -> RegTensor {
         values.resize(count, 0);
         values
     };
-    let (la, lb, lc) = (logical(a, m * k), logical(b, k * n), logical(c, m * n));
-    let mut result = vec![0u32; m * n];
-    if c.dtype.is_float() {
-        let (da, dc) = (FloatDecoder::new(a.dtype), FloatDecoder::new(c.dtype));
-        let va: Vec<f64> = la.iter().map(|&x| da.get(x) as f64).collect();
-        // b transposed, so that both inner loops walk memory in order.
-        let mut vbt = vec![0f64; k * n];
-        for kk in 0..k {
-            for j in 0..n {
-                vbt[j * k + kk] = da.get(lb[kk * n + j]) as f64;
-            }
-        }
-        for i in 0..m {
-            let row = &va[i * k..(i + 1) * k];
-            for j in 0..n {
-                let col = &vbt[j * k..(j + 1) * k];
-                let mut sum = dc.get(lc[i * n + j]) as f64;
-                for (x, y) in row.iter().zip(col) {
-                    sum += x * y;
+    let (la, lb, lc) = (
+        logical(a, batch * m * k),
+        logical(b, batch * k * n),
+        logical(c, batch * m * n),
+    );
+    let mut result = vec![0u32; batch * m * n];
+    for p in 0..batch {
+        let (la, lb, lc) = (
+            &la[p * m * k..(p + 1) * m * k],
+            &lb[p * k * n..(p + 1) * k * n],
+            &lc[p * m * n..(p + 1) * m * n],
+        );
+        let result = &mut result[p * m * n..(p + 1) * m * n];
+        if c.dtype.is_float() {
+            let (da, dc) = (FloatDecoder::new(a.dtype), FloatDecoder::new(c.dtype));
+            let va: Vec<f64> = la.iter().map(|&x| da.get(x) as f64).collect();
+            // b transposed, so that both inner loops walk memory in order.
+            let mut vbt = vec![0f64; k * n];
+            for kk in 0..k {
+                for j in 0..n {
+                    vbt[j * k + kk] = da.get(lb[kk * n + j]) as f64;
                 }
-                result[i * n + j] = c.dtype.encode(sum as f32);
             }
-        }
-    } else {
-        let (da, dc) = (IntDecoder::new(a.dtype), IntDecoder::new(c.dtype));
-        for i in 0..m {
-            for j in 0..n {
-                let mut sum = dc.get(lc[i * n + j]);
-                for kk in 0..k {
-                    sum = sum
-                        .wrapping_add(da.get(la[i * k + kk]).wrapping_mul(da.get(lb[kk * n + j])));
+            for i in 0..m {
+                let row = &va[i * k..(i + 1) * k];
+                for j in 0..n {
+                    let col = &vbt[j * k..(j + 1) * k];
+                    let mut sum = dc.get(lc[i * n + j]) as f64;
+                    for (x, y) in row.iter().zip(col) {
+                        sum += x * y;
+                    }
+                    result[i * n + j] = c.dtype.encode(sum as f32);
                 }
-                result[i * n + j] = num::wrap(c.dtype, sum);
+            }
+        } else {
+            let (da, dc) = (IntDecoder::new(a.dtype), IntDecoder::new(c.dtype));
+            for i in 0..m {
+                for j in 0..n {
+                    let mut sum = dc.get(lc[i * n + j]);
+                    for kk in 0..k {
+                        sum = sum.wrapping_add(
+                            da.get(la[i * k + kk]).wrapping_mul(da.get(lb[kk * n + j])),
+                        );
+                    }
+                    result[i * n + j] = num::wrap(c.dtype, sum);
+                }
             }
         }
     }

@@ -402,3 +402,21 @@ fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
     }
     out
 }
+
+#[test]
+fn leading_dims_of_size_one_keep_the_mapping() {
+    let layout: RegisterLayout = "local(2,1).spatial(8,4).local(1,2)".parse().unwrap();
+    let lifted = layout.with_leading_dims(2);
+    assert_eq!(lifted.shape(), &[1, 1, 16, 8]);
+    assert_eq!(lifted.num_threads(), 32);
+    assert_eq!(lifted.local_size(), 4);
+    for thread in 0..32 {
+        for local in 0..4 {
+            let mut expected = vec![0, 0];
+            expected.extend(layout.coordinates(thread, local));
+            assert_eq!(lifted.coordinates(thread, local), expected);
+        }
+    }
+    let text: RegisterLayout = "local(1,2,1).spatial(1,8,4).local(1,1,2)".parse().unwrap();
+    assert_eq!(layout.with_leading_dims(1), text);
+}

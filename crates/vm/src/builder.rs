@@ -545,6 +545,26 @@ impl ProgramBuilder {
             src: src.0.clone(),
             dtype,
             layout,
+            offset: None,
+        });
+        Tensor(dst.to_string())
+    }
+
+    /// `%dst = view(%src, dtype, layout, offset);` — the bits of each thread from `offset` on.
+    pub fn view_slice(
+        &mut self,
+        dst: &str,
+        src: &Tensor,
+        dtype: DType,
+        layout: RegisterLayout,
+        offset: u32,
+    ) -> Tensor {
+        self.inst(Inst::View {
+            dst: dst.to_string(),
+            src: src.0.clone(),
+            dtype,
+            layout,
+            offset: Some(offset),
         });
         Tensor(dst.to_string())
     }
@@ -555,6 +575,24 @@ impl ProgramBuilder {
             dst: dst.to_string(),
             src: src.0.clone(),
             dtype,
+            layout: None,
+        });
+        Tensor(dst.to_string())
+    }
+
+    /// `%dst = cast(%src, dtype, layout);` — converted and put in `layout`'s local order.
+    pub fn cast_to(
+        &mut self,
+        dst: &str,
+        src: &Tensor,
+        dtype: DType,
+        layout: RegisterLayout,
+    ) -> Tensor {
+        self.inst(Inst::Cast {
+            dst: dst.to_string(),
+            src: src.0.clone(),
+            dtype,
+            layout: Some(layout),
         });
         Tensor(dst.to_string())
     }

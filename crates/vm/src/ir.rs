@@ -417,18 +417,23 @@ pub enum Inst {
     WaitGroup { pending: u32 },
     /// `barrier();`
     Barrier,
-    /// `%dst = view(%src, dtype, layout);`
+    /// `%dst = view(%src, dtype, layout[, offset]);` — without an offset the result keeps
+    /// every bit of each thread; with one it takes the bits from `offset` on (a slice).
     View {
         dst: String,
         src: String,
         dtype: DType,
         layout: RegisterLayout,
+        /// Bit offset into each thread's register stream, for a slice.
+        offset: Option<u32>,
     },
-    /// `%dst = cast(%src, dtype);`
+    /// `%dst = cast(%src, dtype[, layout]);` — with a layout, each thread's elements are
+    /// also put in that layout's local order (the same threads hold the same elements).
     Cast {
         dst: String,
         src: String,
         dtype: DType,
+        layout: Option<RegisterLayout>,
     },
     /// `%dst = neg(%src);` and so on.
     Unary {
@@ -457,7 +462,8 @@ pub enum Inst {
         then: Operand,
         otherwise: Operand,
     },
-    /// `%dst = dot(%a, %b, %c);` — `d = a·b + c`.
+    /// `%dst = dot(%a, %b, %c);` — `d = a·b + c` over the last two dimensions, batched over
+    /// the leading ones.
     Dot {
         dst: String,
         a: String,

@@ -31,4 +31,4 @@ pub use builder::{ProgramBuilder, Tensor};
 pub use ir::*;
 pub use text::{parse, print, ParseError};
 pub use verified::{Definition, Elementwise, ElementwiseOperand, StmtInfo, Verified};
-pub use verify::{verify, VerifyError, VerifyErrorKind};
+pub use verify::{local_permutation, verify, VerifyError, VerifyErrorKind};

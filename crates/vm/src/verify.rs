@@ -185,7 +185,21 @@ pub enum VerifyErrorKind {
         to_local: usize,
         to_dtype: DType,
     },
-    #[error("`dot` needs a [M, K], b [K, N], c [M, N]; found a {a}, b {b}, c {c}")]
+    #[error("`view` takes {to} bits from bit {offset} of each thread, beyond the {from} bits ({from_local} x {from_dtype}) it holds")]
+    ViewSlice {
+        offset: u32,
+        to: u64,
+        from: u64,
+        from_local: usize,
+        from_dtype: DType,
+    },
+    #[error("`cast` to layout {to} from {from}: {reason}")]
+    CastLayout {
+        from: String,
+        to: String,
+        reason: String,
+    },
+    #[error("`dot` needs a [.., M, K], b [.., K, N], c [.., M, N] with the same leading (batch) dimensions; found a {a}, b {b}, c {c}")]
     DotShape { a: Shape, b: Shape, c: Shape },
     #[error("`dot`: {reason} (a is {a}, b is {b}, c is {c})")]
     DotDTypes {
@@ -275,6 +289,57 @@ fn int_range(dtype: DType) -> Option<(i64, i64)> {
         }
         _ => None,
     }
+}
+
+/// The local permutation `π` with `to.coordinates(t, l) == from.coordinates(t, π[l])` for
+/// every thread `t`, the same in every thread (what `cast` to another local order needs).
+pub fn local_permutation(
+    from: &RegisterLayout,
+    to: &RegisterLayout,
+) -> std::result::Result<Vec<usize>, String> {
+    if from.shape() != to.shape() {
+        return Err(format!(
+            "the shapes differ ({} and {})",
+            Shape(from.shape().to_vec()),
+            Shape(to.shape().to_vec())
+        ));
+    }
+    if from.num_threads() != to.num_threads() || from.local_size() != to.local_size() {
+        return Err(format!(
+            "the layouts must have the same threads and elements per thread ({} x {} and {} x {})",
+            from.num_threads(),
+            from.local_size(),
+            to.num_threads(),
+            to.local_size()
+        ));
+    }
+    let mut permutation = Vec::with_capacity(to.local_size());
+    let mut coords = vec![0; to.rank()];
+    for local in 0..to.local_size() {
+        to.coordinates_into(0, local, &mut coords);
+        match from.local_index_of(0, &coords) {
+            Some(source) => permutation.push(source),
+            None => {
+                return Err(format!(
+                    "thread 0 holds element {} in the new layout but not in the old; a cast only reorders each thread's own elements",
+                    Shape(coords.clone())
+                ))
+            }
+        }
+    }
+    // Both layouts passed `check_layout`, so this walk is bounded by MAX_REGISTER_BITS.
+    for thread in 1..to.num_threads() {
+        for (local, &source) in permutation.iter().enumerate() {
+            to.coordinates_into(thread, local, &mut coords);
+            if from.local_index_of(thread, &coords) != Some(source) {
+                return Err(format!(
+                    "thread {thread} orders its elements differently from thread 0 (element {}); the reordering must be the same in every thread",
+                    Shape(coords.clone())
+                ));
+            }
+        }
+    }
+    Ok(permutation)
 }
 
 fn offsets_text(offsets: &[Expr]) -> String {
@@ -871,20 +936,33 @@ impl<'p> Verifier<'p> {
                 src,
                 dtype,
                 layout,
+                offset,
             } => {
                 let (from_dtype, from_layout) = self.register_tensor(inst, src)?;
                 self.check_layout(inst, *dtype, layout)?;
                 let from = from_layout.local_size() as u64 * u64::from(from_dtype.bits());
                 let to = layout.local_size() as u64 * u64::from(dtype.bits());
-                if from != to {
-                    return self.fail(K::ViewBits {
-                        from,
-                        from_local: from_layout.local_size(),
-                        from_dtype,
-                        to,
-                        to_local: layout.local_size(),
-                        to_dtype: *dtype,
-                    });
+                match offset {
+                    None if from != to => {
+                        return self.fail(K::ViewBits {
+                            from,
+                            from_local: from_layout.local_size(),
+                            from_dtype,
+                            to,
+                            to_local: layout.local_size(),
+                            to_dtype: *dtype,
+                        })
+                    }
+                    Some(offset) if u64::from(*offset) + to > from => {
+                        return self.fail(K::ViewSlice {
+                            offset: *offset,
+                            to,
+                            from,
+                            from_local: from_layout.local_size(),
+                            from_dtype,
+                        })
+                    }
+                    _ => {}
                 }
                 self.define(
                     inst,
@@ -895,8 +973,27 @@ impl<'p> Verifier<'p> {
                     },
                 )
             }
-            Inst::Cast { dst, src, dtype } => {
-                let (_, layout) = self.register_tensor(inst, src)?;
+            Inst::Cast {
+                dst,
+                src,
+                dtype,
+                layout: to,
+            } => {
+                let (_, from) = self.register_tensor(inst, src)?;
+                let layout = match to {
+                    None => from,
+                    Some(to) => {
+                        self.check_layout(inst, *dtype, to)?;
+                        if let Err(reason) = local_permutation(&from, to) {
+                            return self.fail(K::CastLayout {
+                                from: from.to_string(),
+                                to: to.to_string(),
+                                reason,
+                            });
+                        }
+                        to.clone()
+                    }
+                };
                 self.define(
                     inst,
                     dst,
@@ -939,12 +1036,15 @@ impl<'p> Verifier<'p> {
                 let (b_dtype, b_layout) = self.register_tensor(inst, b)?;
                 let (c_dtype, c_layout) = self.register_tensor(inst, c)?;
                 let (sa, sb, sc) = (a_layout.shape(), b_layout.shape(), c_layout.shape());
-                let shapes_ok = sa.len() == 2
-                    && sb.len() == 2
-                    && sc.len() == 2
-                    && sa[1] == sb[0]
-                    && sa[0] == sc[0]
-                    && sb[1] == sc[1];
+                let rank = sa.len();
+                let shapes_ok = rank >= 2
+                    && sb.len() == rank
+                    && sc.len() == rank
+                    && sa[..rank - 2] == sb[..rank - 2]
+                    && sa[..rank - 2] == sc[..rank - 2]
+                    && sa[rank - 1] == sb[rank - 2]
+                    && sa[rank - 2] == sc[rank - 2]
+                    && sb[rank - 1] == sc[rank - 1];
                 if !shapes_ok {
                     return self.fail(K::DotShape {
                         a: Shape(sa.to_vec()),

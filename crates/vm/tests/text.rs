@@ -332,3 +332,30 @@ fn parse_errors() {
 5:571: nesting deeper than 64 levels
 5:76: nesting deeper than 64 levels"#);
 }
+
+#[test]
+fn slices_casts_to_a_layout_and_batched_dots_round_trip() {
+    let text = "program p(x: ptr<u8>)
+grid(1)
+threads(32)
+{
+    %gx = view_global(x, [32, 4], [4, 1]);
+    %b = load_global(%gx[0, 0], spatial(32,1).local(1,4));
+    %n = view(%b, u4, spatial(32,1).local(1,4), 16);
+    %h = cast(%n, f16, spatial(32,1).column_local(1,4));
+    %a = alloc_register(f16, spatial(2,8,2).local(1,2,8), 0.0);
+    %w = alloc_register(f16, spatial(2,8,2).local(1,2,4), 0.0);
+    %c = alloc_register(f32, spatial(2,8,2).local(1,2,4), 0.0);
+    %c = dot(%a, %w, %c);
+}
+";
+    let program = anybit_vm::parse(text).expect("parses");
+    anybit_vm::verify(&program).expect("verifies");
+    let printed = anybit_vm::print(&program);
+    assert_eq!(anybit_vm::parse(&printed).expect("reparses"), program);
+    assert!(
+        printed.contains("view(%b, u4, local(1,4).spatial(32,1), 16)"),
+        "{printed}"
+    );
+    assert!(printed.contains("cast(%n, f16, "), "{printed}");
+}

@@ -211,7 +211,44 @@ fn view_bits() {
 fn dot_shape() {
     assert_snapshot!(body_error(
         "    %a = alloc_register(f16, spatial(8,4).local(2,2), 0.0);\n    %b = alloc_register(f16, spatial(8,4).local(2,2), 0.0);\n    %c = alloc_register(f32, spatial(8,4).local(2,2), 0.0);\n    %c = dot(%a, %b, %c);\n"
-    ), @"8:5: `dot` needs a [M, K], b [K, N], c [M, N]; found a [16, 8], b [16, 8], c [16, 8]");
+    ), @"8:5: `dot` needs a [.., M, K], b [.., K, N], c [.., M, N] with the same leading (batch) dimensions; found a [16, 8], b [16, 8], c [16, 8]");
+}
+
+#[test]
+fn dot_batch_dimensions_differ() {
+    assert_snapshot!(body_error(
+        "    %a = alloc_register(f16, spatial(1,8,4).local(2,2,2), 0.0);\n    %b = alloc_register(f16, spatial(1,8,4).local(1,1,2), 0.0);\n    %c = alloc_register(f32, spatial(1,8,4).local(1,2,2), 0.0);\n    %c = dot(%a, %b, %c);\n"
+    ), @"8:5: `dot` needs a [.., M, K], b [.., K, N], c [.., M, N] with the same leading (batch) dimensions; found a [2, 16, 8], b [1, 8, 8], c [1, 16, 8]");
+}
+
+#[test]
+fn view_slice() {
+    assert_snapshot!(body_error(&format!(
+        "    %x = alloc_register(u8, {WARP}.local(1,4), 0);\n    %y = view(%x, u4, {WARP}.local(1,4), 24);\n"
+    )), @"6:5: `view` takes 16 bits from bit 24 of each thread, beyond the 32 bits (4 x u8) it holds");
+}
+
+#[test]
+fn cast_layout() {
+    assert_snapshot!(body_error(
+        "    %x = alloc_register(u4, spatial(8,4).local(1,2), 0);\n    %y = cast(%x, f16, local(1,2).spatial(8,4));\n"
+    ), @"6:5: `cast` to layout local(1,2).spatial(8,4) from spatial(8,4).local(1,2): thread 0 holds element [0, 4] in the new layout but not in the old; a cast only reorders each thread's own elements");
+}
+
+#[test]
+fn local_permutation_of_a_reordered_fragment() {
+    // The mma A fragment with each thread's pair members 4 slots apart (codes 16 bits apart
+    // in a register of 4-bit codes) instead of adjacent.
+    let fragment: RegisterLayout = "column_local(2,2).spatial(8,4).local(1,2)".parse().unwrap();
+    let interleaved: RegisterLayout =
+        "layout(shape=[16,16], modes=[[2,8],[2,4,2]], threads=[d0.1,d1.1], locals=[d1.2,d1.0,d0.0])"
+            .parse()
+            .unwrap();
+    // Element l of the fragment (pair q = l / 2, member e = l % 2) sits at 4e + q.
+    assert_eq!(
+        anybit_vm::local_permutation(&interleaved, &fragment),
+        Ok(vec![0, 4, 1, 5, 2, 6, 3, 7])
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod compile;
 pub mod doctor;
 pub mod dtype;
+pub mod kernel;
 pub mod program;
 pub mod run;
 

@@ -58,12 +58,18 @@ pub enum Recipe {
 }
 
 /// A fast conversion from a type of at most 8 bits to f16 or bf16, two codes at a time.
+///
+/// The codes are at bits `offset..` and `16 + offset..` of the 32-bit input; every other bit
+/// of the input is ignored (the recipes mask), so a register word shifted to bring a pair
+/// there needs no further cleaning.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FastCast {
     pub from: DType,
     pub to: DType,
     pub recipe: Recipe,
     pub fixups: Vec<Fixup>,
+    /// Where in each half the code starts (0 for [`FastCast::new`]).
+    pub offset: u32,
 }
 
 fn both(half: u32) -> u32 {
@@ -111,6 +117,7 @@ impl FastCast {
                             add: half_bits(to, -(magic + offset as f64)),
                         },
                         fixups: Vec::new(),
+                        offset: 0,
                     })
                 } else {
                     Some(FastCast {
@@ -122,6 +129,7 @@ impl FastCast {
                             sub: 8_388_608.0 + offset as f32,
                         },
                         fixups: Vec::new(),
+                        offset: 0,
                     })
                 }
             }
@@ -184,10 +192,64 @@ impl FastCast {
                         add: 0x8000,
                     },
                     fixups,
+                    offset: 0,
                 })
             }
             _ => None,
         }
+    }
+
+    /// The same conversion for codes at bit `offset` of each half, if the recipe allows it: the
+    /// integer magic-number recipes do, as long as the code stays inside the half's mantissa
+    /// (`offset + bits <= 10` for f16, `<= 7` for bf16). The magic number then holds
+    /// `magic + code · 2^offset`, and the fma multiplies by `2^-offset` (exactly) and adds
+    /// `-(magic · 2^-offset + code offset)`. A pair of 4-bit codes at bits 4 and 20 then needs
+    /// no shift.
+    pub fn at_offset(&self, offset: u32) -> Option<FastCast> {
+        if offset == self.offset {
+            return Some(self.clone());
+        }
+        let Recipe::Halves {
+            shift_a: 0,
+            mask_b: 0,
+            or,
+            ..
+        } = self.recipe
+        else {
+            return None;
+        };
+        if or == 0 || self.offset != 0 {
+            return None;
+        }
+        let n = self.from.bits();
+        let (room, magic) = if self.to == DType::F16 {
+            (10, 1024.0)
+        } else {
+            (7, 128.0)
+        };
+        if offset + n > room {
+            return None;
+        }
+        let code_offset = if matches!(self.from, DType::Signed(_)) {
+            1u32 << (n - 1)
+        } else {
+            0
+        };
+        let scale = 2f64.powi(-(offset as i32));
+        Some(FastCast {
+            recipe: Recipe::Halves {
+                shift_a: 0,
+                mask_a: both(self.from.code_mask() << offset),
+                shift_b: 0,
+                mask_b: 0,
+                xor: both(code_offset << offset),
+                or,
+                mul: half_bits(self.to, scale),
+                add: half_bits(self.to, -(magic * scale + code_offset as f64)),
+            },
+            offset,
+            ..self.clone()
+        })
     }
 
     /// One line saying what the recipe does, for comments and selection reports.
@@ -208,11 +270,15 @@ impl FastCast {
 
     /// The name of the device function.
     pub fn function_name(&self) -> String {
-        format!("ab_cvt_{}_{}", self.from, self.to)
+        if self.offset == 0 {
+            format!("ab_cvt_{}_{}", self.from, self.to)
+        } else {
+            format!("ab_cvt_{}_{}_at{}", self.from, self.to, self.offset)
+        }
     }
 
-    /// The device function `u32 NAME(u32 p)`: `p` holds two codes (bits 0.. and 16..), the
-    /// result the two converted halves.
+    /// The device function `u32 NAME(u32 p)`: `p` holds two codes (bits `offset..` and
+    /// `16 + offset..`), the result the two converted halves.
     pub fn device_function(&self) -> String {
         let mut s = format!(
             "// {} -> {}: {}\n__device__ __forceinline__ u32 {}(u32 p) {{\n",
@@ -297,7 +363,8 @@ impl FastCast {
         s
     }
 
-    /// Host evaluation of the device function, with the same arithmetic: `p` holds two codes.
+    /// Host evaluation of the device function, with the same arithmetic: `p` holds two codes
+    /// (at `offset` in each half).
     pub fn eval_pair(&self, p: u32) -> u32 {
         let round = |v: f64| -> u16 {
             if v.is_nan() {
@@ -425,6 +492,69 @@ mod tests {
         }
         // u1..u8, i1..i8 and the small floats with E <= 5 to f16, everything to bf16.
         assert!(checked >= 60, "only {checked} fast paths");
+    }
+
+    /// Bits outside the two codes do not matter, and the integer recipes take codes at any
+    /// offset they accept: every code, with every other bit set.
+    #[test]
+    fn offsets_and_other_bits_are_exact_for_every_code() {
+        let mut checked = 0;
+        for from in DType::all_small() {
+            for to in [DType::F16, DType::Bf16] {
+                let Some(base) = FastCast::new(from, to) else {
+                    continue;
+                };
+                let n = from.bits();
+                for offset in 0..16 - n {
+                    let Some(fast) = base.at_offset(offset) else {
+                        assert!(offset > 0, "{from} -> {to}: offset 0 must be accepted");
+                        continue;
+                    };
+                    let code_bits = both(from.code_mask() << offset);
+                    let count = 1u32 << n;
+                    for lo in 0..count {
+                        for hi in [0, count - 1, lo] {
+                            let p = (lo << offset) | (hi << (16 + offset));
+                            let noisy = p | !code_bits;
+                            let want = (reference_cast(from, to, lo), reference_cast(from, to, hi));
+                            for input in [p, noisy] {
+                                let got = fast.eval_pair(input);
+                                assert_eq!(
+                                    (got & 0xffff, got >> 16),
+                                    want,
+                                    "{from} -> {to} at {offset}: codes {lo:#x}, {hi:#x}, input {input:#010x}"
+                                );
+                            }
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 100, "only {checked} recipes");
+        let i4 = FastCast::new(DType::Signed(4), DType::F16)
+            .unwrap()
+            .at_offset(4)
+            .unwrap();
+        let Recipe::Halves {
+            mask_a,
+            xor,
+            mul,
+            add,
+            ..
+        } = i4.recipe
+        else {
+            panic!()
+        };
+        // x = 1024 + 16·(c ^ 8); x / 16 − 72 = c.
+        assert_eq!(
+            (mask_a, xor, mul, add),
+            (0x00f0_00f0, 0x0080_0080, 0x2c00, 0xd480)
+        );
+        assert!(FastCast::new(DType::Signed(4), DType::Bf16)
+            .unwrap()
+            .at_offset(4)
+            .is_none());
     }
 
     #[test]

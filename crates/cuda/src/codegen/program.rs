@@ -15,7 +15,7 @@ use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Stmt, StmtKind, U
 use super::emitter::{align, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
 use super::error::CodegenError;
 use super::lower::memory::{self, copy, global, shared};
-use super::lower::{dot, elementwise, reduce};
+use super::lower::{convert, dot, elementwise, reduce};
 use super::scalar::{gcd, scalar_name};
 use crate::target::Target;
 use anybit_vm::is_identifier;
@@ -411,8 +411,20 @@ fn instruction(e: &mut Emitter, inst: &Inst) -> R<()> {
             src,
             dtype,
             layout,
-        } => elementwise::view(e, dst, src, *dtype, layout),
-        Inst::Cast { dst, src, dtype } => elementwise::cast(e, dst, src, *dtype),
+            offset,
+        } => convert::view(e, dst, src, *dtype, layout, *offset),
+        Inst::Cast {
+            dst,
+            src,
+            dtype,
+            layout: None,
+        } => convert::cast(e, dst, src, *dtype),
+        Inst::Cast {
+            dst,
+            src,
+            dtype,
+            layout: Some(layout),
+        } => convert::cast_to_layout(e, dst, src, *dtype, layout),
         Inst::Unary { dst, op, src } => elementwise::unary(e, dst, *op, src),
         Inst::Binary { dst, op, lhs, rhs } => elementwise::binary(e, dst, *op, lhs, rhs),
         Inst::Compare { dst, op, lhs, rhs } => elementwise::compare(e, dst, *op, lhs, rhs),

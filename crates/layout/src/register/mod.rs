@@ -414,6 +414,34 @@ impl RegisterLayout {
         }
     }
 
+    /// The same layout with `count` dimensions of size 1 in front (a batch of one): element
+    /// `[c..]` becomes `[0, .., 0, c..]`. Division by a lifted fragment atom is how a batched
+    /// `dot` finds its tensor-core tiles.
+    pub fn with_leading_dims(&self, count: usize) -> RegisterLayout {
+        let modes: Vec<Vec<usize>> = std::iter::repeat_with(Vec::new)
+            .take(count)
+            .chain((0..self.rank()).map(|dim| self.dim_modes(dim).to_vec()))
+            .collect();
+        let shift = |m: ModeRef| ModeRef {
+            dim: m.dim + count,
+            index: m.index,
+        };
+        let threads: Vec<ThreadEntry> = self
+            .thread_entries()
+            .iter()
+            .map(|entry| match *entry {
+                ThreadEntry::Mode(m) => ThreadEntry::Mode(shift(m)),
+                replicate => replicate,
+            })
+            .collect();
+        let locals: Vec<ModeRef> = self.local_entries().iter().map(|&m| shift(m)).collect();
+        match Self::from_parts(&modes, &threads, &locals) {
+            Ok(layout) => layout,
+            // The parts are this layout's own, which passed the same checks.
+            Err(error) => panic!("lifting a valid layout: {error}"),
+        }
+    }
+
     /// Builds a layout from an explicit (not necessarily canonical) form: the mode sizes of each
     /// dimension (most significant first), the thread digits and the local digits (most
     /// significant first). Every mode must be used exactly once, by `threads` or `locals`.

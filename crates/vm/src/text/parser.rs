@@ -843,11 +843,17 @@ impl Parser {
                     let dtype = self.dtype()?;
                     self.expect_punct(",")?;
                     let layout = self.register_layout()?;
+                    let offset = if self.eat_punct(",")? {
+                        Some(self.small_number("the bit offset")?)
+                    } else {
+                        None
+                    };
                     Inst::View {
                         dst,
                         src,
                         dtype,
                         layout,
+                        offset,
                     }
                 }
                 "cast" => {
@@ -855,7 +861,17 @@ impl Parser {
                     let src = self.tensor()?;
                     self.expect_punct(",")?;
                     let dtype = self.dtype()?;
-                    Inst::Cast { dst, src, dtype }
+                    let layout = if self.eat_punct(",")? {
+                        Some(self.register_layout()?)
+                    } else {
+                        None
+                    };
+                    Inst::Cast {
+                        dst,
+                        src,
+                        dtype,
+                        layout,
+                    }
                 }
                 "where" => {
                     let dst = with_result(dst)?;

@@ -237,9 +237,21 @@ fn write_inst(f: &mut fmt::Formatter<'_>, inst: &Inst) -> fmt::Result {
         Inst::CommitGroup | Inst::Barrier => write!(f, "{name}()"),
         Inst::WaitGroup { pending } => write!(f, "{name}({pending})"),
         Inst::View {
+            src,
+            dtype,
+            layout,
+            offset,
+            ..
+        } => match offset {
+            None => write!(f, "{name}(%{src}, {dtype}, {layout})"),
+            Some(offset) => write!(f, "{name}(%{src}, {dtype}, {layout}, {offset})"),
+        },
+        Inst::Cast {
             src, dtype, layout, ..
-        } => write!(f, "{name}(%{src}, {dtype}, {layout})"),
-        Inst::Cast { src, dtype, .. } => write!(f, "{name}(%{src}, {dtype})"),
+        } => match layout {
+            None => write!(f, "{name}(%{src}, {dtype})"),
+            Some(layout) => write!(f, "{name}(%{src}, {dtype}, {layout})"),
+        },
         Inst::Unary { src, .. } | Inst::Print { src } => write!(f, "{name}(%{src})"),
         Inst::Binary { lhs, rhs, .. } | Inst::Compare { lhs, rhs, .. } => {
             write!(f, "{name}({lhs}, {rhs})")

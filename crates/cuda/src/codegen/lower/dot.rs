@@ -1,7 +1,9 @@
-//! `dot`: `%d = dot(%a, %b, %c)`, the matrix product `a·b + c` of register tensors.
+//! `dot`: `%d = dot(%a, %b, %c)`, the matrix product `a·b + c` of register tensors, batched
+//! over leading dimensions.
 //!
-//! What this module promises: every element of the result is `c[i][j] + Σ_k a[i][k]·b[k][j]`
-//! as `docs/vm.md` says (floats in f32, in the summation order it allows; integers wrapping).
+//! What this module promises: every element of the result is `c[p][i][j] + Σ_k
+//! a[p][i][k]·b[p][k][j]` as `docs/vm.md` says (floats in f32, in the summation order it
+//! allows; integers wrapping), for every batch index `p`.
 //! Two lowerings:
 //! - `mma.sync.aligned.m16n8k16` (selected when proven): f16 or bf16 inputs with f32
 //!   accumulators, where `a`, `b` and `c` divide by the fragment atoms of
@@ -32,42 +34,48 @@ pub(in crate::codegen) fn dot(e: &mut Emitter, dst: &str, a: &str, b: &str, c: &
         );
     }
     let (sa, sb, sc) = (ra.layout.shape(), rb.layout.shape(), rc.layout.shape());
-    if sa.len() != 2
-        || sb.len() != 2
-        || sc.len() != 2
-        || sa[1] != sb[0]
-        || sa[0] != sc[0]
-        || sb[1] != sc[1]
+    let rank = sa.len();
+    if rank < 2
+        || sb.len() != rank
+        || sc.len() != rank
+        || sa[..rank - 2] != sb[..rank - 2]
+        || sa[..rank - 2] != sc[..rank - 2]
+        || sa[rank - 1] != sb[rank - 2]
+        || sa[rank - 2] != sc[rank - 2]
+        || sb[rank - 1] != sc[rank - 1]
     {
         return Err(e.err(format!("dot shapes {sa:?} x {sb:?} + {sc:?} do not match")));
     }
-    let (m, k, n) = (sa[0], sa[1], sb[1]);
+    let (m, k, n) = (sa[rank - 2], sa[rank - 1], sb[rank - 1]);
+    let batch: usize = sa[..rank - 2].iter().product();
     let (reg, new) = e.result(dst, rc.dtype, &rc.layout)?;
     if try_mma(e, dst, &reg, new, &ra, &rb, &rc)? {
         return Ok(());
     }
     // Generic: logical values of a and b through shared memory, then every holder of an
     // element of c computes it.
-    e.note_selection(format!(
-        "generic dot through shared memory ({m}x{k} by {k}x{n})"
-    ));
+    e.note_selection(if batch == 1 {
+        format!("generic dot through shared memory ({m}x{k} by {k}x{n})")
+    } else {
+        format!("generic dot through shared memory ({batch} x {m}x{k} by {k}x{n})")
+    });
     let float = ra.dtype.is_float();
-    e.need_scratch(4 * (m * k + k * n));
+    e.need_scratch(4 * batch * (m * k + k * n));
     let vt = if float { "float" } else { "u32" };
     e.declare(dst, &reg, new);
     e.open("{");
     e.line(&format!("{vt}* const sa = ({vt}*)ab_scratch;"));
-    e.line(&format!("{vt}* const sb = sa + {};", m * k));
+    e.line(&format!("{vt}* const sb = sa + {};", batch * m * k));
     e.line("__syncthreads();");
-    for (r, stride, arr) in [(&ra, k, "sa"), (&rb, n, "sb")] {
+    for (r, rows, stride, arr) in [(&ra, m, k, "sa"), (&rb, k, n, "sb")] {
         let terms = Terms::new(&r.layout);
         let owner = terms.first_owner_cond("tid");
         e.open("{");
         if let Some(cnd) = &owner {
             e.open(&format!("if ({cnd}) {{"));
         }
-        let t0 = terms.thread_coord_expr(0, "tid");
-        let t1 = terms.thread_coord_expr(1, "tid");
+        let t0 = terms.thread_coord_expr(rank - 2, "tid");
+        let t1 = terms.thread_coord_expr(rank - 1, "tid");
         e.open(&format!(
             "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
             r.layout.local_size()
@@ -77,10 +85,14 @@ pub(in crate::codegen) fn dot(e: &mut Emitter, dst: &str, a: &str, b: &str, c: &
             &format!("ab_get<{}>({}, l)", r.dtype.bits(), r.cname),
         );
         let v = if float { v } else { format!("(u32)({v})") };
+        let row = match batch_index(&terms, sa, "l") {
+            Some(p) => format!("{p} * {rows} + {t0}"),
+            None => t0,
+        };
         e.line(&format!(
-            "{arr}[({t0} + {}) * {stride} + {t1} + {}] = {v};",
-            terms.local_coord_expr(0, "l"),
-            terms.local_coord_expr(1, "l")
+            "{arr}[({row} + {}) * {stride} + {t1} + {}] = {v};",
+            terms.local_coord_expr(rank - 2, "l"),
+            terms.local_coord_expr(rank - 1, "l")
         ));
         e.close("}");
         if owner.is_some() {
@@ -93,27 +105,35 @@ pub(in crate::codegen) fn dot(e: &mut Emitter, dst: &str, a: &str, b: &str, c: &
     let ct = rc.dtype;
     e.with_result(dst, &reg, false, |e, t| {
         let terms = Terms::new(&rc.layout);
-        let t0 = terms.thread_coord_expr(0, "tid");
-        let t1 = terms.thread_coord_expr(1, "tid");
+        let t0 = terms.thread_coord_expr(rank - 2, "tid");
+        let t1 = terms.thread_coord_expr(rank - 1, "tid");
         e.open(&format!(
             "#pragma unroll\nfor (int l = 0; l < {}; ++l) {{",
             rc.layout.local_size()
         ));
+        let batch = batch_index(&terms, sc, "l");
+        let (a_row, b_row) = match &batch {
+            Some(p) => {
+                e.line(&format!("const int p = {p};"));
+                (format!("(p * {m} + i)"), format!("(p * {k} + kk)"))
+            }
+            None => ("i".to_string(), "kk".to_string()),
+        };
         e.line(&format!(
             "const int i = {t0} + {}, j = {t1} + {};",
-            terms.local_coord_expr(0, "l"),
-            terms.local_coord_expr(1, "l")
+            terms.local_coord_expr(rank - 2, "l"),
+            terms.local_coord_expr(rank - 1, "l")
         ));
         let cv = decode(ct, &format!("ab_get<{}>({cname}, l)", ct.bits()));
         if float {
             e.line(&format!("float acc = {cv};"));
             e.line(&format!(
-                "for (int kk = 0; kk < {k}; ++kk) acc = fmaf(sa[i * {k} + kk], sb[kk * {n} + j], acc);"
+                "for (int kk = 0; kk < {k}; ++kk) acc = fmaf(sa[{a_row} * {k} + kk], sb[{b_row} * {n} + j], acc);"
             ));
         } else {
             e.line(&format!("u32 acc = (u32)({cv});"));
             e.line(&format!(
-                "for (int kk = 0; kk < {k}; ++kk) acc += sa[i * {k} + kk] * sb[kk * {n} + j];"
+                "for (int kk = 0; kk < {k}; ++kk) acc += sa[{a_row} * {k} + kk] * sb[{b_row} * {n} + j];"
             ));
         }
         let res = encode(ct, "acc");
@@ -132,7 +152,13 @@ fn try_mma(e: &mut Emitter, dst: &str, reg: &Reg, new: bool, a: &Reg, b: &Reg, c
         (DType::Bf16, DType::F32) => "ab_mma_bf16",
         _ => return Ok(false),
     };
-    let (fa, fb, fc) = (mma_m16n8k16_a(), mma_m16n8k16_b(), mma_m16n8k16_c());
+    let rank = c.layout.rank();
+    let batch_dims = rank - 2;
+    let (fa, fb, fc) = (
+        mma_m16n8k16_a().with_leading_dims(batch_dims),
+        mma_m16n8k16_b().with_leading_dims(batch_dims),
+        mma_m16n8k16_c().with_leading_dims(batch_dims),
+    );
     let (Some(qa), Some(qb), Some(qc)) = (
         a.layout.divide(&fa),
         b.layout.divide(&fb),
@@ -140,7 +166,7 @@ fn try_mma(e: &mut Emitter, dst: &str, reg: &Reg, new: bool, a: &Reg, b: &Reg, c
     ) else {
         return Ok(false);
     };
-    let k_steps = a.layout.shape()[1] / 16;
+    let k_steps = a.layout.shape()[rank - 1] / 16;
     let warps = qc.num_threads();
     // plan[q] = [(a slot, b slot) for each k step], the same in every warp.
     let mut plan: Vec<Vec<(usize, usize)>> = Vec::new();
@@ -149,11 +175,14 @@ fn try_mma(e: &mut Emitter, dst: &str, reg: &Reg, new: bool, a: &Reg, b: &Reg, c
         for kk in 0..k_steps {
             let mut slot: Option<(usize, usize)> = None;
             for w in 0..warps {
-                let ij = qc.coordinates(w, q);
-                let (Some(ia), Some(ib)) = (
-                    qa.local_index_of(w, &[ij[0], kk]),
-                    qb.local_index_of(w, &[kk, ij[1]]),
-                ) else {
+                // [batch.., i, j] of the C tile; A's is [batch.., i, kk], B's [batch.., kk, j].
+                let pij = qc.coordinates(w, q);
+                let mut pik = pij.clone();
+                pik[rank - 1] = kk;
+                let mut pkj = pij;
+                pkj[rank - 2] = kk;
+                let (Some(ia), Some(ib)) = (qa.local_index_of(w, &pik), qb.local_index_of(w, &pkj))
+                else {
                     return Ok(false);
                 };
                 match slot {
@@ -194,4 +223,21 @@ fn try_mma(e: &mut Emitter, dst: &str, reg: &Reg, new: bool, a: &Reg, b: &Reg, c
         Ok(())
     })?;
     Ok(true)
+}
+
+/// The row-major index over the batch (all but the last two) dimensions of a tile of `shape`,
+/// as C for the thread `tid` and the local index `local`; `None` without batch dimensions.
+fn batch_index(terms: &Terms, shape: &[usize], local: &str) -> Option<String> {
+    let rank = shape.len();
+    (rank > 2).then(|| {
+        let mut index = "0".to_string();
+        for (dim, &size) in shape.iter().enumerate().take(rank - 2) {
+            index = format!(
+                "({index} * {size} + {} + {})",
+                terms.thread_coord_expr(dim, "tid"),
+                terms.local_coord_expr(dim, local)
+            );
+        }
+        index
+    })
 }

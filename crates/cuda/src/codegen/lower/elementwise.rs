@@ -1,15 +1,12 @@
-//! Elementwise instructions on register tensors: `view`, `cast`, the unary operations (`neg`,
-//! `abs`, `exp`), the binary operations (`add` … `max`), the comparisons and `where`, with
-//! broadcasting.
+//! Elementwise instructions on register tensors: the unary operations (`neg`, `abs`, `exp`),
+//! the binary operations (`add` … `max`), the comparisons and `where`, with broadcasting.
 //!
 //! What this module promises: every result element is what `docs/vm.md` says for the operand
 //! elements at the same coordinates (a broadcast operand's size-1 dimensions read coordinate 0),
 //! computed in each thread from its own registers: a broadcast operand's local index is found
 //! at generation time for every thread, and an operand not held by the thread that needs it is
 //! an error. Floats are computed in f32 without contraction and rounded once into the result
-//! type; integers wrap. Fast paths, used only when their preconditions hold:
-//! - packed conversions to f16/bf16 (two codes per 32-bit register, [`crate::codegen::cast`])
-//!   for an even local size;
+//! type; integers wrap. Fast path, used only when its preconditions hold:
 //! - packed `fma.rn.{f16x2,bf16x2}` for `add`, `sub`, `mul` of f16/bf16 (a single rounding, as
 //!   the f32 computation followed by rounding gives) for an even local size, with operands of
 //!   the result's layout, statically indexed broadcasts, scalars or literals.
@@ -18,86 +15,11 @@ use anybit_dtype::DType;
 use anybit_layout::RegisterLayout;
 use anybit_vm::{BinaryOp, CmpOp, Operand, UnaryOp};
 
-use crate::codegen::cast::FastCast;
 use crate::codegen::element::{
-    convert_to_code, ctype, decode, encode, float_c, float_literal_value, kind, mask_hex, Kind,
+    ctype, decode, encode, float_c, float_literal_value, kind, mask_hex, Kind,
 };
 use crate::codegen::emitter::{Emitter, Reg, R};
 use crate::codegen::layout::Terms;
-
-/// Lowers `%dst = view(%src) : register<dtype, layout>`: the same bits per thread, read as
-/// another type and layout (a copy of the words, free after register allocation).
-pub(in crate::codegen) fn view(
-    e: &mut Emitter,
-    dst: &str,
-    src: &str,
-    dtype: DType,
-    layout: &RegisterLayout,
-) -> R<()> {
-    let x = e.register(src)?;
-    let bits_in = x.layout.local_size() * x.dtype.bits() as usize;
-    let bits_out = layout.local_size() * dtype.bits() as usize;
-    if bits_in != bits_out {
-        return Err(e.err(format!(
-            "view keeps {bits_in} bits per thread but register<{dtype}, {layout}> has {bits_out}"
-        )));
-    }
-    let (reg, new) = e.result(dst, dtype, layout)?;
-    let w = reg.words();
-    let xname = x.cname.clone();
-    e.with_result(dst, &reg, new, |e, t| {
-        e.line(&format!(
-            "#pragma unroll\nfor (int i = 0; i < {w}; ++i) {t}[i] = {xname}[i];"
-        ));
-        Ok(())
-    })
-}
-
-/// Lowers `%dst = cast(%src) : dtype`: a packed conversion where one exists and the local size
-/// is even, decode and encode otherwise.
-pub(in crate::codegen) fn cast(e: &mut Emitter, dst: &str, src: &str, to: DType) -> R<()> {
-    let x = e.register(src)?;
-    let (reg, new) = e.result(dst, to, &x.layout)?;
-    let from = x.dtype;
-    let l = x.layout.local_size();
-    if let Some(fast) = FastCast::new(from, to) {
-        if l % 2 == 0 {
-            e.note_selection(format!(
-                "packed conversion {from} -> {to}, two per 32-bit register ({})",
-                fast.summary()
-            ));
-            let fname = fast.function_name();
-            let xname = x.cname.clone();
-            let guard = fname.to_uppercase();
-            e.add_helper(
-                fname.clone(),
-                format!(
-                    "#ifndef {guard}\n#define {guard}\n{}#endif\n",
-                    fast.device_function()
-                ),
-            );
-            return e.with_result(dst, &reg, new, |e, t| {
-                e.line(&format!(
-                    "#pragma unroll\nfor (int j = 0; j < {}; ++j) {t}[j] = {fname}(ab_pair<{}>({xname}, 2 * j));",
-                    l / 2,
-                    from.bits()
-                ));
-                Ok(())
-            });
-        }
-    }
-    let (n1, n2) = (from.bits(), to.bits());
-    e.with_result(dst, &reg, new, |e, t| {
-        e.open(&format!("#pragma unroll\nfor (int l = 0; l < {l}; ++l) {{"));
-        let v = decode(from, &format!("ab_get<{n1}>({}, l)", x.cname));
-        e.line(&format!(
-            "ab_set<{n2}>({t}, l, {});",
-            convert_to_code(from, to, &v)
-        ));
-        e.close("}");
-        Ok(())
-    })
-}
 
 /// Lowers `%dst = neg|abs|exp(%src)`.
 pub(in crate::codegen) fn unary(e: &mut Emitter, dst: &str, op: UnaryOp, src: &str) -> R<()> {

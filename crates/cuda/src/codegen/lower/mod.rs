@@ -3,8 +3,8 @@
 //!
 //! - `memory/`: allocation, global views, loads and stores (vectorised, `ldmatrix`),
 //!   `copy_async` (`cp.async`), `commit_group`, `wait_group`, `barrier`;
-//! - `elementwise`: `view`, `cast` (packed conversions), unary, binary (packed f16x2/bf16x2),
-//!   comparisons, `where`;
+//! - `convert`: `view` (slices too), `cast` (packed conversions, reordering casts);
+//! - `elementwise`: unary, binary (packed f16x2/bf16x2), comparisons, `where`;
 //! - `dot`: generic and `mma.sync`;
 //! - `reduce`: generic and `shfl.xor` butterflies.
 //!
@@ -18,6 +18,7 @@
 //! `element`, `layout`, `scalar`, `cast`) and the layout crate, never the program walk and
 //! never another family; inside `memory/`, `global`, `shared` and `copy` use `vector`.
 
+pub(super) mod convert;
 pub(super) mod dot;
 pub(super) mod elementwise;
 pub(super) mod memory;

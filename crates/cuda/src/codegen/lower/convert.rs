@@ -1,0 +1,215 @@
+//! Reinterpretation and conversion of register tensors: `view` (whole or a slice of each
+//! thread's bits) and `cast` (in place, or into another local order of the same elements).
+//!
+//! What this module promises: `view` copies the thread's bit stream (from its offset) into the
+//! result's words, exactly; `cast` converts every element as `docs/vm.md` says. Fast paths,
+//! used only when their preconditions hold: packed conversions to f16/bf16 (two codes per
+//! 32-bit register, [`crate::codegen::cast`]) for an even local size; into another local
+//! order, pairs whose codes sit 16 bits apart in one register need at most one shift.
+
+use anybit_dtype::DType;
+use anybit_layout::RegisterLayout;
+
+use crate::codegen::cast::FastCast;
+use crate::codegen::element::{convert_to_code, decode};
+use crate::codegen::emitter::{Emitter, R};
+
+/// Lowers `%dst = view(%src[, offset]) : register<dtype, layout>`: the same bits per thread
+/// (or, with an offset, the bits from `offset` on), read as another type and layout: a copy of
+/// the words, free after register allocation when the offset is a multiple of 32.
+pub(in crate::codegen) fn view(
+    e: &mut Emitter,
+    dst: &str,
+    src: &str,
+    dtype: DType,
+    layout: &RegisterLayout,
+    offset: Option<u32>,
+) -> R<()> {
+    let x = e.register(src)?;
+    let bits_in = x.layout.local_size() * x.dtype.bits() as usize;
+    let bits_out = layout.local_size() * dtype.bits() as usize;
+    let start = offset.unwrap_or(0) as usize;
+    let fits = match offset {
+        None => bits_in == bits_out,
+        Some(_) => start + bits_out <= bits_in,
+    };
+    if !fits {
+        return Err(e.err(format!(
+            "view takes {bits_out} bits from bit {start} of {bits_in} per thread"
+        )));
+    }
+    let (reg, new) = e.result(dst, dtype, layout)?;
+    let w = reg.words();
+    let xname = x.cname.clone();
+    let source_words = x.words();
+    let (first, shift) = (start / 32, start % 32);
+    // Bits of the last result word beyond the slice are cleared, so that a slice reads as a
+    // tensor of its own.
+    let tail = bits_out % 32;
+    e.with_result(dst, &reg, new, |e, t| {
+        if shift == 0 {
+            let index = if first == 0 {
+                "i".to_string()
+            } else {
+                format!("{first} + i")
+            };
+            e.line(&format!(
+                "#pragma unroll\nfor (int i = 0; i < {w}; ++i) {t}[i] = {xname}[{index}];"
+            ));
+        } else {
+            for i in 0..w {
+                let low = format!("({xname}[{}] >> {shift})", first + i);
+                let next = first + i + 1;
+                let word = if next < source_words {
+                    format!("{low} | ({xname}[{next}] << {})", 32 - shift)
+                } else {
+                    low
+                };
+                e.line(&format!("{t}[{i}] = {word};"));
+            }
+        }
+        if offset.is_some() && tail != 0 {
+            e.line(&format!("{t}[{}] &= 0x{:x}u;", w - 1, (1u64 << tail) - 1));
+        }
+        Ok(())
+    })
+}
+
+/// Lowers `%dst = cast(%src, dtype, layout)`: each thread's elements converted and put in
+/// `layout`'s local order (the verifier proved it is a reordering, the same in every thread).
+/// With a packed conversion, a pair of result elements whose codes lie in one register 16 bits
+/// apart takes one shift (often none) and the recipe; other pairs are gathered first; without
+/// one, every element is decoded and encoded.
+pub(in crate::codegen) fn cast_to_layout(
+    e: &mut Emitter,
+    dst: &str,
+    src: &str,
+    to: DType,
+    layout: &RegisterLayout,
+) -> R<()> {
+    let x = e.register(src)?;
+    let permutation = anybit_vm::local_permutation(&x.layout, layout)
+        .map_err(|reason| e.err(format!("cast to {layout}: {reason}")))?;
+    let (reg, new) = e.result(dst, to, layout)?;
+    let from = x.dtype;
+    let n = from.bits() as usize;
+    let l = layout.local_size();
+    let xname = x.cname.clone();
+    if let Some(fast) = FastCast::new(from, to).filter(|_| l % 2 == 0) {
+        let mut lines = Vec::new();
+        let mut gathered = 0;
+        for j in 0..l / 2 {
+            let (a, b) = (permutation[2 * j] * n, permutation[2 * j + 1] * n);
+            let same_word = a / 32 == b / 32 && b == a + 16;
+            let recipe = if same_word {
+                // The widest offset the recipe takes inside the byte, so that pairs at bits
+                // 0/16, 4/20 share the unshifted word and 8/24, 12/28 the word >> 8.
+                let within = (a % 32 % 8) as u32;
+                fast.at_offset(within)
+                    .map(|f| (f, a % 32 - within as usize))
+                    .or_else(|| fast.at_offset(0).map(|f| (f, a % 32)))
+            } else {
+                None
+            };
+            let (function, input) = match recipe {
+                Some((f, shift)) => {
+                    let word = format!("{xname}[{}]", a / 32);
+                    let input = if shift == 0 {
+                        word
+                    } else {
+                        format!("({word} >> {shift})")
+                    };
+                    (f, input)
+                }
+                None => {
+                    gathered += 1;
+                    let input = format!(
+                        "(ab_get<{n}>({xname}, {}) | (ab_get<{n}>({xname}, {}) << 16))",
+                        permutation[2 * j],
+                        permutation[2 * j + 1]
+                    );
+                    (fast.clone(), input)
+                }
+            };
+            let name = function.function_name();
+            let guard = name.to_uppercase();
+            e.add_helper(
+                name.clone(),
+                format!(
+                    "#ifndef {guard}\n#define {guard}\n{}#endif\n",
+                    function.device_function()
+                ),
+            );
+            lines.push((name, input));
+        }
+        e.note_selection(format!(
+            "packed conversion {from} -> {to} into another local order: {} of {} pairs 16 bits apart in a register ({})",
+            l / 2 - gathered,
+            l / 2,
+            fast.summary()
+        ));
+        return e.with_result(dst, &reg, new, |e, t| {
+            for (j, (name, input)) in lines.iter().enumerate() {
+                e.line(&format!("{t}[{j}] = {name}({input});"));
+            }
+            Ok(())
+        });
+    }
+    let n2 = to.bits();
+    e.with_result(dst, &reg, new, |e, t| {
+        for (l, &source) in permutation.iter().enumerate() {
+            let v = decode(from, &format!("ab_get<{n}>({xname}, {source})"));
+            e.line(&format!(
+                "ab_set<{n2}>({t}, {l}, {});",
+                convert_to_code(from, to, &v)
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Lowers `%dst = cast(%src) : dtype`: a packed conversion where one exists and the local size
+/// is even, decode and encode otherwise.
+pub(in crate::codegen) fn cast(e: &mut Emitter, dst: &str, src: &str, to: DType) -> R<()> {
+    let x = e.register(src)?;
+    let (reg, new) = e.result(dst, to, &x.layout)?;
+    let from = x.dtype;
+    let l = x.layout.local_size();
+    if let Some(fast) = FastCast::new(from, to) {
+        if l % 2 == 0 {
+            e.note_selection(format!(
+                "packed conversion {from} -> {to}, two per 32-bit register ({})",
+                fast.summary()
+            ));
+            let fname = fast.function_name();
+            let xname = x.cname.clone();
+            let guard = fname.to_uppercase();
+            e.add_helper(
+                fname.clone(),
+                format!(
+                    "#ifndef {guard}\n#define {guard}\n{}#endif\n",
+                    fast.device_function()
+                ),
+            );
+            return e.with_result(dst, &reg, new, |e, t| {
+                e.line(&format!(
+                    "#pragma unroll\nfor (int j = 0; j < {}; ++j) {t}[j] = {fname}(ab_pair<{}>({xname}, 2 * j));",
+                    l / 2,
+                    from.bits()
+                ));
+                Ok(())
+            });
+        }
+    }
+    let (n1, n2) = (from.bits(), to.bits());
+    e.with_result(dst, &reg, new, |e, t| {
+        e.open(&format!("#pragma unroll\nfor (int l = 0; l < {l}; ++l) {{"));
+        let v = decode(from, &format!("ab_get<{n1}>({}, l)", x.cname));
+        e.line(&format!(
+            "ab_set<{n2}>({t}, l, {});",
+            convert_to_code(from, to, &v)
+        ));
+        e.close("}");
+        Ok(())
+    })
+}

@@ -1,0 +1,394 @@
+//! Benchmarks of the quantized products on a GPU, done the honest way: every configuration is
+//! checked against the f64 reference before it is timed; times are medians of CUDA-event timed
+//! launches after warm-up; L2 is flushed by reading a buffer of several times its size before
+//! every launch (outside the timed region); inputs are random, never zeros; the device-to-device
+//! copy bandwidth is measured in the same run, so every figure comes with its fraction of it.
+
+use std::time::Instant;
+
+use anybit_cuda::{generate, DeviceBuffer, Gpu, KernelCache, RuntimeError};
+use anybit_dtype::{DType, SpecialValues};
+use anybit_vm::builder::{block_x, ProgramBuilder};
+use anybit_vm::ReduceOp;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use serde::Serialize;
+
+use crate::decode::{DecodeKernel, DecodeSchedule};
+use crate::format::{Activation, Group, QuantFormat, ZeroPoints};
+use crate::gpu::{DeviceWeight, Matmul, MatmulError};
+use crate::prepared::{FragmentLayout, GroupLayout};
+use crate::reference::relative_error;
+use crate::weight::PreparedWeight;
+
+/// Bytes read by the L2 flush before every timed launch (the H100 has 50 MB of L2).
+pub const FLUSH_BYTES: usize = 256 << 20;
+/// Output rows compared with the f64 reference in every configuration.
+const CHECKED_ROWS: usize = 64;
+
+/// What to benchmark.
+#[derive(Clone, Debug)]
+pub struct BenchRequest {
+    pub weights: Vec<DType>,
+    pub group: Group,
+    /// Zero points (codes) for unsigned weight types.
+    pub zeros: bool,
+    pub activation: Activation,
+    pub tokens: Vec<usize>,
+    /// Weight shapes `(n, k)`.
+    pub shapes: Vec<(usize, usize)>,
+    /// Schedules to time; empty for the library's choice.
+    pub schedules: Vec<DecodeSchedule>,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub seed: u64,
+}
+
+/// One timed configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRow {
+    pub kernel: String,
+    pub weight: String,
+    pub group: String,
+    pub activation: String,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub schedule: String,
+    /// Median time in microseconds.
+    pub us: f64,
+    /// Codes, scales and zero points read.
+    pub weight_bytes: usize,
+    /// `weight_bytes` per second, in TB/s.
+    pub tbps: f64,
+    /// `tbps` over the copy bandwidth of the same run.
+    pub copy_fraction: f64,
+    /// ‖y − reference‖ / ‖reference‖ over the checked rows.
+    pub relative_error: f64,
+}
+
+/// A benchmark run.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub device: String,
+    /// Device-to-device copy bandwidth (bytes read + written per second), TB/s.
+    pub copy_tbps: f64,
+    pub rows: Vec<BenchRow>,
+}
+
+/// A benchmark that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Matmul(#[from] MatmulError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{kernel}: m {m}, {n}×{k}: relative error {error:e} against the f64 reference (limit 1e-2){detail}")]
+    Wrong {
+        kernel: String,
+        m: usize,
+        n: usize,
+        k: usize,
+        error: f64,
+        detail: String,
+    },
+    #[error("the L2 flush kernel: {0}")]
+    Flush(String),
+}
+
+/// The library's decode schedule for `m` tokens and `bits`-bit weights.
+pub fn default_schedule(m: usize, bits: u32) -> DecodeSchedule {
+    let loads_per_chunk = crate::prepared::steps_per_chunk(bits) * bits as usize / 16;
+    DecodeSchedule {
+        warps: 4,
+        k_warps: 1,
+        tiles_per_warp: 1,
+        token_tiles: m.div_ceil(8).next_power_of_two().max(1),
+        chunks_per_step: if loads_per_chunk >= 2 { 1 } else { 2 },
+        prefetch: true,
+    }
+}
+
+/// A reading kernel over a large buffer: launched before every timed run, it leaves L2 full of
+/// other data, without the write-back a zeroing flush would add to the next kernel.
+struct Flush {
+    kernel: anybit_cuda::Kernel,
+    buffer: DeviceBuffer,
+    sums: DeviceBuffer,
+}
+
+impl Flush {
+    fn new(gpu: &Gpu, cache: &KernelCache) -> Result<Flush, BenchError> {
+        const PER_BLOCK: i32 = 4096;
+        let mut b = ProgramBuilder::new("flush_l2");
+        b.doc("Reads n u32 words (4096 per block) and stores one wrapped sum per block.");
+        let buffer = b.pointer("buffer", DType::Unsigned(32));
+        let sums = b.pointer("sums", DType::Unsigned(32));
+        let n = b.int_multiple_of("n", PER_BLOCK as u32);
+        b.grid([n.clone() / PER_BLOCK]);
+        b.threads(256);
+        let g = b.view_global("g", &buffer, [n.clone()], [1]);
+        let layout = "spatial(256).local(16)"
+            .parse()
+            .map_err(|e| BenchError::Flush(format!("{e}")))?;
+        let words = b.load_global("words", &g, [block_x() * PER_BLOCK], layout);
+        let sum = b.reduce("sum", ReduceOp::Sum, &words, 0);
+        let out = b.view_global("out", &sums, [n / PER_BLOCK], [1]);
+        b.store_global(&out, [block_x()], &sum);
+        let program = b.finish();
+        let generated =
+            generate(&program, gpu.target()).map_err(|e| BenchError::Flush(e.to_string()))?;
+        let module = cache
+            .compile(&generated.source, &generated.name, gpu.target())
+            .map_err(|e| BenchError::Flush(e.to_string()))?;
+        Ok(Flush {
+            kernel: gpu.load(&module, &generated.name)?,
+            buffer: gpu.upload(&random_bytes(&mut StdRng::seed_from_u64(1), FLUSH_BYTES))?,
+            sums: gpu.alloc_zeroed(FLUSH_BYTES / 4 / PER_BLOCK as usize * 4)?,
+        })
+    }
+
+    fn run(&self, gpu: &Gpu) -> Result<(), RuntimeError> {
+        let words = (FLUSH_BYTES / 4) as i32;
+        gpu.enqueue_launch(
+            &self.kernel,
+            anybit_cuda::Launch {
+                grid: [(words / 4096) as u32, 1, 1],
+                block: [256, 1, 1],
+                dynamic_shared_bytes: 0,
+            },
+            &[
+                anybit_cuda::KernelArgument::Buffer(&self.buffer),
+                anybit_cuda::KernelArgument::Buffer(&self.sums),
+                anybit_cuda::KernelArgument::I32(words),
+            ],
+        )
+    }
+}
+
+fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    rng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A weight of random codes (no special values), scales and zero points, made directly in the
+/// prepared layout (the layout of random codes is random codes).
+pub fn random_weight(
+    format: QuantFormat,
+    n: usize,
+    k: usize,
+    scale_dtype: DType,
+    rng: &mut StdRng,
+) -> Result<PreparedWeight, MatmulError> {
+    format.check(n, k).map_err(|e| MatmulError::Mismatch {
+        what: "takes the formats QuantFormat::check accepts".into(),
+        call: e.to_string(),
+    })?;
+    let bits = format.weight.bits();
+    let codes_layout = FragmentLayout::new(bits, n, k);
+    let groups_layout = GroupLayout::new(&codes_layout, format.group.size(k));
+    let mut codes = random_bytes(rng, codes_layout.bytes());
+    if bits == 8 {
+        if let DType::MiniFloat(minifloat) = format.weight {
+            if minifloat.special_values() != SpecialValues::FiniteOnly {
+                // Replace NaN and infinity codes by the largest finite magnitude.
+                let max = minifloat.max_finite_code() as u8;
+                for code in &mut codes {
+                    if (*code & 0x7f) > max {
+                        *code = (*code & 0x80) | max;
+                    }
+                }
+            }
+        }
+    }
+    let step = 1.0 / (1u32 << bits.min(7)) as f32;
+    let values = |rng: &mut StdRng, low: f32, high: f32| -> Vec<u8> {
+        (0..groups_layout.len())
+            .flat_map(|_| {
+                let code = scale_dtype.encode(rng.random_range(low..high));
+                code.to_le_bytes()
+                    .into_iter()
+                    .take((scale_dtype.bits() / 8) as usize)
+            })
+            .collect()
+    };
+    let scales = values(rng, 0.5 * step, 1.5 * step);
+    let zeros = (format.zeros != ZeroPoints::None)
+        .then(|| values(rng, 0.0, format.weight.max_value() as f32));
+    Ok(PreparedWeight {
+        format,
+        n,
+        k,
+        scale_dtype,
+        codes_layout,
+        groups_layout,
+        codes,
+        scales,
+        zeros,
+    })
+}
+
+/// Runs the benchmark; `progress` receives one line per configuration.
+pub fn run(
+    gpu: &Gpu,
+    request: &BenchRequest,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport, BenchError> {
+    let cache = KernelCache::default_location();
+    let flush = Flush::new(gpu, &cache)?;
+    let flush_l2 = || flush.run(gpu);
+    // Copy bandwidth: 1 GiB device to device, bytes read + written.
+    let copy_bytes = 1usize << 30;
+    let source = gpu.upload(&random_bytes(&mut StdRng::seed_from_u64(2), copy_bytes))?;
+    let mut destination = gpu.alloc_zeroed(copy_bytes)?;
+    let copy_ms = gpu.time_copy(&source, &mut destination, 3, 20)?;
+    drop((source, destination));
+    let copy_tbps = 2.0 * copy_bytes as f64 / (copy_ms * 1e-3) / 1e12;
+    progress(&format!(
+        "{}: device-to-device copy {copy_tbps:.2} TB/s",
+        gpu.info().name
+    ));
+    let mut matmul = Matmul::new(gpu);
+    let mut rng = StdRng::seed_from_u64(request.seed);
+    let act = request.activation.dtype();
+    let mut rows = Vec::new();
+    for &(n, k) in &request.shapes {
+        for &weight in &request.weights {
+            let zeros = if request.zeros && matches!(weight, DType::Unsigned(_)) {
+                ZeroPoints::Codes
+            } else {
+                ZeroPoints::None
+            };
+            let format = QuantFormat {
+                weight,
+                group: request.group,
+                zeros,
+            };
+            let started = Instant::now();
+            let prepared = random_weight(format, n, k, DType::F16, &mut rng)?;
+            let device_weight = DeviceWeight::upload(gpu, &prepared)?;
+            let checked: Vec<usize> = (0..CHECKED_ROWS.min(n))
+                .map(|i| i * n / CHECKED_ROWS.min(n))
+                .collect();
+            let reference_rows: Vec<Vec<f64>> = checked
+                .iter()
+                .map(|&row| prepared.dequantize_row(row))
+                .collect();
+            for &m in &request.tokens {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|_| act.decode(act.encode(rng.random_range(-1.0f32..1.0))) as f32)
+                    .collect();
+                let x_bytes: Vec<u8> = x
+                    .iter()
+                    .flat_map(|&v| (act.encode(v) as u16).to_le_bytes())
+                    .collect();
+                let x_device = gpu.upload(&x_bytes)?;
+                let schedules = if request.schedules.is_empty() {
+                    vec![default_schedule(m, weight.bits())]
+                } else {
+                    request
+                        .schedules
+                        .iter()
+                        .copied()
+                        .filter(|s| s.max_tokens() >= m)
+                        .collect()
+                };
+                for schedule in schedules {
+                    let spec = DecodeKernel {
+                        format,
+                        activation: request.activation,
+                        scale_dtype: prepared.scale_dtype,
+                        bias: false,
+                        schedule,
+                    };
+                    // Poisoned output: every element must be written.
+                    let mut y = gpu.upload(&vec![0xff; m * n * 2])?;
+                    matmul.run(&spec, &x_device, m, &device_weight, None, &y)?;
+                    let out = gpu.download(&y)?;
+                    let got: Vec<f64> = out
+                        .chunks_exact(2)
+                        .map(|c| act.decode(u16::from_le_bytes([c[0], c[1]]) as u32))
+                        .collect();
+                    let unwritten = got.iter().filter(|v| !v.is_finite()).count();
+                    let mut got_rows = Vec::new();
+                    let mut expected = Vec::new();
+                    for token in 0..m {
+                        for (index, &row) in checked.iter().enumerate() {
+                            got_rows.push(got[token * n + row]);
+                            expected.push(
+                                (0..k)
+                                    .map(|i| x[token * k + i] as f64 * reference_rows[index][i])
+                                    .sum::<f64>(),
+                            );
+                        }
+                    }
+                    let error = relative_error(&got_rows, &expected);
+                    if unwritten > 0 || error > 1e-2 {
+                        return Err(BenchError::Wrong {
+                            kernel: spec.name(),
+                            m,
+                            n,
+                            k,
+                            error,
+                            detail: if unwritten > 0 {
+                                format!("; {unwritten} outputs not finite (unwritten?)")
+                            } else {
+                                String::new()
+                            },
+                        });
+                    }
+                    y = gpu.upload(&vec![0xff; m * n * 2])?;
+                    let ms = matmul.time(
+                        &spec,
+                        &x_device,
+                        m,
+                        &device_weight,
+                        None,
+                        &y,
+                        request.warmup,
+                        request.repeats,
+                        flush_l2,
+                    )?;
+                    let us = ms * 1e3;
+                    let weight_bytes = device_weight.bytes();
+                    let tbps = weight_bytes as f64 / (us * 1e-6) / 1e12;
+                    let row = BenchRow {
+                        kernel: spec.name(),
+                        weight: weight.to_string(),
+                        group: request.group.to_string(),
+                        activation: request.activation.to_string(),
+                        m,
+                        n,
+                        k,
+                        schedule: schedule.tag(),
+                        us,
+                        weight_bytes,
+                        tbps,
+                        copy_fraction: tbps / copy_tbps,
+                        relative_error: error,
+                    };
+                    progress(&format!(
+                        "{:>8} m {:>3} {:>6}x{:<6} {:<12} {:>9.1} us {:>6.2} TB/s {:>5.1}% of copy  err {:.1e}  ({:.1} s)",
+                        row.weight,
+                        m,
+                        n,
+                        k,
+                        row.schedule,
+                        us,
+                        tbps,
+                        100.0 * row.copy_fraction,
+                        error,
+                        started.elapsed().as_secs_f64()
+                    ));
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    Ok(BenchReport {
+        device: gpu.info().name.clone(),
+        copy_tbps,
+        rows,
+    })
+}

@@ -1,0 +1,645 @@
+//! The decode schedule: quantized matrix products for few tokens (M ≤ 64), as anybit programs.
+//!
+//! The weight is the A operand of `mma.m16n8k16` (rows of W are rows of the tile), the tokens
+//! are its N. A block has `k_warps × warps` warps: `warps` of them own different row tiles,
+//! and `k_warps` of them split K into contiguous slices (split-K inside the block, so small
+//! layers still fill every SM). Every warp streams the prepared fragments of its
+//! `tiles_per_warp` row tiles with 16-byte loads, `view`s the bits as A fragments in the
+//! prepared lane order, converts them with a packed cast into fragment order, applies zero
+//! points, multiplies with B fragments of `x` loaded straight from global memory (tokens beyond
+//! M read as zeros) and accumulates in f32. Scales are applied where they cost least: on the
+//! f32 partial sum of each step when a step lies inside one group, per code in the activation
+//! type when groups are smaller than a step, once at the end for per-channel scales. The
+//! `k_warps` partial sums are kept apart by a batched `dot` and added by `reduce_sum` at the
+//! end; then bias, conversion and the store.
+//!
+//! What this module promises: [`DecodeKernel::program`] returns a program that the verifier
+//! accepts for every format [`crate::QuantFormat::check`] accepts and every schedule, and that
+//! computes `y = x · dequant(W)ᵀ (+ bias)` with `W` in the layout of [`crate::prepared`] for
+//! every shape [`DecodeKernel::supports`] accepts; the tests run it on the interpreter against
+//! an f64 reference.
+
+use std::fmt;
+
+use anybit_dtype::DType;
+use anybit_layout::RegisterLayout;
+use anybit_vm::builder::{block_x, ProgramBuilder, Tensor};
+use anybit_vm::{Expr, FloatLit, Literal, Program, ReduceOp, Unroll};
+
+use crate::format::{Activation, Group, QuantFormat, ZeroPoints};
+use crate::prepared::{steps_per_chunk, LANES, STEP_COLS, TILE_ROWS};
+
+/// The tiling of a decode kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DecodeSchedule {
+    /// Warps per block that own different row tiles.
+    pub warps: usize,
+    /// Warps per block that split K (contiguous slices, added at the end).
+    pub k_warps: usize,
+    /// Row tiles (16 rows each) per warp.
+    pub tiles_per_warp: usize,
+    /// Token tiles (8 tokens each): the kernel takes M ≤ 8 · `token_tiles`.
+    pub token_tiles: usize,
+    /// Chunks of the prepared layout loaded per loop iteration.
+    pub chunks_per_step: usize,
+    /// Load the next iteration's weights before computing this one's (two register buffers).
+    pub prefetch: bool,
+}
+
+impl DecodeSchedule {
+    /// The largest M the schedule takes.
+    pub fn max_tokens(&self) -> usize {
+        8 * self.token_tiles
+    }
+
+    /// Rows of the weight one block covers.
+    pub fn block_rows(&self) -> usize {
+        TILE_ROWS * self.warps * self.tiles_per_warp
+    }
+
+    /// Threads per block.
+    pub fn threads(&self) -> usize {
+        LANES * self.warps * self.k_warps
+    }
+
+    /// A short name for kernel names: `w4k2r1t1c1p`.
+    pub fn tag(&self) -> String {
+        format!(
+            "w{}k{}r{}t{}c{}{}",
+            self.warps,
+            self.k_warps,
+            self.tiles_per_warp,
+            self.token_tiles,
+            self.chunks_per_step,
+            if self.prefetch { "p" } else { "" }
+        )
+    }
+}
+
+/// A schedule tag that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch, e.g. w4k2r1t1c2p (at most 32 warps in all)")]
+pub struct ParseScheduleError(pub String);
+
+impl std::str::FromStr for DecodeSchedule {
+    type Err = ParseScheduleError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || ParseScheduleError(text.to_string());
+        let (body, prefetch) = match text.strip_suffix('p') {
+            Some(body) => (body, true),
+            None => (text, false),
+        };
+        let mut values = [0usize; 5];
+        let mut rest = body;
+        for (index, letter) in ['w', 'k', 'r', 't', 'c'].into_iter().enumerate() {
+            rest = rest.strip_prefix(letter).ok_or_else(error)?;
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            values[index] = rest[..digits].parse().map_err(|_| error())?;
+            rest = &rest[digits..];
+        }
+        let [warps, k_warps, tiles_per_warp, token_tiles, chunks_per_step] = values;
+        let valid = rest.is_empty()
+            && (1..=32).contains(&warps)
+            && (1..=32).contains(&k_warps)
+            && warps * k_warps <= 32
+            && (1..=8).contains(&tiles_per_warp)
+            && (1..=8).contains(&token_tiles)
+            && (1..=8).contains(&chunks_per_step);
+        if !valid {
+            return Err(error());
+        }
+        Ok(DecodeSchedule {
+            warps,
+            k_warps,
+            tiles_per_warp,
+            token_tiles,
+            chunks_per_step,
+            prefetch,
+        })
+    }
+}
+
+impl fmt::Display for DecodeSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} warps x {} row tiles, K split over {} warps, {} token tiles, {} chunks per step{}",
+            self.warps,
+            self.tiles_per_warp,
+            self.k_warps,
+            self.token_tiles,
+            self.chunks_per_step,
+            if self.prefetch { ", prefetch" } else { "" }
+        )
+    }
+}
+
+/// A generated kernel and the parameters it takes besides `x`, `w`, `scales` and `y`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelProgram {
+    pub program: Program,
+    /// Whether the program takes a `zeros` pointer.
+    pub has_zeros: bool,
+    /// Whether the program takes a `bias` pointer.
+    pub has_bias: bool,
+}
+
+/// The options of one decode kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DecodeKernel {
+    pub format: QuantFormat,
+    pub activation: Activation,
+    /// The type scales (and zero points) are stored in: f16, bf16 or f32.
+    pub scale_dtype: DType,
+    pub bias: bool,
+    pub schedule: DecodeSchedule,
+}
+
+fn layout(text: &str) -> RegisterLayout {
+    text.parse()
+        .unwrap_or_else(|error| panic!("generated layout `{text}` does not parse: {error}"))
+}
+
+/// True when every code of `weight` converts exactly to `activation`, so weights can be
+/// dequantized in the activation type.
+pub fn exact_in(weight: DType, activation: Activation) -> bool {
+    let act = activation.dtype();
+    (0..weight.code_count() as u32).all(|code| {
+        let value = weight.decode(code);
+        !value.is_finite() || act.decode(act.encode(value as f32)) == value
+    })
+}
+
+/// One mode of a layout in the explicit text form: its dimension, size and role.
+#[derive(Clone, Copy)]
+enum Role {
+    Thread,
+    Local,
+}
+
+/// The explicit layout text for `dims` (each a list of modes, most significant first, with
+/// their role) with thread entries in the order of `threads` and locals in the order of
+/// `locals` (pairs of dimension and mode index into `dims`). Modes of size 1 are dropped.
+fn explicit_layout(
+    dims: &[Vec<(usize, Role)>],
+    threads: &[(usize, usize)],
+    locals: &[(usize, usize)],
+) -> RegisterLayout {
+    let shape: Vec<usize> = dims
+        .iter()
+        .map(|modes| modes.iter().map(|&(size, _)| size).product())
+        .collect();
+    // New index of each kept mode.
+    let kept: Vec<Vec<Option<usize>>> = dims
+        .iter()
+        .map(|modes| {
+            let mut next = 0;
+            modes
+                .iter()
+                .map(|&(size, _)| {
+                    (size > 1).then(|| {
+                        next += 1;
+                        next - 1
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let list = |entries: &[(usize, usize)], role: fn(Role) -> bool| -> Vec<String> {
+        entries
+            .iter()
+            .filter(|&&(dim, mode)| role(dims[dim][mode].1))
+            .filter_map(|&(dim, mode)| kept[dim][mode].map(|index| format!("d{dim}.{index}")))
+            .collect()
+    };
+    let modes: Vec<String> = dims
+        .iter()
+        .map(|modes| {
+            let sizes: Vec<String> = modes
+                .iter()
+                .filter(|&&(size, _)| size > 1)
+                .map(|(size, _)| size.to_string())
+                .collect();
+            format!("[{}]", sizes.join(","))
+        })
+        .collect();
+    let shape_text: Vec<String> = shape.iter().map(ToString::to_string).collect();
+    layout(&format!(
+        "layout(shape=[{}], modes=[{}], threads=[{}], locals=[{}])",
+        shape_text.join(","),
+        modes.join(","),
+        list(threads, |r| matches!(r, Role::Thread)).join(","),
+        list(locals, |r| matches!(r, Role::Local)).join(",")
+    ))
+}
+
+/// The A operand `[k_warps, rows, cols]` of one step, with each lane's codes in the order of
+/// the prepared layout ([`crate::prepared::lane_position`]) when `interleaved`, in fragment
+/// order otherwise.
+fn a_operand(
+    kw: usize,
+    wn: usize,
+    r: usize,
+    steps: usize,
+    bits: u32,
+    interleaved: bool,
+) -> RegisterLayout {
+    use Role::{Local as L, Thread as T};
+    // Steps per 32-bit word (1, 2 and 4 bits) or a word per half step (8 bits).
+    let per_word = if interleaved && bits <= 4 {
+        16 / (4 * bits as usize)
+    } else {
+        1
+    };
+    let dims = vec![
+        vec![(kw, T)],
+        // rows: warp, row tile, row half, g
+        vec![(wn, T), (r, L), (2, L), (8, T)],
+        // columns: step (split into word and step-in-word), column half, t, pair member
+        vec![(steps / per_word, L), (per_word, L), (2, L), (4, T), (2, L)],
+    ];
+    let threads = [(0, 0), (1, 0), (1, 3), (2, 3)];
+    let locals: Vec<(usize, usize)> = if !interleaved {
+        vec![(1, 1), (2, 0), (2, 1), (2, 2), (1, 2), (2, 4)]
+    } else if bits == 8 {
+        // a word: column half, then pair member, then row half
+        vec![(1, 1), (2, 0), (2, 1), (2, 2), (2, 4), (1, 2)]
+    } else {
+        // a word: pair member, then steps in the word, column half, row half
+        vec![(1, 1), (2, 0), (2, 4), (2, 1), (2, 2), (1, 2)]
+    };
+    explicit_layout(&dims, &threads, &locals)
+}
+
+/// How a kernel applies scales.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scaling {
+    /// One group covers each step: the step's f32 partial sums are scaled.
+    Partial,
+    /// Groups are smaller than a step: every code is scaled in the activation type.
+    PerCode { groups_per_step: usize },
+    /// Per channel: the f32 sums are scaled once at the end.
+    AtEnd,
+}
+
+impl DecodeKernel {
+    /// The kernel's name: `qmm_decode_u4_f16_g128_sf16_z_b_w4k1r1t1c1p`.
+    pub fn name(&self) -> String {
+        let group = match self.format.group {
+            Group::Elements(size) => format!("g{size}"),
+            Group::PerChannel => "pc".to_string(),
+        };
+        let zeros = match self.format.zeros {
+            ZeroPoints::None => "",
+            ZeroPoints::Codes => "_z",
+            ZeroPoints::Scaled => "_zs",
+        };
+        format!(
+            "qmm_decode_{}_{}_{}_s{}{}{}_{}",
+            self.format.weight,
+            self.activation,
+            group,
+            self.scale_dtype,
+            zeros,
+            if self.bias { "_b" } else { "" },
+            self.schedule.tag()
+        )
+    }
+
+    /// Columns of one chunk of the prepared layout.
+    pub fn chunk_cols(&self) -> usize {
+        STEP_COLS * steps_per_chunk(self.format.weight.bits())
+    }
+
+    /// Whether this kernel computes the product for an `[n, k]` weight: with K split over
+    /// several warps, every slice must be whole chunks and whole groups of the unpadded K.
+    pub fn supports(&self, k: usize) -> bool {
+        let kw = self.schedule.k_warps;
+        if kw == 1 {
+            return true;
+        }
+        let slice = k / kw;
+        let group = self.format.group.size(k);
+        k.is_multiple_of(kw * self.chunk_cols())
+            && (self.format.group == Group::PerChannel || slice.is_multiple_of(group))
+    }
+
+    fn scaling(&self) -> Scaling {
+        let step_cols = self.chunk_cols() * self.schedule.chunks_per_step;
+        // Codes that do not fit the activation type are scaled in f32 before they are
+        // converted to it.
+        let via_f32 = !exact_in(self.format.weight, self.activation);
+        match self.format.group {
+            Group::PerChannel if via_f32 => Scaling::PerCode { groups_per_step: 1 },
+            Group::PerChannel => Scaling::AtEnd,
+            Group::Elements(size) if size >= step_cols && !via_f32 => Scaling::Partial,
+            Group::Elements(size) => Scaling::PerCode {
+                groups_per_step: (step_cols / size).max(1),
+            },
+        }
+    }
+
+    /// The anybit program of this kernel. Parameters: `x` (`[m, k]`), `w` (prepared codes),
+    /// `scales`, `zeros` (when the format has them), `bias` (when asked for), `y` (`[m, n]`),
+    /// then `m`, `n`, `k`.
+    pub fn program(&self) -> KernelProgram {
+        let s = self.schedule;
+        let act = self.activation.dtype();
+        let wtype = self.format.weight;
+        let bits = wtype.bits();
+        let steps = steps_per_chunk(bits);
+        let chunk = self.chunk_cols();
+        let lane_elems = 8 * steps;
+        let (wn, kw, r, t, c) = (
+            s.warps,
+            s.k_warps,
+            s.tiles_per_warp,
+            s.token_tiles,
+            s.chunks_per_step,
+        );
+        let step_steps = steps * c; // k steps per iteration
+        let has_zeros = self.format.zeros != ZeroPoints::None;
+        let scaling = self.scaling();
+        // Columns per group; per channel every step reads group 0 (see `group_view`).
+        let group = match self.format.group {
+            Group::Elements(size) => size,
+            Group::PerChannel => usize::MAX,
+        };
+        let interleaved = 32 % bits == 0;
+        let via_f32 = !exact_in(wtype, self.activation);
+        let dequant_type = if via_f32 { DType::F32 } else { act };
+
+        let mut b = ProgramBuilder::new(&self.name());
+        b.doc(&format!(
+            "y[m, n] = x[m, k] · dequant(W)[n, k]^T for m <= {}: {} weights in the prepared fragment layout, {} activations, {} scales.",
+            s.max_tokens(),
+            self.format,
+            act,
+            self.scale_dtype
+        ));
+        b.doc(&format!("Decode schedule: {s}."));
+        let x = b.pointer("x", act);
+        let wp = b.pointer("w", wtype);
+        let scales = b.pointer("scales", self.scale_dtype);
+        let zeros = has_zeros.then(|| b.pointer("zeros", self.scale_dtype));
+        let bias = self.bias.then(|| b.pointer("bias", act));
+        let y = b.pointer("y", act);
+        let m = b.int("m");
+        let n = b.int("n");
+        let k = match self.format.group {
+            Group::Elements(size) => b.int_multiple_of("k", size as u32),
+            Group::PerChannel => b.int("k"),
+        };
+        let tiles_per_block = (wn * r) as i32;
+        b.grid([n
+            .clone()
+            .ceil_div(TILE_ROWS as i32)
+            .ceil_div(tiles_per_block)]);
+        b.threads(s.threads() as u32);
+
+        let tiles = b.let_("tiles", n.clone().ceil_div(TILE_ROWS as i32));
+        let chunks = b.let_("chunks", k.clone().ceil_div(chunk as i32));
+        // Each K slice: its chunks, columns and groups.
+        let slice_chunks = b.let_("slice_chunks", chunks.clone() / kw as i32);
+        let slice_cols = if kw == 1 {
+            k.clone()
+        } else {
+            b.let_("slice_cols", k.clone() / kw as i32)
+        };
+        let per_channel = self.format.group == Group::PerChannel;
+        let padded_groups = if per_channel {
+            Expr::from(1)
+        } else {
+            b.let_("groups", chunks.clone() * (chunk as i32) / (group as i32))
+        };
+        let slice_groups = padded_groups.clone() / kw as i32;
+        let t0 = b.let_("t0", block_x() * tiles_per_block);
+        let chunk_len = (LANES * lane_elems) as i32;
+        let row_len = chunks.clone() * chunk_len;
+        let slice_len = slice_chunks.clone() * chunk_len;
+        let gw = b.view_global(
+            "gw",
+            &wp,
+            [tiles.clone(), Expr::from(kw as i32), slice_len.clone()],
+            [row_len, slice_len, 1.into()],
+        );
+        let gx = b.view_global(
+            "gx",
+            &x,
+            [Expr::from(kw as i32), slice_cols.clone(), m.clone()],
+            [slice_cols.clone(), 1.into(), k.clone()],
+        );
+        // Per-group values as [tiles, slices, groups of a slice, 8, 2]; per channel, every slice
+        // and step sees the one group of its rows.
+        let group_view = |b: &mut ProgramBuilder, name: &str, ptr| {
+            let (slice_stride, groups) = if per_channel {
+                (Expr::from(0), Expr::from(1))
+            } else {
+                (slice_groups.clone() * 16, slice_groups.clone())
+            };
+            b.view_global(
+                name,
+                ptr,
+                [
+                    tiles.clone(),
+                    Expr::from(kw as i32),
+                    groups,
+                    8.into(),
+                    2.into(),
+                ],
+                [
+                    padded_groups.clone() * 16,
+                    slice_stride,
+                    16.into(),
+                    2.into(),
+                    1.into(),
+                ],
+            )
+        };
+        let gs = group_view(&mut b, "gs", &scales);
+        let gz = zeros.as_ref().map(|ptr| group_view(&mut b, "gz", ptr));
+
+        let atom_b = "local(1,2,1).column_spatial(1,4,8).local(1,2,1)";
+        let atom_c = "local(1,2,1).spatial(1,8,4).local(1,1,2)";
+        let c_layout = layout(&format!("spatial({kw},{wn},1).local(1,{r},{t}).{atom_c}"));
+        let load_layout = layout(&format!(
+            "spatial(1,{kw},1).spatial({wn},1,1).local({r},1,{c}).spatial(1,1,32).local(1,1,{lane_elems})"
+        ));
+        let a_lanes = a_operand(kw, wn, r, step_steps, bits, interleaved);
+        let a_fragments = a_operand(kw, wn, r, step_steps, bits, false);
+        let b_layout = layout(&format!(
+            "spatial({kw},1,1).replicate({wn}).local(1,{step_steps},{t}).{atom_b}"
+        ));
+        // Per-group values of a step, loaded as [tiles, slices, groups, 8, 2].
+        let groups_per_step = match scaling {
+            Scaling::PerCode { groups_per_step } => groups_per_step,
+            _ => 1,
+        };
+        let group_load = layout(&format!(
+            "spatial(1,{kw},1,1,1).spatial({wn},1,1,1,1).local({r},1,{groups_per_step},1,1).spatial(1,1,1,8,1).local(1,1,1,1,2).replicate(4)"
+        ));
+        // ... used per row as [slices, rows, 1] or, per code, as [slices, rows, groups, 1].
+        let rows_use = layout(&format!(
+            "spatial({kw},{wn},1).local(1,{r},1).local(1,2,1).spatial(1,8,1).replicate(4)"
+        ));
+        let codes_use = layout(&format!(
+            "spatial({kw},{wn},1,1).local(1,{r},{groups_per_step},1).local(1,2,1,1).spatial(1,8,1,1).replicate(4)"
+        ));
+        let a_groups = layout(&format!(
+            "spatial({kw},{wn},1,1).local(1,{r},{groups_per_step},{}).column_local(1,2,1,2).spatial(1,8,1,4).local(1,1,1,2)",
+            step_steps / groups_per_step
+        ));
+
+        let zero = Some(Literal::Float(FloatLit(0.0)));
+        let acc = b.alloc_register("acc", DType::F32, c_layout.clone(), zero);
+        let load_weights = |b: &mut ProgramBuilder, name: &str, first_chunk: Expr| {
+            b.load_global(
+                name,
+                &gw,
+                [t0.clone(), 0.into(), first_chunk * chunk_len],
+                load_layout.clone(),
+            )
+        };
+        // Loads per-group values of the step starting at `first_chunk` in `dtype`, shaped as
+        // `usage`.
+        let group_values = |b: &mut ProgramBuilder,
+                            name: &str,
+                            view: &Tensor,
+                            first_chunk: Expr,
+                            usage: &RegisterLayout,
+                            dtype: DType| {
+            let first_group = if per_channel {
+                Expr::from(0)
+            } else {
+                first_chunk * (chunk as i32) / (group as i32)
+            };
+            let raw = b.load_global(
+                &format!("{name}_raw"),
+                view,
+                [t0.clone(), 0.into(), first_group, 0.into(), 0.into()],
+                group_load.clone(),
+            );
+            let shaped = b.view(
+                &format!("{name}_rows"),
+                &raw,
+                self.scale_dtype,
+                usage.clone(),
+            );
+            if self.scale_dtype == dtype {
+                shaped
+            } else {
+                b.cast(name, &shaped, dtype)
+            }
+        };
+        let step = |b: &mut ProgramBuilder, weights: &Tensor, first_chunk: Expr| {
+            let codes = b.view("codes", weights, wtype, a_lanes.clone());
+            let mut deq = if interleaved {
+                b.cast_to("deq", &codes, dequant_type, a_fragments.clone())
+            } else {
+                b.cast("deq", &codes, dequant_type)
+            };
+            let per_code = matches!(scaling, Scaling::PerCode { .. });
+            let usage = if per_code { &codes_use } else { &rows_use };
+            if per_code {
+                deq = b.view("deq_groups", &deq, dequant_type, a_groups.clone());
+            }
+            if let Some(gz) = &gz {
+                let zero = group_values(b, "zero", gz, first_chunk.clone(), usage, dequant_type);
+                deq = b.sub(deq.name(), &deq, &zero);
+            }
+            if per_code {
+                let scale = group_values(b, "scale", &gs, first_chunk.clone(), usage, dequant_type);
+                deq = b.mul(deq.name(), &deq, &scale);
+                deq = b.view("deq_fragments", &deq, dequant_type, a_fragments.clone());
+            }
+            let a = if via_f32 { b.cast("a", &deq, act) } else { deq };
+            let xb = b.load_global(
+                "xb",
+                &gx,
+                [0.into(), first_chunk.clone() * (chunk as i32), 0.into()],
+                b_layout.clone(),
+            );
+            if scaling == Scaling::Partial {
+                let part = b.alloc_register("part", DType::F32, c_layout.clone(), zero);
+                let part = b.dot("part", &a, &xb, &part);
+                let scale = group_values(b, "scale", &gs, first_chunk, &rows_use, DType::F32);
+                let part = b.mul("part", &part, &scale);
+                b.add("acc", &acc, &part);
+            } else {
+                b.dot("acc", &a, &xb, &acc);
+            }
+        };
+        let cs = c as i32;
+        if s.prefetch {
+            let first = load_weights(&mut b, "wa", 0.into());
+            b.for_(
+                "c",
+                0,
+                slice_chunks.clone(),
+                2 * cs,
+                Unroll::None,
+                |b, ci| {
+                    let second = load_weights(b, "wb", ci.clone() + cs);
+                    step(b, &first, ci.clone());
+                    load_weights(b, "wa", ci.clone() + 2 * cs);
+                    step(b, &second, ci + cs);
+                },
+            );
+        } else {
+            b.for_("c", 0, slice_chunks.clone(), cs, Unroll::None, |b, ci| {
+                let weights = load_weights(b, "wq", ci.clone());
+                step(b, &weights, ci);
+            });
+        }
+        let sum = b.reduce("sum", ReduceOp::Sum, &acc, 0);
+        // Per-row values after the sum: [1, rows, 1], held by every K warp.
+        let row_use = layout(&format!(
+            "replicate({kw}).spatial(1,{wn},1).local(1,{r},1).local(1,2,1).spatial(1,8,1).replicate(4)"
+        ));
+        if scaling == Scaling::AtEnd {
+            let gpc = b.view_global(
+                "gpc",
+                &scales,
+                [tiles.clone(), 8.into(), 2.into()],
+                [16, 2, 1],
+            );
+            let raw = b.load_global(
+                "channel_raw",
+                &gpc,
+                [t0.clone(), 0.into(), 0.into()],
+                layout(&format!(
+                    "replicate({kw}).spatial({wn},1,1).local({r},1,1).spatial(1,8,1).local(1,1,2).replicate(4)"
+                )),
+            );
+            let rows = b.view("channel_rows", &raw, self.scale_dtype, row_use.clone());
+            let scale = if self.scale_dtype == DType::F32 {
+                rows
+            } else {
+                b.cast("channel", &rows, DType::F32)
+            };
+            b.mul("sum", &sum, &scale);
+        }
+        if let Some(bias) = &bias {
+            let gb = b.view_global("gb", bias, [1.into(), n.clone(), 1.into()], [0, 1, 0]);
+            let bias_act = b.load_global(
+                "bias_act",
+                &gb,
+                [0.into(), t0.clone() * (TILE_ROWS as i32), 0.into()],
+                row_use.clone(),
+            );
+            let bias_f32 = b.cast("bias_f32", &bias_act, DType::F32);
+            b.add("sum", &sum, &bias_f32);
+        }
+        let out = b.cast("out", &sum, act);
+        let gy = b.view_global("gy", &y, [1.into(), n.clone(), m], [0.into(), 1.into(), n]);
+        b.store_global(&gy, [0.into(), t0 * (TILE_ROWS as i32), 0.into()], &out);
+        KernelProgram {
+            program: b.finish(),
+            has_zeros,
+            has_bias: self.bias,
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Running the kernels on a GPU: prepared weights in device memory, kernels generated, compiled
+//! (through the on-disk cache) and loaded once, launches checked before they happen.
+//!
+//! What this module promises: [`Matmul::run`] refuses, before any launch, a token count the
+//! kernel does not take, an activation type the weight was not prepared for and every buffer
+//! shorter than what the kernel reads or writes; errors name the problem and the valid choices.
+
+use std::collections::HashMap;
+
+use anybit_cuda::{
+    generate, CodegenError, CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache,
+    Launch, RuntimeError,
+};
+
+use crate::decode::DecodeKernel;
+use crate::format::QuantFormat;
+use crate::weight::PreparedWeight;
+
+/// A product that cannot run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatmulError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("generating `{kernel}`: {error}")]
+    Codegen { kernel: String, error: CodegenError },
+    #[error("{m} tokens: the kernel `{kernel}` takes 1 to {max}")]
+    Tokens {
+        m: usize,
+        max: usize,
+        kernel: String,
+    },
+    #[error("{what} holds {found} bytes, but {needed} are needed ({detail})")]
+    BufferTooSmall {
+        what: &'static str,
+        found: usize,
+        needed: usize,
+        detail: String,
+    },
+    #[error("the kernel is for a {kernel} weight, and this weight is {weight}")]
+    WrongWeight {
+        kernel: QuantFormat,
+        weight: QuantFormat,
+    },
+    #[error("the kernel {what}, and the call {call}")]
+    Mismatch { what: String, call: String },
+}
+
+/// A prepared weight in device memory.
+pub struct DeviceWeight {
+    pub format: QuantFormat,
+    pub n: usize,
+    pub k: usize,
+    pub scale_dtype: anybit_dtype::DType,
+    pub codes: DeviceBuffer,
+    pub scales: DeviceBuffer,
+    pub zeros: Option<DeviceBuffer>,
+}
+
+impl DeviceWeight {
+    /// Copies a prepared weight to the GPU.
+    pub fn upload(gpu: &Gpu, weight: &PreparedWeight) -> Result<DeviceWeight, MatmulError> {
+        Ok(DeviceWeight {
+            format: weight.format,
+            n: weight.n,
+            k: weight.k,
+            scale_dtype: weight.scale_dtype,
+            codes: gpu.upload(&weight.codes)?,
+            scales: gpu.upload(&weight.scales)?,
+            zeros: weight
+                .zeros
+                .as_ref()
+                .map(|zeros| gpu.upload(zeros))
+                .transpose()?,
+        })
+    }
+
+    /// Bytes a product reads from the weight: codes, scales and zero points.
+    pub fn bytes(&self) -> usize {
+        self.codes.len() + self.scales.len() + self.zeros.as_ref().map_or(0, DeviceBuffer::len)
+    }
+}
+
+/// Kernels loaded on one GPU, by name.
+pub struct Matmul<'g> {
+    gpu: &'g Gpu,
+    cache: KernelCache,
+    kernels: HashMap<String, Kernel>,
+}
+
+/// One launch, ready to enqueue or time.
+pub struct Prepared<'a> {
+    pub launch: Launch,
+    pub arguments: Vec<KernelArgument<'a>>,
+}
+
+impl<'g> Matmul<'g> {
+    /// Kernels for `gpu`, compiled through the default kernel cache.
+    pub fn new(gpu: &'g Gpu) -> Matmul<'g> {
+        Matmul {
+            gpu,
+            cache: KernelCache::default_location(),
+            kernels: HashMap::new(),
+        }
+    }
+
+    /// Generates, compiles and loads `spec` (once).
+    pub fn load(&mut self, spec: &DecodeKernel) -> Result<&Kernel, MatmulError> {
+        let name = spec.name();
+        if !self.kernels.contains_key(&name) {
+            let program = spec.program().program;
+            let generated =
+                generate(&program, self.gpu.target()).map_err(|error| MatmulError::Codegen {
+                    kernel: name.clone(),
+                    error,
+                })?;
+            let module =
+                self.cache
+                    .compile(&generated.source, &generated.name, self.gpu.target())?;
+            let kernel = self.gpu.load(&module, &generated.name)?;
+            self.kernels.insert(name.clone(), kernel);
+        }
+        Ok(&self.kernels[&name])
+    }
+
+    /// Checks a product and returns its launch: `x` is `[m, k]`, `y` is `[m, n]`, both of the
+    /// kernel's activation type; `bias` is `[n]`.
+    pub fn prepare<'a>(
+        &mut self,
+        spec: &DecodeKernel,
+        x: &'a DeviceBuffer,
+        m: usize,
+        weight: &'a DeviceWeight,
+        bias: Option<&'a DeviceBuffer>,
+        y: &'a DeviceBuffer,
+    ) -> Result<Prepared<'a>, MatmulError> {
+        if spec.format != weight.format {
+            return Err(MatmulError::WrongWeight {
+                kernel: spec.format,
+                weight: weight.format,
+            });
+        }
+        if spec.scale_dtype != weight.scale_dtype {
+            return Err(MatmulError::Mismatch {
+                what: format!("reads {} scales", spec.scale_dtype),
+                call: format!("passes {} scales", weight.scale_dtype),
+            });
+        }
+        if spec.bias != bias.is_some() {
+            return Err(MatmulError::Mismatch {
+                what: format!("{} a bias", if spec.bias { "takes" } else { "takes no" }),
+                call: format!(
+                    "{} one",
+                    if bias.is_some() {
+                        "passes"
+                    } else {
+                        "passes no"
+                    }
+                ),
+            });
+        }
+        let max = spec.schedule.max_tokens();
+        if m == 0 || m > max {
+            return Err(MatmulError::Tokens {
+                m,
+                max,
+                kernel: spec.name(),
+            });
+        }
+        let (n, k) = (weight.n, weight.k);
+        let act_bytes = 2;
+        let check = |what, buffer: &DeviceBuffer, needed: usize, detail: String| {
+            if buffer.len() < needed {
+                Err(MatmulError::BufferTooSmall {
+                    what,
+                    found: buffer.len(),
+                    needed,
+                    detail,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        check(
+            "x",
+            x,
+            m * k * act_bytes,
+            format!("[{m}, {k}] {}", spec.activation),
+        )?;
+        check(
+            "y",
+            y,
+            m * n * act_bytes,
+            format!("[{m}, {n}] {}", spec.activation),
+        )?;
+        if let Some(bias) = bias {
+            check(
+                "bias",
+                bias,
+                n * act_bytes,
+                format!("[{n}] {}", spec.activation),
+            )?;
+        }
+        let rows = spec.schedule.block_rows();
+        let blocks = n.div_ceil(rows) as u32;
+        let threads = spec.schedule.threads() as u32;
+        self.load(spec)?;
+        let mut arguments = vec![
+            KernelArgument::Buffer(x),
+            KernelArgument::Buffer(&weight.codes),
+            KernelArgument::Buffer(&weight.scales),
+        ];
+        if let Some(zeros) = &weight.zeros {
+            arguments.push(KernelArgument::Buffer(zeros));
+        }
+        if let Some(bias) = bias {
+            arguments.push(KernelArgument::Buffer(bias));
+        }
+        arguments.push(KernelArgument::Buffer(y));
+        arguments.extend([
+            KernelArgument::I32(m as i32),
+            KernelArgument::I32(n as i32),
+            KernelArgument::I32(k as i32),
+        ]);
+        Ok(Prepared {
+            launch: Launch {
+                grid: [blocks, 1, 1],
+                block: [threads, 1, 1],
+                dynamic_shared_bytes: 0,
+            },
+            arguments,
+        })
+    }
+
+    /// Runs one product and waits for it.
+    pub fn run(
+        &mut self,
+        spec: &DecodeKernel,
+        x: &DeviceBuffer,
+        m: usize,
+        weight: &DeviceWeight,
+        bias: Option<&DeviceBuffer>,
+        y: &DeviceBuffer,
+    ) -> Result<(), MatmulError> {
+        let prepared = self.prepare(spec, x, m, weight, bias, y)?;
+        let gpu = self.gpu;
+        let kernel = self.load(spec)?;
+        gpu.launch(kernel, prepared.launch, &prepared.arguments)?;
+        Ok(())
+    }
+
+    /// Median time in milliseconds of `repeats` launches after `warmup`, with `between` run
+    /// (untimed) before each (to flush L2).
+    #[allow(clippy::too_many_arguments)]
+    pub fn time(
+        &mut self,
+        spec: &DecodeKernel,
+        x: &DeviceBuffer,
+        m: usize,
+        weight: &DeviceWeight,
+        bias: Option<&DeviceBuffer>,
+        y: &DeviceBuffer,
+        warmup: usize,
+        repeats: usize,
+        between: impl FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<f64, MatmulError> {
+        let prepared = self.prepare(spec, x, m, weight, bias, y)?;
+        let gpu = self.gpu;
+        let kernel = self.load(spec)?;
+        Ok(gpu.time(
+            kernel,
+            prepared.launch,
+            &prepared.arguments,
+            warmup,
+            repeats,
+            between,
+        )?)
+    }
+}
