@@ -73,9 +73,9 @@ class PlanTest(unittest.TestCase):
         count = {}
         for p in rows:
             count[p.kernel] = count.get(p.kernel, 0) + 1
-        # 3 shapes x 4 M each: cuBLAS f16+bf16, int4pack u4, gemlite u1/u2/u4/u8,
+        # 3 shapes x 4 M each: cuBLAS f16+bf16, int4pack u4, gemlite u2/u4/u8,
         # humming i1..i8 and the six default floats.
-        self.assertEqual(count, {"cublas": 24, "torch-int4pack": 12, "gemlite": 48, "humming": 168})
+        self.assertEqual(count, {"cublas": 24, "torch-int4pack": 12, "gemlite": 36, "humming": 168})
         self.assertEqual(len({p.key() for p in rows}), len(rows))
 
     def test_each_kernel_takes_its_own_types(self):
@@ -163,18 +163,19 @@ class RowsTest(unittest.TestCase):
         lines = bl.format_table([bad, good]).splitlines()
         self.assertEqual(len(lines), 4)
         self.assertTrue(lines[0].startswith("kernel"))
-        # Sorted by shape, M, then kernel: gemlite before humming.
-        self.assertTrue(lines[2].startswith("gemlite"))
-        self.assertIn("ERROR: no triton", lines[2])
-        self.assertIn("86.0", lines[3])
-        self.assertIn("2.926", lines[3])  # 251.66 MB in 86 µs
+        # Sorted by shape, M, then kernel in the order they run: humming before gemlite.
+        self.assertTrue(lines[2].startswith("humming"))
+        self.assertTrue(lines[3].startswith("gemlite"))
+        self.assertIn("ERROR: no triton", lines[3])
+        self.assertIn("86.0", lines[2])
+        self.assertIn("2.926", lines[2])  # 251.66 MB in 86 µs
         # The numbers are right-aligned under their header: the µs column ends at one place.
         end = lines[0].index(" us ") + 3
         for line in lines[1:]:
             self.assertNotEqual(line[end - 1], " ", line)
             self.assertEqual(line[end], " ", line)
-        self.assertEqual(lines[2][end - 1], "-")
-        self.assertTrue(lines[3][:end].endswith("86.0"))
+        self.assertEqual(lines[3][end - 1], "-")
+        self.assertTrue(lines[2][:end].endswith("86.0"))
 
 
 class WorkerTest(unittest.TestCase):
@@ -242,8 +243,8 @@ class NoTorchTest(unittest.TestCase):
                 ("d2d-copy", None),
                 ("cublas", "f16"),
                 ("torch-int4pack", "u4"),
-                ("gemlite", "u4"),
                 ("humming", "i4"),
+                ("gemlite", "u4"),
             ],
         )
         self.assertTrue(all("No module named 'torch'" in r["error"] for r in rows))
@@ -265,7 +266,10 @@ class CpuSmokeTest(unittest.TestCase):
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
                 code = bl.main(argv)
             with open(path) as f:
-                return code, [json.loads(line) for line in f], out.getvalue()
+                rows = [json.loads(line) for line in f]
+            # The children's part files are merged into --json and removed.
+            self.assertEqual(os.listdir(tmp), ["rows.jsonl"])
+            return code, rows, out.getvalue()
 
     def test_cublas_rows_are_timed_and_checked_and_int4pack_fails_soft(self):
         import torch
