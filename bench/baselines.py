@@ -26,7 +26,7 @@ On the GPU machine (no network; the wheels come from scripts/fetch-baseline-whee
       && PYTHONPATH=/tmp/site python3 bench/baselines.py --json $OUT/baselines.jsonl
 
 Output: one JSON object per line in --json (see docs/baselines.md for the fields), progress lines
-as it goes, and an aligned table at the end. `--dry-run` prints the planned rows without a GPU.
+as it goes, and a short aligned table at the end. `--dry-run` prints the planned rows without a GPU.
 """
 
 from __future__ import annotations
@@ -395,6 +395,72 @@ def format_table(rows: list[dict[str, Any]], order: Iterable[str] = ALL_TYPES) -
     return "\n".join(
         [render(header), render(["-" * w for w in widths])] + [render(x) for x in lines]
     )
+
+
+def format_summary(rows: list[dict[str, Any]], copy_tbps: float | None) -> str:
+    """The short table: one line per kernel and weight type, one column per shape and M, the
+    median µs and, below, the same as % of the copy bandwidth; then the errors, once each."""
+    type_rank = {name: i for i, name in enumerate(ALL_TYPES)}
+    kernel_rank = {name: i for i, name in enumerate(KERNELS)}
+    rows = [r for r in rows if r.get("kernel") != "d2d-copy" and r.get("N")]
+    shape_rank: dict[tuple, int] = {}
+    for r in rows:  # shapes in the order they ran
+        shape_rank.setdefault((r["N"], r["K"]), len(shape_rank))
+    cols = sorted({(r["N"], r["K"], r["M"]) for r in rows}, key=lambda c: (shape_rank[c[:2]], c[2]))
+    lines_of = sorted(
+        {(r["kernel"], r["wtype"], r.get("act")) for r in rows},
+        key=lambda x: (kernel_rank.get(x[0], 99), type_rank.get(x[1], 99), str(x[1])),
+    )
+    cell = {(r["kernel"], r["wtype"], r["N"], r["K"], r["M"]): r for r in rows}
+
+    def value(r: dict[str, Any] | None, what: str) -> str:
+        if r is None:
+            return ""
+        if r.get("error"):
+            return "err"
+        v = r.get(what)
+        if v is None:
+            return "-"
+        text = f"{v:.1f}"
+        return text + ("!" if r.get("check") == "fail" else "")
+
+    # The shape over the first of its columns only.
+    head = ["kernel", "type", "act"] + [
+        f"{n}x{k}" if i == 0 or cols[i - 1][:2] != (n, k) else ""
+        for i, (n, k, _) in enumerate(cols)
+    ]
+    sub = ["", "", ""] + [f"M={m}" for _, _, m in cols]
+    out = []
+    for what, title in (("median_us", "median µs"), ("pct_copy", "% of copy bandwidth")):
+        if what == "pct_copy" and not copy_tbps:
+            continue
+        body = [
+            [kernel, str(wtype), str(act)]
+            + [value(cell.get((kernel, wtype, n, k, m)), what) for n, k, m in cols]
+            for kernel, wtype, act in lines_of
+        ]
+        table = [head, sub] + body
+        widths = [max(len(line[i]) for line in table) for i in range(len(head))]
+        out.append(title + (f" (copy {copy_tbps:.3f} TB/s)" if what == "pct_copy" else "") + ":")
+        for line in table:
+            cells = [
+                c.ljust(widths[i]) if i < 3 else c.rjust(widths[i]) for i, c in enumerate(line)
+            ]
+            out.append("  ".join(cells).rstrip())
+        out.append("")
+    failed = [r for r in rows if r.get("check") == "fail" and not r.get("error")]
+    if failed:
+        out.append(f"! the first-call check failed for {len(failed)} rows (rel_err > tol)")
+    errors: dict[tuple, list[str]] = {}
+    for r in rows:
+        if r.get("error"):
+            types = errors.setdefault((r["kernel"], r["error"]), [])
+            if r["wtype"] not in types:
+                types.append(r["wtype"])
+    for (kernel, error), types in errors.items():
+        text = " ".join(str(error).split())
+        out.append(f"err {kernel} {','.join(map(str, types))}: {text[:160]}")
+    return "\n".join(out).rstrip()
 
 
 def log(msg: str) -> None:
@@ -1305,7 +1371,7 @@ def drive(args) -> int:
         )
 
     log("")
-    log(format_table(all_rows))
+    log(format_table(all_rows) if args.table == "rows" else format_summary(all_rows, copy_tbps))
     if copy_tbps:
         log(f"\ndevice-to-device copy: {copy_tbps:.3f} TB/s (bytes read + written)")
     log(f"total {time.time() - t_start:.0f} s" + (f"; rows in {args.json}" if args.json else ""))
@@ -1392,6 +1458,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-process",
         action="store_true",
         help="run every kernel family in this process (no isolation; for debugging)",
+    )
+    p.add_argument(
+        "--table",
+        default="summary",
+        choices=("summary", "rows"),
+        help="the table at the end: one line per kernel and type (summary, default) "
+        "or one per configuration (rows)",
     )
     p.add_argument(
         "--dry-run",

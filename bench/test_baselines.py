@@ -178,6 +178,40 @@ class RowsTest(unittest.TestCase):
         self.assertTrue(lines[2][:end].endswith("86.0"))
 
 
+class SummaryTest(unittest.TestCase):
+    def row(self, kernel, wtype, m, n, k, **extra):
+        act = "bf16" if kernel == "torch-int4pack" else "f16"
+        row = bl.base_row(bl.Planned(kernel, wtype, act, 128, m, n, k))
+        row.update(extra)
+        return bl.finish_row(row, {}, 3.0)
+
+    def test_one_line_per_kernel_and_type_one_column_per_shape_and_m(self):
+        rows = [
+            self.row("humming", "i4", 1, 57344, 8192, median_us=86.0, weight_bytes=258_000_000),
+            self.row("humming", "i4", 16, 57344, 8192, median_us=90.0, weight_bytes=258_000_000),
+            self.row("humming", "i4", 1, 8192, 8192, median_us=18.0, weight_bytes=36_000_000),
+            self.row("humming", "i3", 1, 57344, 8192, median_us=82.0, weight_bytes=1, check="fail"),
+            self.row("gemlite", "u4", 1, 57344, 8192, error="setup failed: no triton"),
+            self.row("gemlite", "u2", 16, 8192, 8192, error="setup failed: no triton"),
+        ]
+        text = bl.format_summary(rows, 3.0)
+        lines = text.splitlines()
+        self.assertEqual(lines[0], "median µs:")
+        # Shapes in the order they ran, M ascending, the shape named over its first column.
+        self.assertEqual(lines[1].split(), ["kernel", "type", "act", "57344x8192", "8192x8192"])
+        self.assertEqual(lines[2].split(), ["M=1", "M=16", "M=1", "M=16"])
+        # Types in the order of --types all, a failed check marked "!".
+        self.assertEqual(lines[3].split(), ["humming", "i3", "f16", "82.0!"])
+        self.assertEqual(lines[4].split(), ["humming", "i4", "f16", "86.0", "90.0", "18.0"])
+        self.assertEqual(lines[5].split(), ["gemlite", "u2", "f16", "err"])
+        self.assertEqual(lines[6].split(), ["gemlite", "u4", "f16", "err"])
+        # The same cells as % of the copy bandwidth: 258 MB in 86 µs is 3.0 TB/s, 100 %.
+        pct = lines.index("% of copy bandwidth (copy 3.000 TB/s):")
+        self.assertEqual(lines[pct + 4].split()[3], "100.0")
+        self.assertIn("! the first-call check failed for 1 rows (rel_err > tol)", lines)
+        self.assertEqual(lines[-1], "err gemlite u4,u2: setup failed: no triton")
+
+
 class WorkerTest(unittest.TestCase):
     def test_a_worker_that_dies_keeps_its_rows_and_names_the_cause(self):
         args = bl.parse_args(
@@ -249,7 +283,7 @@ class NoTorchTest(unittest.TestCase):
         )
         self.assertTrue(all("No module named 'torch'" in r["error"] for r in rows))
         self.assertTrue(all("date" in r and "device" in r for r in rows))
-        self.assertIn("ERROR: setup failed", out.getvalue())
+        self.assertIn("err cublas f16: setup failed: ModuleNotFoundError", out.getvalue())
 
 
 @unittest.skipIf(importlib.util.find_spec("torch") is None, "needs torch (any build)")
