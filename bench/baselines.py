@@ -891,8 +891,6 @@ class HummingPeer(Peer):
 
         self.HummingLayer = HummingLayer
         self.get_heuristics_config = get_heuristics_config
-        self.group = args.group
-        self.ms = args.ms
         self._warm_quant_kernels(args)
         return getattr(humming, "__version__", None)
 
@@ -961,8 +959,8 @@ class HummingPeer(Peer):
     def prepare(self, ctx, wtype, act):
         torch = _torch()
         layer = self._new_layer(ctx.n, ctx.k, wtype, act, ctx.group)
-        w = ctx.float_weight()
-        layer.load_from_unquantized(w.to(torch_dtype(act)))
+        w = ctx.float_weight().to(torch_dtype(act))
+        layer.load_from_unquantized(w)
         ref_kind, tol = "own-dequant", EXACT_TOL
         try:
             # The codes and scales before the kernel layout transform, dequantized by humming.
@@ -1253,7 +1251,9 @@ def worker_command(kernel: str, args, out_path: str) -> list[str]:
     return cmd
 
 
-def run_worker(kernel: str, args) -> tuple[list[dict[str, Any]], str | None]:
+def run_worker(
+    kernel: str, args, timeout: float | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Runs one kernel family in a child; returns its rows and, if it did not end cleanly, why.
 
     The child writes each row as it has it to `<--json>.<kernel>.part` (removed once read), so
@@ -1282,11 +1282,15 @@ def run_worker(kernel: str, args) -> tuple[list[dict[str, Any]], str | None]:
         reader.start()
         failure = None
         try:
-            code = proc.wait(timeout=args.worker_timeout)
+            timeout = args.worker_timeout if timeout is None else timeout
+            code = proc.wait(timeout=timeout)
             if code != 0:
                 failure = f"the {kernel} worker exited with code {code}"
         except subprocess.TimeoutExpired:
-            failure = f"the {kernel} worker ran past --worker-timeout {args.worker_timeout} s"
+            failure = (
+                f"the {kernel} worker was stopped after {timeout:.0f} s (--worker-timeout "
+                f"{args.worker_timeout} s, --max-total-s {args.max_total_s} s)"
+            )
             try:
                 os.killpg(proc.pid, 9)
             except OSError:
@@ -1347,7 +1351,12 @@ def drive(args) -> int:
             log(f"[{kernel}] nothing to run for --types {','.join(t.name for t in args.types)}")
             continue
         t0 = time.time()
-        if args.in_process:
+        # Leaves time for the merge and the table before --max-total-s.
+        left = args.max_total_s - (t0 - t_start) - 10
+        if not args.in_process and left < 30:
+            failure = f"not run: the run's --max-total-s {args.max_total_s} s was spent"
+            rows = []
+        elif args.in_process:
             rows: list[dict[str, Any]] = []
             failure = None
             try:
@@ -1355,7 +1364,7 @@ def drive(args) -> int:
             except Exception as exc:  # noqa: BLE001
                 failure = f"the {kernel} run raised " + short_error(exc)
         else:
-            rows, failure = run_worker(kernel, args)
+            rows, failure = run_worker(kernel, args, timeout=min(args.worker_timeout, left))
         rows = dedupe(rows)
         wanted = {p.key() for p in expected}
         rows = [r for r in rows if row_key(r) in wanted]
@@ -1453,6 +1462,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=480,
         help="seconds a kernel family may take before it is killed (default 480)",
+    )
+    p.add_argument(
+        "--max-total-s",
+        type=int,
+        default=560,
+        help="seconds for the whole run: a family still running then is stopped, one not yet "
+        "started is skipped, and their rows say so (default 560, under a 10-minute limit)",
     )
     p.add_argument(
         "--in-process",

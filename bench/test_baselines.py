@@ -259,6 +259,27 @@ class WorkerTest(unittest.TestCase):
         self.assertIn("--worker-timeout 1 s", failure)
 
 
+class BudgetTest(unittest.TestCase):
+    def test_families_past_the_budget_are_skipped_with_a_reason(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "rows.jsonl")
+            argv = ["--json", path, "--types", "f16,i4", "--m", "1", "--shapes", "8192x8192"]
+            argv += ["--max-total-s", "1", "--device", "cpu"]
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                code = bl.main(argv)
+            with open(path) as f:
+                rows = [json.loads(line) for line in f][1:]  # after the copy row
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            [(r["kernel"], r["wtype"]) for r in rows], [("cublas", "f16"), ("humming", "i4")]
+        )
+        for r in rows:
+            self.assertEqual(r["error"], "not run: the run's --max-total-s 1 s was spent")
+
+
 @unittest.skipIf(importlib.util.find_spec("torch") is not None, "needs a machine without torch")
 class NoTorchTest(unittest.TestCase):
     def test_every_planned_row_becomes_an_error_row(self):
