@@ -719,6 +719,9 @@ def _rel_err(y, ref) -> float:
 
 class Peer:
     name = ""
+    # Whether the driver first runs one child per weight type at once, untimed, to fill the
+    # peer's on-disk compile cache in parallel (its first calls compile one kernel at a time).
+    warm_in_parallel = False
 
     def setup(self, args) -> str | None:
         """Imports the peer; returns its version."""
@@ -809,6 +812,7 @@ class GemlitePeer(Peer):
     """gemlite's A16Wn: w = (q - zero) · scale, codes u2/u4/u8, scales and zeros per group."""
 
     name = "gemlite"
+    warm_in_parallel = True  # Triton compiles every autotune candidate, one after another
 
     def setup(self, args):
         import gemlite
@@ -1086,7 +1090,7 @@ def run_kernel(kernel: str, args, emit: Callable[[dict[str, Any]], None]) -> Non
         torch.backends.cuda.matmul.allow_tf32 = False  # the f32 references are full f32
         log(f"[{kernel}] importing")
         version = peer.setup(args)
-        timer = Timer(args.flush_mb, args.pad_cycles)
+        timer = None if args.warm_only else Timer(args.flush_mb, args.pad_cycles)
     except Exception as exc:  # noqa: BLE001
         err = "setup failed: " + short_error(exc)
         log(f"[{kernel}] {err}")
@@ -1113,7 +1117,7 @@ def run_kernel(kernel: str, args, emit: Callable[[dict[str, Any]], None]) -> Non
                 t0 = time.time()
                 try:
                     p = peer.prepare(ctx, wtype, act)
-                    for m in args.ms:
+                    for m in [] if args.warm_only else args.ms:
                         x = ctx.x(m, act).float()
                         p.refs[m] = x @ p.ref_weight.t()
                         if p.float_ref:
@@ -1132,6 +1136,11 @@ def run_kernel(kernel: str, args, emit: Callable[[dict[str, Any]], None]) -> Non
                 empty_cache()
             peer.precompile(prepared, args.ms)
             for m in args.ms:
+                if args.warm_only:
+                    for p in prepared.values():
+                        _capture(p.call(m), ctx.x(m, p.act))
+                    synchronize()
+                    continue
                 run_m(kernel, ctx, prepared, m, rows_of, timer, args, emit)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory for the shape itself
             err = "failed: " + short_error(exc)
@@ -1308,6 +1317,43 @@ def run_worker(
         return rows, failure
 
 
+def warm_in_parallel(kernel: str, args, expected: list[Planned], timeout: float) -> float:
+    """Runs the first calls of every weight type of `kernel` at once, one child per type, so
+    the compiles the timed run would do one by one come from the compile cache instead.
+    Nothing of these runs is kept but the cache. Returns the seconds it took."""
+    types = []
+    for p in expected:
+        if p.wtype not in types:
+            types.append(p.wtype)
+    if len(types) < 2:
+        return 0.0
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="baselines-warm-") as tmp:
+        procs = []
+        for name in types:
+            warm_args = argparse.Namespace(**vars(args))
+            warm_args.types = [parse_type(name)]
+            cmd = worker_command(kernel, warm_args, os.path.join(tmp, f"{name}.jsonl"))
+            procs.append(
+                subprocess.Popen(
+                    cmd + ["--warm-only"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(1.0, timeout - (time.time() - t0)))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, 9)
+                proc.wait()
+    took = time.time() - t0
+    log(f"[{kernel}] compiled for {','.join(types)} in parallel, untimed, in {took:.0f} s")
+    return took
+
+
 def dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keeps the first row of each configuration (a shape-wide failure repeats earlier ones)."""
     seen, out = set(), []
@@ -1364,6 +1410,8 @@ def drive(args) -> int:
             except Exception as exc:  # noqa: BLE001
                 failure = f"the {kernel} run raised " + short_error(exc)
         else:
+            if PEERS[kernel].warm_in_parallel:
+                left -= warm_in_parallel(kernel, args, expected, timeout=left / 2)
             rows, failure = run_worker(kernel, args, timeout=min(args.worker_timeout, left))
         rows = dedupe(rows)
         wanted = {p.key() for p in expected}
@@ -1488,6 +1536,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the planned configurations and exit (needs no GPU)",
     )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help=argparse.SUPPRESS)
     return p
 

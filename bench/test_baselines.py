@@ -355,6 +355,20 @@ class CpuSmokeTest(unittest.TestCase):
         table = [line for line in out.splitlines() if line.startswith("cublas ")]
         self.assertEqual(len(table), 4)  # the table at the end has a line per cuBLAS row
 
+    def test_warming_in_parallel_first_keeps_the_rows(self):
+        bl.CublasPeer.warm_in_parallel = True
+        try:
+            code, rows, out = self.run_main(["--only", "cublas", "--types", "f16,bf16"])
+        finally:
+            bl.CublasPeer.warm_in_parallel = False
+        self.assertEqual(code, 0)
+        self.assertIn("[cublas] compiled for f16,bf16 in parallel, untimed", out)
+        timed = [(r["wtype"], r["M"], r["check"]) for r in rows if r["kernel"] == "cublas"]
+        self.assertEqual(
+            sorted(timed),
+            [("bf16", 1, "pass"), ("bf16", 3, "pass"), ("f16", 1, "pass"), ("f16", 3, "pass")],
+        )
+
     def test_in_process_gives_the_same_rows(self):
         code, rows, _ = self.run_main(["--only", "cublas", "--types", "f16", "--in-process"])
         self.assertEqual(code, 0)
