@@ -22,8 +22,7 @@ or that kills its CUDA context, only turns its own rows into error rows; the dri
 
 On the GPU machine (no network; the wheels come from scripts/fetch-baseline-wheels):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-      && PYTHONPATH=/tmp/site python3 bench/baselines.py --json $OUT/baselines.jsonl
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site python3 bench/baselines.py --json $OUT/baselines.jsonl
 
 Output: one JSON object per line in --json (see docs/baselines.md for the fields), progress lines
 as it goes, and a short aligned table at the end. `--dry-run` prints the planned rows without a GPU.
@@ -79,8 +78,8 @@ EXACT_TOL = 1e-2
 # (300 000 cycles, at least 150 µs) may no longer hide it from the events.
 SLOW_LAUNCH_US = 150.0
 RUN_COMMAND = (
-    "python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \\\n"
-    "  && PYTHONPATH=/tmp/site python3 bench/baselines.py --json $OUT/baselines.jsonl"
+    "python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl"
+    " && PYTHONPATH=/tmp/site python3 bench/baselines.py --json $OUT/baselines.jsonl"
 )
 
 _FLOAT_RE = re.compile(r"^f(\d)e(\d)m(\d)$")
