@@ -96,19 +96,6 @@ pub enum BenchError {
     Flush(String),
 }
 
-/// The library's decode schedule for `m` tokens and `bits`-bit weights.
-pub fn default_schedule(m: usize, bits: u32) -> DecodeSchedule {
-    let loads_per_chunk = crate::prepared::steps_per_chunk(bits) * bits as usize / 16;
-    DecodeSchedule {
-        warps: 4,
-        k_warps: 1,
-        tiles_per_warp: 1,
-        token_tiles: m.div_ceil(8).next_power_of_two().max(1),
-        chunks_per_step: if loads_per_chunk >= 2 { 1 } else { 2 },
-        prefetch: true,
-    }
-}
-
 /// A reading kernel over a large buffer: launched before every timed run, it leaves L2 full of
 /// other data, without the write-back a zeroing flush would add to the next kernel.
 struct Flush {
@@ -285,13 +272,29 @@ pub fn run(
                     .collect();
                 let x_device = gpu.upload(&x_bytes)?;
                 let schedules = if request.schedules.is_empty() {
-                    vec![default_schedule(m, weight.bits())]
+                    vec![DecodeSchedule::heuristic(
+                        m,
+                        n,
+                        k,
+                        format,
+                        request.activation,
+                    )]
                 } else {
                     request
                         .schedules
                         .iter()
                         .copied()
                         .filter(|s| s.max_tokens() >= m)
+                        .filter(|&schedule| {
+                            DecodeKernel {
+                                format,
+                                activation: request.activation,
+                                scale_dtype: DType::F16,
+                                bias: false,
+                                schedule,
+                            }
+                            .supports(k)
+                        })
                         .collect()
                 };
                 for schedule in schedules {

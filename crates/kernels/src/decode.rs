@@ -76,6 +76,56 @@ impl DecodeSchedule {
     }
 }
 
+/// Warps the heuristic wants in flight over the whole GPU (132 SMs with ~24 warps each on an
+/// H100): below this, K is split inside the block.
+const WARPS_WANTED: usize = 3072;
+
+impl DecodeSchedule {
+    /// The library's schedule when nothing is tuned: 4 warps of one row tile each, enough token
+    /// tiles for `m`, two chunks per step for widths whose chunk is one 16-byte load per lane,
+    /// and K split over as few warps (1, 2, 4 or 8) as give about [`WARPS_WANTED`] warps for
+    /// an `[n, k]` weight, among the splits the shape allows.
+    pub fn heuristic(
+        m: usize,
+        n: usize,
+        k: usize,
+        format: QuantFormat,
+        activation: Activation,
+    ) -> DecodeSchedule {
+        let bits = format.weight.bits();
+        let loads_per_chunk = steps_per_chunk(bits) * bits as usize / 16;
+        let mut schedule = DecodeSchedule {
+            warps: 4,
+            k_warps: 1,
+            tiles_per_warp: 1,
+            token_tiles: m.div_ceil(8).next_power_of_two().clamp(1, 8),
+            chunks_per_step: if loads_per_chunk >= 2 { 1 } else { 2 },
+            prefetch: false,
+        };
+        let tiles = n.div_ceil(TILE_ROWS);
+        for k_warps in [2, 4, 8] {
+            if tiles * schedule.k_warps >= WARPS_WANTED {
+                break;
+            }
+            let candidate = DecodeSchedule {
+                k_warps,
+                ..schedule
+            };
+            let kernel = DecodeKernel {
+                format,
+                activation,
+                scale_dtype: DType::F16,
+                bias: false,
+                schedule: candidate,
+            };
+            if kernel.supports(k) {
+                schedule = candidate;
+            }
+        }
+        schedule
+    }
+}
+
 /// A schedule tag that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch, e.g. w4k2r1t1c2p (at most 32 warps in all)")]

@@ -105,6 +105,48 @@ impl<'g> Matmul<'g> {
         }
     }
 
+    /// Generates and compiles `specs` into the kernel cache on `threads` threads (NVRTC runs
+    /// in parallel), so that the loads that follow only read the cache.
+    pub fn precompile(&self, specs: &[DecodeKernel], threads: usize) -> Result<(), MatmulError> {
+        let target = self.gpu.target();
+        let cache = &self.cache;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<(), MatmulError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), MatmulError> {
+                        loop {
+                            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(spec) = specs.get(index) else {
+                                return Ok(());
+                            };
+                            let generated =
+                                generate(&spec.program().program, target).map_err(|error| {
+                                    MatmulError::Codegen {
+                                        kernel: spec.name(),
+                                        error,
+                                    }
+                                })?;
+                            cache.compile(&generated.source, &generated.name, target)?;
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker.join().unwrap_or_else(|_| {
+                        Err(MatmulError::Mismatch {
+                            what: "compiles in worker threads".into(),
+                            call: "a worker panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
     /// Generates, compiles and loads `spec` (once).
     pub fn load(&mut self, spec: &DecodeKernel) -> Result<&Kernel, MatmulError> {
         let name = spec.name();

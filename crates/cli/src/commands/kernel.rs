@@ -2,7 +2,6 @@
 //! any kernel can be read, checked, compiled and run with the other commands.
 
 use anybit_dtype::DType;
-use anybit_kernels::bench::default_schedule;
 use anybit_kernels::{DecodeKernel, DecodeSchedule, QuantFormat, ZeroPoints};
 use anyhow::{anyhow, bail, Result};
 
@@ -43,7 +42,13 @@ pub fn show(options: ShowKernel) -> Result<()> {
     }
     let schedule = match &options.schedule {
         Some(text) => text.parse::<DecodeSchedule>().map_err(|e| anyhow!("{e}"))?,
-        None => default_schedule(options.m, weight.bits()),
+        None => DecodeSchedule::heuristic(
+            options.m,
+            options.n,
+            options.k,
+            format,
+            parse_activation(&options.activation)?,
+        ),
     };
     if schedule.max_tokens() < options.m {
         bail!(
