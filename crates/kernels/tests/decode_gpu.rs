@@ -42,7 +42,7 @@ fn cases() -> Vec<Case> {
             ] {
                 for m in [1, 7, 16, 33, 64] {
                     index += 1;
-                    let zeros = if matches!(weight, DType::Unsigned(_)) && index % 2 == 0 {
+                    let zeros = if matches!(weight, DType::Unsigned(_)) && index.is_multiple_of(2) {
                         ZeroPoints::Codes
                     } else {
                         ZeroPoints::None
@@ -55,14 +55,14 @@ fn cases() -> Vec<Case> {
                     let mut schedule = DecodeSchedule::heuristic(m, 72, k, format, activation);
                     // Every third case splits K over two warps where the shape allows it.
                     let mut k = k;
-                    if index % 3 == 0 && group != Group::Elements(128) {
+                    if index.is_multiple_of(3) && group != Group::Elements(128) {
                         k = 512;
                         schedule.k_warps = 2;
                     }
                     let kernel = DecodeKernel {
                         format,
                         activation,
-                        scale_dtype: if index % 5 == 0 {
+                        scale_dtype: if index.is_multiple_of(5) {
                             DType::Bf16
                         } else {
                             DType::F16
