@@ -81,10 +81,11 @@ impl DecodeSchedule {
 const WARPS_WANTED: usize = 3072;
 
 impl DecodeSchedule {
-    /// The library's schedule when nothing is tuned: 4 warps of one row tile each, enough token
-    /// tiles for `m`, two chunks per step for widths whose chunk is one 16-byte load per lane,
-    /// and K split over as few warps (1, 2, 4 or 8) as give about [`WARPS_WANTED`] warps for
-    /// an `[n, k]` weight, among the splits the shape allows.
+    /// The library's schedule when nothing is tuned: one row tile per warp, enough token tiles
+    /// for `m`, about 64 codes per lane and step (two chunks of 4-bit codes, four of 8-bit, one
+    /// of the rest), and K split over as few warps (1, 2, 4 or 8) as give about
+    /// [`WARPS_WANTED`] warps for an `[n, k]` weight, among the splits the shape allows; at
+    /// most 16 warps per block, so that a thread keeps 128 registers and nothing spills.
     pub fn heuristic(
         m: usize,
         n: usize,
@@ -92,14 +93,13 @@ impl DecodeSchedule {
         format: QuantFormat,
         activation: Activation,
     ) -> DecodeSchedule {
-        let bits = format.weight.bits();
-        let loads_per_chunk = steps_per_chunk(bits) * bits as usize / 16;
+        let lane_codes = 8 * steps_per_chunk(format.weight.bits());
         let mut schedule = DecodeSchedule {
             warps: 4,
             k_warps: 1,
             tiles_per_warp: 1,
             token_tiles: m.div_ceil(8).next_power_of_two().clamp(1, 8),
-            chunks_per_step: if loads_per_chunk >= 2 { 1 } else { 2 },
+            chunks_per_step: (64 / lane_codes).max(1),
             prefetch: false,
         };
         let tiles = n.div_ceil(TILE_ROWS);
@@ -109,6 +109,7 @@ impl DecodeSchedule {
             }
             let candidate = DecodeSchedule {
                 k_warps,
+                warps: (16 / k_warps).min(4),
                 ..schedule
             };
             let kernel = DecodeKernel {

@@ -62,7 +62,8 @@ fn cases() -> Vec<Case> {
                     let kernel = DecodeKernel {
                         format,
                         activation,
-                        scale_dtype: if index.is_multiple_of(5) {
+                        // f16 cannot hold the scales of the widest-range small floats.
+                        scale_dtype: if index.is_multiple_of(5) || weight.max_value() > 1e6 {
                             DType::Bf16
                         } else {
                             DType::F16
