@@ -190,7 +190,8 @@ pub fn random_weight(
         }
     }
     // Scales as a quantizer would choose them for weights of magnitude about one.
-    let step = (1.0 / format.weight.max_value()) as f32;
+    let magnitude = format.weight.max_value().max(-format.weight.min_value());
+    let step = (1.0 / magnitude) as f32;
     let values = |rng: &mut StdRng, low: f32, high: f32| -> Vec<u8> {
         (0..groups_layout.len())
             .flat_map(|_| {

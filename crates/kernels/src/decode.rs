@@ -22,7 +22,7 @@
 use std::fmt;
 
 use anybit_dtype::DType;
-use anybit_layout::RegisterLayout;
+use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::builder::{block_x, ProgramBuilder, Tensor};
 use anybit_vm::{Expr, FloatLit, Literal, Program, ReduceOp, Unroll};
 
@@ -44,6 +44,10 @@ pub struct DecodeSchedule {
     pub chunks_per_step: usize,
     /// Load the next iteration's weights before computing this one's (two register buffers).
     pub prefetch: bool,
+    /// Shared-memory stages of a `cp.async` pipeline for the weights (0: straight to
+    /// registers). With `P` stages, `P − 1` steps of weights are in flight while one is
+    /// computed, without holding registers.
+    pub stages: usize,
 }
 
 impl DecodeSchedule {
@@ -62,16 +66,21 @@ impl DecodeSchedule {
         LANES * self.warps * self.k_warps
     }
 
-    /// A short name for kernel names: `w4k2r1t1c1p`.
+    /// A short name for kernel names: `w4k2r1t1c1p`, `w2k4r2t1c2s4`.
     pub fn tag(&self) -> String {
         format!(
-            "w{}k{}r{}t{}c{}{}",
+            "w{}k{}r{}t{}c{}{}{}",
             self.warps,
             self.k_warps,
             self.tiles_per_warp,
             self.token_tiles,
             self.chunks_per_step,
-            if self.prefetch { "p" } else { "" }
+            if self.prefetch { "p" } else { "" },
+            if self.stages > 0 {
+                format!("s{}", self.stages)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -101,6 +110,7 @@ impl DecodeSchedule {
             token_tiles: m.div_ceil(8).next_power_of_two().clamp(1, 8),
             chunks_per_step: (64 / lane_codes).max(1),
             prefetch: false,
+            stages: 0,
         };
         let tiles = n.div_ceil(TILE_ROWS);
         for k_warps in [2, 4, 8] {
@@ -129,7 +139,7 @@ impl DecodeSchedule {
 
 /// A schedule tag that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch, e.g. w4k2r1t1c2p (at most 32 warps in all)")]
+#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, e.g. w4k2r1t1c2p or w2k4r2t1c2s4 (at most 32 warps in all)")]
 pub struct ParseScheduleError(pub String);
 
 impl std::str::FromStr for DecodeSchedule {
@@ -137,10 +147,23 @@ impl std::str::FromStr for DecodeSchedule {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let error = || ParseScheduleError(text.to_string());
-        let (body, prefetch) = match text.strip_suffix('p') {
-            Some(body) => (body, true),
-            None => (text, false),
+        let (text_without_stages, stages) = match text.rfind('s') {
+            Some(at) => {
+                let stages: usize = text[at + 1..].parse().map_err(|_| error())?;
+                if !(2..=8).contains(&stages) {
+                    return Err(error());
+                }
+                (&text[..at], stages)
+            }
+            None => (text, 0),
         };
+        let (body, prefetch) = match text_without_stages.strip_suffix('p') {
+            Some(body) => (body, true),
+            None => (text_without_stages, false),
+        };
+        if prefetch && stages > 0 {
+            return Err(error());
+        }
         let mut values = [0usize; 5];
         let mut rest = body;
         for (index, letter) in ['w', 'k', 'r', 't', 'c'].into_iter().enumerate() {
@@ -169,6 +192,7 @@ impl std::str::FromStr for DecodeSchedule {
             token_tiles,
             chunks_per_step,
             prefetch,
+            stages,
         })
     }
 }
@@ -177,13 +201,18 @@ impl fmt::Display for DecodeSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} warps x {} row tiles, K split over {} warps, {} token tiles, {} chunks per step{}",
+            "{} warps x {} row tiles, K split over {} warps, {} token tiles, {} chunks per step{}{}",
             self.warps,
             self.tiles_per_warp,
             self.k_warps,
             self.token_tiles,
             self.chunks_per_step,
-            if self.prefetch { ", prefetch" } else { "" }
+            if self.prefetch { ", prefetch" } else { "" },
+            if self.stages > 0 {
+                format!(", {}-stage cp.async pipeline", self.stages)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -624,7 +653,48 @@ impl DecodeKernel {
             }
         };
         let cs = c as i32;
-        if s.prefetch {
+        if s.stages >= 2 {
+            // A ring of `stages` shared tiles: step i reads stage i % P, which the copy issued
+            // P − 1 steps earlier filled; after the barrier that follows its wait, every warp
+            // has finished step i − 1, so stage (i − 1) % P takes the copy for step i + P − 1.
+            let p = s.stages;
+            let tile = SharedLayout::row_major(&[wn * r, kw, c * LANES * lane_elems]);
+            let ring: Vec<Tensor> = (0..p)
+                .map(|j| b.alloc_shared(&format!("stage{j}"), wtype, tile.clone()))
+                .collect();
+            let copy = |b: &mut ProgramBuilder, stage: &Tensor, first_chunk: Expr| {
+                b.copy_async(stage, &gw, [t0.clone(), 0.into(), first_chunk * chunk_len]);
+                b.commit_group();
+            };
+            for (j, stage) in ring.iter().enumerate().take(p - 1) {
+                copy(&mut b, stage, Expr::from((j * c) as i32));
+            }
+            b.for_(
+                "c",
+                0,
+                slice_chunks.clone(),
+                (p * c) as i32,
+                Unroll::None,
+                |b, ci| {
+                    for j in 0..p {
+                        let first_chunk = ci.clone() + (j * c) as i32;
+                        b.wait_group((p - 2) as u32);
+                        b.barrier();
+                        copy(
+                            b,
+                            &ring[(j + p - 1) % p],
+                            first_chunk.clone() + ((p - 1) * c) as i32,
+                        );
+                        let weights = b.load_shared("wq", &ring[j], [0, 0, 0], load_layout.clone());
+                        step(b, &weights, first_chunk);
+                    }
+                },
+            );
+            b.wait_group(0);
+            for stage in &ring {
+                b.free_shared(stage);
+            }
+        } else if s.prefetch {
             let first = load_weights(&mut b, "wa", 0.into());
             b.for_(
                 "c",

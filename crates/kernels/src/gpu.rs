@@ -86,7 +86,8 @@ impl DeviceWeight {
 pub struct Matmul<'g> {
     gpu: &'g Gpu,
     cache: KernelCache,
-    kernels: HashMap<String, Kernel>,
+    /// Loaded kernels by name, with the dynamic shared memory each launch needs.
+    kernels: HashMap<String, (Kernel, u32)>,
 }
 
 /// One launch, ready to enqueue or time.
@@ -161,9 +162,12 @@ impl<'g> Matmul<'g> {
                 self.cache
                     .compile(&generated.source, &generated.name, self.gpu.target())?;
             let kernel = self.gpu.load(&module, &generated.name)?;
-            self.kernels.insert(name.clone(), kernel);
+            self.kernels.insert(
+                name.clone(),
+                (kernel, generated.dynamic_shared_bytes as u32),
+            );
         }
-        Ok(&self.kernels[&name])
+        Ok(&self.kernels[&name].0)
     }
 
     /// Checks a product and returns its launch: `x` is `[m, k]`, `y` is `[m, n]`, both of the
@@ -248,6 +252,7 @@ impl<'g> Matmul<'g> {
         let blocks = n.div_ceil(rows) as u32;
         let threads = spec.schedule.threads() as u32;
         self.load(spec)?;
+        let dynamic_shared_bytes = self.kernels[&spec.name()].1;
         let mut arguments = vec![
             KernelArgument::Buffer(x),
             KernelArgument::Buffer(&weight.codes),
@@ -269,7 +274,7 @@ impl<'g> Matmul<'g> {
             launch: Launch {
                 grid: [blocks, 1, 1],
                 block: [threads, 1, 1],
-                dynamic_shared_bytes: 0,
+                dynamic_shared_bytes,
             },
             arguments,
         })

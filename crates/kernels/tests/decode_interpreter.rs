@@ -30,6 +30,7 @@ const SMALL: DecodeSchedule = DecodeSchedule {
     token_tiles: 1,
     chunks_per_step: 1,
     prefetch: false,
+    stages: 0,
 };
 
 fn run_case(case: &Case, seed: u64) -> f64 {
@@ -195,6 +196,8 @@ fn schedules_with_several_tiles_chunks_prefetch_and_split_k() {
         ("w2k2r1t1c1p", 512),
         ("w1k4r1t2c1", 512),
         ("w2k2r2t1c2p", 1024),
+        ("w1k1r2t1c1s3", 448),
+        ("w2k2r1t2c2s2", 1024),
     ] {
         let schedule: DecodeSchedule = tag.parse().unwrap();
         for (weight, group) in [
