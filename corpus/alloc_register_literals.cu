@@ -19,10 +19,18 @@ extern "C" __global__ void __launch_bounds__(2) alloc_register_literals(u8* p_a,
   // store_global(%ga[0], %va);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ga_n0)) ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_va, l));
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 1, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_va, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ga_n0)) ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_va, l));
+      }
     }
   }
   // %vb = alloc_register(f4e2m1, spatial(2).local(2), 1.4);
@@ -35,10 +43,18 @@ extern "C" __global__ void __launch_bounds__(2) alloc_register_literals(u8* p_a,
   // store_global(%gb[0], %vb);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_vb, l));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 1, g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_vb, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_vb, l));
+      }
     }
   }
   // %vc = alloc_register(f16, spatial(2).local(2), -inf);
@@ -52,17 +68,26 @@ extern "C" __global__ void __launch_bounds__(2) alloc_register_literals(u8* p_a,
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gc_n0) && ab_in(c0 + 1, g_gc_n0)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 1, g_gc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gc + (((i64)c0 * g_gc_t0) * 16 >> 3)) = r_vc[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gc_n0)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0, ab_get<16>(r_vc, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gc_n0) && ab_in(c0 + 1, g_gc_n0)) {
+          *(u32*)(g_gc + (((i64)c0 * g_gc_t0) * 16 >> 3)) = r_vc[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gc_n0)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0, ab_get<16>(r_vc, l0 + i));
+          }
         }
       }
     }
@@ -77,10 +102,18 @@ extern "C" __global__ void __launch_bounds__(2) alloc_register_literals(u8* p_a,
   // store_global(%gd[0], %vd);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gd_n0)) ab_st<6>(g_gd, (i64)c0 * g_gd_t0, ab_get<6>(r_vd, l));
+    if (ab_in(base0, g_gd_n0) && ab_in(base0 + 1, g_gd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<6>(g_gd, (i64)c0 * g_gd_t0, ab_get<6>(r_vd, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gd_n0)) ab_st<6>(g_gd, (i64)c0 * g_gd_t0, ab_get<6>(r_vd, l));
+      }
     }
   }
   // %ve = alloc_register(i3, spatial(2).local(2), -4);
@@ -93,10 +126,18 @@ extern "C" __global__ void __launch_bounds__(2) alloc_register_literals(u8* p_a,
   // store_global(%ge[0], %ve);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ge_n0)) ab_st<3>(g_ge, (i64)c0 * g_ge_t0, ab_get<3>(r_ve, l));
+    if (ab_in(base0, g_ge_n0) && ab_in(base0 + 1, g_ge_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<3>(g_ge, (i64)c0 * g_ge_t0, ab_get<3>(r_ve, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ge_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ge_n0)) ab_st<3>(g_ge, (i64)c0 * g_ge_t0, ab_get<3>(r_ve, l));
+      }
     }
   }
   // %vf = alloc_register(u1, spatial(2).local(2), 1);
@@ -109,10 +150,18 @@ extern "C" __global__ void __launch_bounds__(2) alloc_register_literals(u8* p_a,
   // store_global(%gf[0], %vf);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gf_n0)) ab_st<1>(g_gf, (i64)c0 * g_gf_t0, ab_get<1>(r_vf, l));
+    if (ab_in(base0, g_gf_n0) && ab_in(base0 + 1, g_gf_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_gf, (i64)c0 * g_gf_t0, ab_get<1>(r_vf, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gf_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gf_n0)) ab_st<1>(g_gf, (i64)c0 * g_gf_t0, ab_get<1>(r_vf, l));
+      }
     }
   }
   // %vg = alloc_register(bf16, spatial(2).local(2), 7);
@@ -126,17 +175,26 @@ extern "C" __global__ void __launch_bounds__(2) alloc_register_literals(u8* p_a,
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gg_n0) && ab_in(c0 + 1, g_gg_n0)) {
+    if (ab_in(base0, g_gg_n0) && ab_in(base0 + 1, g_gg_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gg + (((i64)c0 * g_gg_t0) * 16 >> 3)) = r_vg[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gg_n0)) ab_st<16>(g_gg, (i64)c0 * g_gg_t0, ab_get<16>(r_vg, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gg_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gg_n0) && ab_in(c0 + 1, g_gg_n0)) {
+          *(u32*)(g_gg + (((i64)c0 * g_gg_t0) * 16 >> 3)) = r_vg[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gg_n0)) ab_st<16>(g_gg, (i64)c0 * g_gg_t0, ab_get<16>(r_vg, l0 + i));
+          }
         }
       }
     }

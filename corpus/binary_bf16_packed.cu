@@ -27,18 +27,28 @@ extern "C" __global__ void __launch_bounds__(8) binary_bf16_packed(u8* p_a, u8* 
     u32 t[1] = {};
     const int base0 = tid * 2;
     // selected: 4-byte global loads (2 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ga_n0) && ab_in(c0 + 1, g_ga_n0)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 1, g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0) * 16 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ga_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ga_n0) && ab_in(c0 + 1, g_ga_n0)) {
+          const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0) * 16 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ga_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0));
+          }
         }
       }
     }
@@ -51,18 +61,28 @@ extern "C" __global__ void __launch_bounds__(8) binary_bf16_packed(u8* p_a, u8* 
     u32 t[1] = {};
     const int base0 = tid * 2;
     // selected: 4-byte global loads (2 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c0 + 1, g_gb_n0)) {
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 1, g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gb_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c0 + 1, g_gb_n0)) {
+          const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gb_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0));
+          }
         }
       }
     }
@@ -86,17 +106,26 @@ extern "C" __global__ void __launch_bounds__(8) binary_bf16_packed(u8* p_a, u8* 
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gs_n0) && ab_in(c0 + 1, g_gs_n0)) {
+    if (ab_in(base0, g_gs_n0) && ab_in(base0 + 1, g_gs_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gs + (((i64)c0 * g_gs_t0) * 16 >> 3)) = r_sum[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gs_n0)) ab_st<16>(g_gs, (i64)c0 * g_gs_t0, ab_get<16>(r_sum, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gs_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gs_n0) && ab_in(c0 + 1, g_gs_n0)) {
+          *(u32*)(g_gs + (((i64)c0 * g_gs_t0) * 16 >> 3)) = r_sum[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gs_n0)) ab_st<16>(g_gs, (i64)c0 * g_gs_t0, ab_get<16>(r_sum, l0 + i));
+          }
         }
       }
     }
@@ -118,17 +147,26 @@ extern "C" __global__ void __launch_bounds__(8) binary_bf16_packed(u8* p_a, u8* 
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gd_n0) && ab_in(c0 + 1, g_gd_n0)) {
+    if (ab_in(base0, g_gd_n0) && ab_in(base0 + 1, g_gd_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gd + (((i64)c0 * g_gd_t0) * 16 >> 3)) = r_difference[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gd_n0)) ab_st<16>(g_gd, (i64)c0 * g_gd_t0, ab_get<16>(r_difference, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gd_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gd_n0) && ab_in(c0 + 1, g_gd_n0)) {
+          *(u32*)(g_gd + (((i64)c0 * g_gd_t0) * 16 >> 3)) = r_difference[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gd_n0)) ab_st<16>(g_gd, (i64)c0 * g_gd_t0, ab_get<16>(r_difference, l0 + i));
+          }
         }
       }
     }
@@ -150,17 +188,26 @@ extern "C" __global__ void __launch_bounds__(8) binary_bf16_packed(u8* p_a, u8* 
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gp_n0) && ab_in(c0 + 1, g_gp_n0)) {
+    if (ab_in(base0, g_gp_n0) && ab_in(base0 + 1, g_gp_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gp + (((i64)c0 * g_gp_t0) * 16 >> 3)) = r_product[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gp_n0)) ab_st<16>(g_gp, (i64)c0 * g_gp_t0, ab_get<16>(r_product, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gp_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gp_n0) && ab_in(c0 + 1, g_gp_n0)) {
+          *(u32*)(g_gp + (((i64)c0 * g_gp_t0) * 16 >> 3)) = r_product[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gp_n0)) ab_st<16>(g_gp, (i64)c0 * g_gp_t0, ab_get<16>(r_product, l0 + i));
+          }
         }
       }
     }

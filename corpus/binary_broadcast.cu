@@ -30,21 +30,34 @@ extern "C" __global__ void __launch_bounds__(32) binary_broadcast(u8* p_x, u8* p
     u32 t[4] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 4;
     // selected: 16-byte global loads (4 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 3, g_gx_n1)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 3, g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
         const uint4 x = *(const uint4*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || base1 + 3 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 3, g_gx_n1)) {
+          const uint4 x = *(const uint4*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+          }
         }
       }
     }
@@ -95,21 +108,34 @@ extern "C" __global__ void __launch_bounds__(32) binary_broadcast(u8* p_x, u8* p
     u32 t[4] = {};
     const int base0 = 0, base1 = (tid % 4) * 4;
     // selected: 16-byte global loads (4 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gv_n0) && ab_in(c1, g_gv_n1) && ab_in(c1 + 3, g_gv_n1)) {
+    if (ab_in(base0, g_gv_n0) && ab_in(base1, g_gv_n1) && ab_in(base1 + 3, g_gv_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
         const uint4 x = *(const uint4*)(g_gv + (((i64)c0 * g_gv_t0 + (i64)c1 * g_gv_t1) * 32 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gv_n0) && ab_in(c1, g_gv_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gv, (i64)c0 * g_gv_t0 + (i64)c1 * g_gv_t1));
+      }
+    } else if (!(!ab_in(base0, g_gv_n0) || base1 + 3 < 0 || base1 >= g_gv_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gv_n0) && ab_in(c1, g_gv_n1) && ab_in(c1 + 3, g_gv_n1)) {
+          const uint4 x = *(const uint4*)(g_gv + (((i64)c0 * g_gv_t0 + (i64)c1 * g_gv_t1) * 32 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gv_n0) && ab_in(c1, g_gv_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gv, (i64)c0 * g_gv_t0 + (i64)c1 * g_gv_t1));
+          }
         }
       }
     }
@@ -133,17 +159,26 @@ extern "C" __global__ void __launch_bounds__(32) binary_broadcast(u8* p_x, u8* p
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 4;
     // selected: 16-byte global stores (4 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 3, g_gy_n1)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 3, g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
         *(uint4*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 32 >> 3)) = make_uint4(r_sum[v * 4], r_sum[v * 4 + 1], r_sum[v * 4 + 2], r_sum[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<32>(r_sum, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gy_n0) || base1 + 3 < 0 || base1 >= g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 3, g_gy_n1)) {
+          *(uint4*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 32 >> 3)) = make_uint4(r_sum[v * 4], r_sum[v * 4 + 1], r_sum[v * 4 + 2], r_sum[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<32>(r_sum, l0 + i));
+          }
         }
       }
     }
@@ -169,17 +204,26 @@ extern "C" __global__ void __launch_bounds__(32) binary_broadcast(u8* p_x, u8* p
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 4;
     // selected: 16-byte global stores (4 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1) && ab_in(c1 + 3, g_gz_n1)) {
+    if (ab_in(base0, g_gz_n0) && ab_in(base1, g_gz_n1) && ab_in(base1 + 3, g_gz_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
         *(uint4*)(g_gz + (((i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1) * 32 >> 3)) = make_uint4(r_scaled[v * 4], r_scaled[v * 4 + 1], r_scaled[v * 4 + 2], r_scaled[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1)) ab_st<32>(g_gz, (i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1, ab_get<32>(r_scaled, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gz_n0) || base1 + 3 < 0 || base1 >= g_gz_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1) && ab_in(c1 + 3, g_gz_n1)) {
+          *(uint4*)(g_gz + (((i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1) * 32 >> 3)) = make_uint4(r_scaled[v * 4], r_scaled[v * 4 + 1], r_scaled[v * 4 + 2], r_scaled[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1)) ab_st<32>(g_gz, (i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1, ab_get<32>(r_scaled, l0 + i));
+          }
         }
       }
     }

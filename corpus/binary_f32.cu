@@ -27,18 +27,28 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
     u32 t[1] = {};
     const int base0 = tid;
     // selected: 4-byte global loads (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_ga_n0) && ab_in(c0 + 0, g_ga_n0)) {
+    if (ab_in(base0, g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0) * 32 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_ga_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(!ab_in(base0, g_ga_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_ga_n0) && ab_in(c0 + 0, g_ga_n0)) {
+          const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0) * 32 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_ga_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_ga, (i64)c0 * g_ga_t0));
+          }
         }
       }
     }
@@ -51,18 +61,28 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
     u32 t[1] = {};
     const int base0 = tid;
     // selected: 4-byte global loads (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c0 + 0, g_gb_n0)) {
+    if (ab_in(base0, g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 32 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gb_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gb, (i64)c0 * g_gb_t0));
+      }
+    } else if (!(!ab_in(base0, g_gb_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c0 + 0, g_gb_n0)) {
+          const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 32 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gb_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gb, (i64)c0 * g_gb_t0));
+          }
         }
       }
     }
@@ -89,17 +109,26 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
   {
     const int base0 = tid;
     // selected: 4-byte global stores (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gadd_n0) && ab_in(c0 + 0, g_gadd_n0)) {
+    if (ab_in(base0, g_gadd_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_gadd + (((i64)c0 * g_gadd_t0) * 32 >> 3)) = r_add[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gadd_n0)) ab_st<32>(g_gadd, (i64)c0 * g_gadd_t0, ab_get<32>(r_add, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gadd_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gadd_n0) && ab_in(c0 + 0, g_gadd_n0)) {
+          *(u32*)(g_gadd + (((i64)c0 * g_gadd_t0) * 32 >> 3)) = r_add[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gadd_n0)) ab_st<32>(g_gadd, (i64)c0 * g_gadd_t0, ab_get<32>(r_add, l0 + i));
+          }
         }
       }
     }
@@ -124,17 +153,26 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
   {
     const int base0 = tid;
     // selected: 4-byte global stores (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gsub_n0) && ab_in(c0 + 0, g_gsub_n0)) {
+    if (ab_in(base0, g_gsub_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_gsub + (((i64)c0 * g_gsub_t0) * 32 >> 3)) = r_sub[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gsub_n0)) ab_st<32>(g_gsub, (i64)c0 * g_gsub_t0, ab_get<32>(r_sub, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gsub_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gsub_n0) && ab_in(c0 + 0, g_gsub_n0)) {
+          *(u32*)(g_gsub + (((i64)c0 * g_gsub_t0) * 32 >> 3)) = r_sub[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gsub_n0)) ab_st<32>(g_gsub, (i64)c0 * g_gsub_t0, ab_get<32>(r_sub, l0 + i));
+          }
         }
       }
     }
@@ -159,17 +197,26 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
   {
     const int base0 = tid;
     // selected: 4-byte global stores (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gmul_n0) && ab_in(c0 + 0, g_gmul_n0)) {
+    if (ab_in(base0, g_gmul_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_gmul + (((i64)c0 * g_gmul_t0) * 32 >> 3)) = r_mul[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gmul_n0)) ab_st<32>(g_gmul, (i64)c0 * g_gmul_t0, ab_get<32>(r_mul, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gmul_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gmul_n0) && ab_in(c0 + 0, g_gmul_n0)) {
+          *(u32*)(g_gmul + (((i64)c0 * g_gmul_t0) * 32 >> 3)) = r_mul[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gmul_n0)) ab_st<32>(g_gmul, (i64)c0 * g_gmul_t0, ab_get<32>(r_mul, l0 + i));
+          }
         }
       }
     }
@@ -194,17 +241,26 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
   {
     const int base0 = tid;
     // selected: 4-byte global stores (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gdiv_n0) && ab_in(c0 + 0, g_gdiv_n0)) {
+    if (ab_in(base0, g_gdiv_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_gdiv + (((i64)c0 * g_gdiv_t0) * 32 >> 3)) = r_div[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gdiv_n0)) ab_st<32>(g_gdiv, (i64)c0 * g_gdiv_t0, ab_get<32>(r_div, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gdiv_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gdiv_n0) && ab_in(c0 + 0, g_gdiv_n0)) {
+          *(u32*)(g_gdiv + (((i64)c0 * g_gdiv_t0) * 32 >> 3)) = r_div[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gdiv_n0)) ab_st<32>(g_gdiv, (i64)c0 * g_gdiv_t0, ab_get<32>(r_div, l0 + i));
+          }
         }
       }
     }
@@ -229,17 +285,26 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
   {
     const int base0 = tid;
     // selected: 4-byte global stores (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gmin_n0) && ab_in(c0 + 0, g_gmin_n0)) {
+    if (ab_in(base0, g_gmin_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_gmin + (((i64)c0 * g_gmin_t0) * 32 >> 3)) = r_min[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gmin_n0)) ab_st<32>(g_gmin, (i64)c0 * g_gmin_t0, ab_get<32>(r_min, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gmin_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gmin_n0) && ab_in(c0 + 0, g_gmin_n0)) {
+          *(u32*)(g_gmin + (((i64)c0 * g_gmin_t0) * 32 >> 3)) = r_min[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gmin_n0)) ab_st<32>(g_gmin, (i64)c0 * g_gmin_t0, ab_get<32>(r_min, l0 + i));
+          }
         }
       }
     }
@@ -264,17 +329,26 @@ extern "C" __global__ void __launch_bounds__(16) binary_f32(u8* p_a, u8* p_b, u8
   {
     const int base0 = tid;
     // selected: 4-byte global stores (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gmax_n0) && ab_in(c0 + 0, g_gmax_n0)) {
+    if (ab_in(base0, g_gmax_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_gmax + (((i64)c0 * g_gmax_t0) * 32 >> 3)) = r_max[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gmax_n0)) ab_st<32>(g_gmax, (i64)c0 * g_gmax_t0, ab_get<32>(r_max, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gmax_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gmax_n0) && ab_in(c0 + 0, g_gmax_n0)) {
+          *(u32*)(g_gmax + (((i64)c0 * g_gmax_t0) * 32 >> 3)) = r_max[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gmax_n0)) ab_st<32>(g_gmax, (i64)c0 * g_gmax_t0, ab_get<32>(r_max, l0 + i));
+          }
         }
       }
     }

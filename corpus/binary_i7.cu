@@ -18,10 +18,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   {
     u32 t[1] = {};
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ga_n0)) ab_set<7>(t, l, ab_ld<7>(g_ga, (i64)c0 * g_ga_t0));
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 3, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_set<7>(t, l, ab_ld<7>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ga_n0)) ab_set<7>(t, l, ab_ld<7>(g_ga, (i64)c0 * g_ga_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_x[i] = t[i];
@@ -31,10 +39,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   {
     u32 t[1] = {};
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gb_n0)) ab_set<7>(t, l, ab_ld<7>(g_gb, (i64)c0 * g_gb_t0));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 3, g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_set<7>(t, l, ab_ld<7>(g_gb, (i64)c0 * g_gb_t0));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gb_n0)) ab_set<7>(t, l, ab_ld<7>(g_gb, (i64)c0 * g_gb_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_y[i] = t[i];
@@ -58,10 +74,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   // store_global(%gadd[0], %add);
   {
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gadd_n0)) ab_st<7>(g_gadd, (i64)c0 * g_gadd_t0, ab_get<7>(r_add, l));
+    if (ab_in(base0, g_gadd_n0) && ab_in(base0 + 3, g_gadd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<7>(g_gadd, (i64)c0 * g_gadd_t0, ab_get<7>(r_add, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gadd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gadd_n0)) ab_st<7>(g_gadd, (i64)c0 * g_gadd_t0, ab_get<7>(r_add, l));
+      }
     }
   }
   // %sub = sub(%x, %y);
@@ -83,10 +107,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   // store_global(%gsub[0], %sub);
   {
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gsub_n0)) ab_st<7>(g_gsub, (i64)c0 * g_gsub_t0, ab_get<7>(r_sub, l));
+    if (ab_in(base0, g_gsub_n0) && ab_in(base0 + 3, g_gsub_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<7>(g_gsub, (i64)c0 * g_gsub_t0, ab_get<7>(r_sub, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gsub_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gsub_n0)) ab_st<7>(g_gsub, (i64)c0 * g_gsub_t0, ab_get<7>(r_sub, l));
+      }
     }
   }
   // %mul = mul(%x, %y);
@@ -108,10 +140,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   // store_global(%gmul[0], %mul);
   {
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gmul_n0)) ab_st<7>(g_gmul, (i64)c0 * g_gmul_t0, ab_get<7>(r_mul, l));
+    if (ab_in(base0, g_gmul_n0) && ab_in(base0 + 3, g_gmul_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<7>(g_gmul, (i64)c0 * g_gmul_t0, ab_get<7>(r_mul, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gmul_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gmul_n0)) ab_st<7>(g_gmul, (i64)c0 * g_gmul_t0, ab_get<7>(r_mul, l));
+      }
     }
   }
   // %div = div(%x, %y);
@@ -133,10 +173,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   // store_global(%gdiv[0], %div);
   {
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gdiv_n0)) ab_st<7>(g_gdiv, (i64)c0 * g_gdiv_t0, ab_get<7>(r_div, l));
+    if (ab_in(base0, g_gdiv_n0) && ab_in(base0 + 3, g_gdiv_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<7>(g_gdiv, (i64)c0 * g_gdiv_t0, ab_get<7>(r_div, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gdiv_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gdiv_n0)) ab_st<7>(g_gdiv, (i64)c0 * g_gdiv_t0, ab_get<7>(r_div, l));
+      }
     }
   }
   // %min = min(%x, %y);
@@ -158,10 +206,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   // store_global(%gmin[0], %min);
   {
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gmin_n0)) ab_st<7>(g_gmin, (i64)c0 * g_gmin_t0, ab_get<7>(r_min, l));
+    if (ab_in(base0, g_gmin_n0) && ab_in(base0 + 3, g_gmin_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<7>(g_gmin, (i64)c0 * g_gmin_t0, ab_get<7>(r_min, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gmin_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gmin_n0)) ab_st<7>(g_gmin, (i64)c0 * g_gmin_t0, ab_get<7>(r_min, l));
+      }
     }
   }
   // %max = max(%x, %y);
@@ -183,10 +239,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_i7(u8* p_a, u8* p_b, u8* 
   // store_global(%gmax[0], %max);
   {
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gmax_n0)) ab_st<7>(g_gmax, (i64)c0 * g_gmax_t0, ab_get<7>(r_max, l));
+    if (ab_in(base0, g_gmax_n0) && ab_in(base0 + 3, g_gmax_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<7>(g_gmax, (i64)c0 * g_gmax_t0, ab_get<7>(r_max, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gmax_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gmax_n0)) ab_st<7>(g_gmax, (i64)c0 * g_gmax_t0, ab_get<7>(r_max, l));
+      }
     }
   }
 }

@@ -21,10 +21,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
   {
     u32 t[1] = {};
     const int base0 = s_base + tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gx_n0)) ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0));
+    if (ab_in(base0, g_gx_n0) && ab_in(base0 + 1, g_gx_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gx_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gx_n0)) ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_v[i] = t[i];
@@ -48,10 +56,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
   // store_global(%ga[base], %from_ten);
   {
     const int base0 = s_base + tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ga_n0)) ab_st<4>(g_ga, (i64)c0 * g_ga_t0, ab_get<4>(r_from_ten, l));
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 1, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<4>(g_ga, (i64)c0 * g_ga_t0, ab_get<4>(r_from_ten, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ga_n0)) ab_st<4>(g_ga, (i64)c0 * g_ga_t0, ab_get<4>(r_from_ten, l));
+      }
     }
   }
   // %plus_n = add(%v, n);
@@ -73,10 +89,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
   // store_global(%gb[base], %plus_n);
   {
     const int base0 = s_base + tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_plus_n, l));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 1, g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_plus_n, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_plus_n, l));
+      }
     }
   }
   // %by_block = mul(%v, block.x * 2 + 1);
@@ -98,10 +122,18 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
   // store_global(%gc[base], %by_block);
   {
     const int base0 = s_base + tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gc_n0)) ab_st<4>(g_gc, (i64)c0 * g_gc_t0, ab_get<4>(r_by_block, l));
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 1, g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<4>(g_gc, (i64)c0 * g_gc_t0, ab_get<4>(r_by_block, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gc_n0)) ab_st<4>(g_gc, (i64)c0 * g_gc_t0, ab_get<4>(r_by_block, l));
+      }
     }
   }
   if (((int)blockIdx.x == 0)) {
@@ -114,18 +146,28 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
       u32 t[1] = {};
       const int base0 = tid * 2;
       // selected: 4-byte global loads (2 elements of f16 along dimension 0)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 2;
-        const int c0 = base0 + l0;
-        if (ab_in(c0, g_gf_n0) && ab_in(c0 + 1, g_gf_n0)) {
+      if (ab_in(base0, g_gf_n0) && ab_in(base0 + 1, g_gf_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
           const u32 x = *(const u32*)(g_gf + (((i64)c0 * g_gf_t0) * 16 >> 3));
           t[v * 1 + 0] = x;
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const int c0 = base0 + (l0 + i);
-            if (ab_in(c0, g_gf_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gf, (i64)c0 * g_gf_t0));
+        }
+      } else if (!(base0 + 1 < 0 || base0 >= g_gf_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
+          if (ab_in(c0, g_gf_n0) && ab_in(c0 + 1, g_gf_n0)) {
+            const u32 x = *(const u32*)(g_gf + (((i64)c0 * g_gf_t0) * 16 >> 3));
+            t[v * 1 + 0] = x;
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const int c0 = base0 + (l0 + i);
+              if (ab_in(c0, g_gf_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gf, (i64)c0 * g_gf_t0));
+            }
           }
         }
       }
@@ -152,17 +194,26 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
     {
       const int base0 = tid * 2;
       // selected: 4-byte global stores (2 elements of f16 along dimension 0)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 2;
-        const int c0 = base0 + l0;
-        if (ab_in(c0, g_gfd_n0) && ab_in(c0 + 1, g_gfd_n0)) {
+      if (ab_in(base0, g_gfd_n0) && ab_in(base0 + 1, g_gfd_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
           *(u32*)(g_gfd + (((i64)c0 * g_gfd_t0) * 16 >> 3)) = r_quotient[v];
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const int c0 = base0 + (l0 + i);
-            if (ab_in(c0, g_gfd_n0)) ab_st<16>(g_gfd, (i64)c0 * g_gfd_t0, ab_get<16>(r_quotient, l0 + i));
+        }
+      } else if (!(base0 + 1 < 0 || base0 >= g_gfd_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
+          if (ab_in(c0, g_gfd_n0) && ab_in(c0 + 1, g_gfd_n0)) {
+            *(u32*)(g_gfd + (((i64)c0 * g_gfd_t0) * 16 >> 3)) = r_quotient[v];
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const int c0 = base0 + (l0 + i);
+              if (ab_in(c0, g_gfd_n0)) ab_st<16>(g_gfd, (i64)c0 * g_gfd_t0, ab_get<16>(r_quotient, l0 + i));
+            }
           }
         }
       }
@@ -187,17 +238,26 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
     {
       const int base0 = tid * 2;
       // selected: 4-byte global stores (2 elements of f16 along dimension 0)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 2;
-        const int c0 = base0 + l0;
-        if (ab_in(c0, g_gfm_n0) && ab_in(c0 + 1, g_gfm_n0)) {
+      if (ab_in(base0, g_gfm_n0) && ab_in(base0 + 1, g_gfm_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
           *(u32*)(g_gfm + (((i64)c0 * g_gfm_t0) * 16 >> 3)) = r_at_least[v];
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const int c0 = base0 + (l0 + i);
-            if (ab_in(c0, g_gfm_n0)) ab_st<16>(g_gfm, (i64)c0 * g_gfm_t0, ab_get<16>(r_at_least, l0 + i));
+        }
+      } else if (!(base0 + 1 < 0 || base0 >= g_gfm_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
+          if (ab_in(c0, g_gfm_n0) && ab_in(c0 + 1, g_gfm_n0)) {
+            *(u32*)(g_gfm + (((i64)c0 * g_gfm_t0) * 16 >> 3)) = r_at_least[v];
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const int c0 = base0 + (l0 + i);
+              if (ab_in(c0, g_gfm_n0)) ab_st<16>(g_gfm, (i64)c0 * g_gfm_t0, ab_get<16>(r_at_least, l0 + i));
+            }
           }
         }
       }
@@ -219,17 +279,26 @@ extern "C" __global__ void __launch_bounds__(4) binary_scalar_operands(u8* p_x, 
     {
       const int base0 = tid * 2;
       // selected: 4-byte global stores (2 elements of f16 along dimension 0)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 2;
-        const int c0 = base0 + l0;
-        if (ab_in(c0, g_gfs_n0) && ab_in(c0 + 1, g_gfs_n0)) {
+      if (ab_in(base0, g_gfs_n0) && ab_in(base0 + 1, g_gfs_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
           *(u32*)(g_gfs + (((i64)c0 * g_gfs_t0) * 16 >> 3)) = r_minus_inf[v];
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const int c0 = base0 + (l0 + i);
-            if (ab_in(c0, g_gfs_n0)) ab_st<16>(g_gfs, (i64)c0 * g_gfs_t0, ab_get<16>(r_minus_inf, l0 + i));
+        }
+      } else if (!(base0 + 1 < 0 || base0 >= g_gfs_n0)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0 + l0;
+          if (ab_in(c0, g_gfs_n0) && ab_in(c0 + 1, g_gfs_n0)) {
+            *(u32*)(g_gfs + (((i64)c0 * g_gfs_t0) * 16 >> 3)) = r_minus_inf[v];
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const int c0 = base0 + (l0 + i);
+              if (ab_in(c0, g_gfs_n0)) ab_st<16>(g_gfs, (i64)c0 * g_gfs_t0, ab_get<16>(r_minus_inf, l0 + i));
+            }
           }
         }
       }

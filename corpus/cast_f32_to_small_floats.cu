@@ -17,18 +17,28 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
     u32 t[1] = {};
     const int base0 = tid;
     // selected: 4-byte global loads (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c0 + 0, g_gx_n0)) {
+    if (ab_in(base0, g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c0 + 0, g_gx_n0)) {
+          const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+          }
         }
       }
     }
@@ -52,10 +62,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
   // store_global(%g_f4e2m1[0], %c_f4e2m1);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_g_f4e2m1_n0)) ab_st<4>(g_g_f4e2m1, (i64)c0 * g_g_f4e2m1_t0, ab_get<4>(r_c_f4e2m1, l));
+    if (ab_in(base0, g_g_f4e2m1_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<4>(g_g_f4e2m1, (i64)c0 * g_g_f4e2m1_t0, ab_get<4>(r_c_f4e2m1, l));
+      }
+    } else if (!(!ab_in(base0, g_g_f4e2m1_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_g_f4e2m1_n0)) ab_st<4>(g_g_f4e2m1, (i64)c0 * g_g_f4e2m1_t0, ab_get<4>(r_c_f4e2m1, l));
+      }
     }
   }
   // %c_f6e3m2 = cast(%v, f6e3m2);
@@ -75,10 +93,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
   // store_global(%g_f6e3m2[0], %c_f6e3m2);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_g_f6e3m2_n0)) ab_st<6>(g_g_f6e3m2, (i64)c0 * g_g_f6e3m2_t0, ab_get<6>(r_c_f6e3m2, l));
+    if (ab_in(base0, g_g_f6e3m2_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<6>(g_g_f6e3m2, (i64)c0 * g_g_f6e3m2_t0, ab_get<6>(r_c_f6e3m2, l));
+      }
+    } else if (!(!ab_in(base0, g_g_f6e3m2_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_g_f6e3m2_n0)) ab_st<6>(g_g_f6e3m2, (i64)c0 * g_g_f6e3m2_t0, ab_get<6>(r_c_f6e3m2, l));
+      }
     }
   }
   // %c_f6e2m3 = cast(%v, f6e2m3);
@@ -98,10 +124,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
   // store_global(%g_f6e2m3[0], %c_f6e2m3);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_g_f6e2m3_n0)) ab_st<6>(g_g_f6e2m3, (i64)c0 * g_g_f6e2m3_t0, ab_get<6>(r_c_f6e2m3, l));
+    if (ab_in(base0, g_g_f6e2m3_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<6>(g_g_f6e2m3, (i64)c0 * g_g_f6e2m3_t0, ab_get<6>(r_c_f6e2m3, l));
+      }
+    } else if (!(!ab_in(base0, g_g_f6e2m3_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_g_f6e2m3_n0)) ab_st<6>(g_g_f6e2m3, (i64)c0 * g_g_f6e2m3_t0, ab_get<6>(r_c_f6e2m3, l));
+      }
     }
   }
   // %c_f8e4m3 = cast(%v, f8e4m3);
@@ -121,10 +155,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
   // store_global(%g_f8e4m3[0], %c_f8e4m3);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_g_f8e4m3_n0)) ab_st<8>(g_g_f8e4m3, (i64)c0 * g_g_f8e4m3_t0, ab_get<8>(r_c_f8e4m3, l));
+    if (ab_in(base0, g_g_f8e4m3_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<8>(g_g_f8e4m3, (i64)c0 * g_g_f8e4m3_t0, ab_get<8>(r_c_f8e4m3, l));
+      }
+    } else if (!(!ab_in(base0, g_g_f8e4m3_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_g_f8e4m3_n0)) ab_st<8>(g_g_f8e4m3, (i64)c0 * g_g_f8e4m3_t0, ab_get<8>(r_c_f8e4m3, l));
+      }
     }
   }
   // %c_f8e5m2 = cast(%v, f8e5m2);
@@ -144,10 +186,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
   // store_global(%g_f8e5m2[0], %c_f8e5m2);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_g_f8e5m2_n0)) ab_st<8>(g_g_f8e5m2, (i64)c0 * g_g_f8e5m2_t0, ab_get<8>(r_c_f8e5m2, l));
+    if (ab_in(base0, g_g_f8e5m2_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<8>(g_g_f8e5m2, (i64)c0 * g_g_f8e5m2_t0, ab_get<8>(r_c_f8e5m2, l));
+      }
+    } else if (!(!ab_in(base0, g_g_f8e5m2_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_g_f8e5m2_n0)) ab_st<8>(g_g_f8e5m2, (i64)c0 * g_g_f8e5m2_t0, ab_get<8>(r_c_f8e5m2, l));
+      }
     }
   }
   // %c_f16 = cast(%v, f16);
@@ -167,10 +217,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
   // store_global(%g_f16[0], %c_f16);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_g_f16_n0)) ab_st<16>(g_g_f16, (i64)c0 * g_g_f16_t0, ab_get<16>(r_c_f16, l));
+    if (ab_in(base0, g_g_f16_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<16>(g_g_f16, (i64)c0 * g_g_f16_t0, ab_get<16>(r_c_f16, l));
+      }
+    } else if (!(!ab_in(base0, g_g_f16_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_g_f16_n0)) ab_st<16>(g_g_f16, (i64)c0 * g_g_f16_t0, ab_get<16>(r_c_f16, l));
+      }
     }
   }
   // %c_bf16 = cast(%v, bf16);
@@ -190,10 +248,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_f32_to_small_floats(u8* p_
   // store_global(%g_bf16[0], %c_bf16);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_g_bf16_n0)) ab_st<16>(g_g_bf16, (i64)c0 * g_g_bf16_t0, ab_get<16>(r_c_bf16, l));
+    if (ab_in(base0, g_g_bf16_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<16>(g_g_bf16, (i64)c0 * g_g_bf16_t0, ab_get<16>(r_c_bf16, l));
+      }
+    } else if (!(!ab_in(base0, g_g_bf16_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_g_bf16_n0)) ab_st<16>(g_g_bf16, (i64)c0 * g_g_bf16_t0, ab_get<16>(r_c_bf16, l));
+      }
     }
   }
 }

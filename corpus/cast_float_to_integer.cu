@@ -18,18 +18,28 @@ extern "C" __global__ void __launch_bounds__(16) cast_float_to_integer(u8* p_x, 
     u32 t[1] = {};
     const int base0 = tid;
     // selected: 4-byte global loads (1 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c0 + 0, g_gx_n0)) {
+    if (ab_in(base0, g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c0 + 0, g_gx_n0)) {
+          const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+          }
         }
       }
     }
@@ -53,10 +63,18 @@ extern "C" __global__ void __launch_bounds__(16) cast_float_to_integer(u8* p_x, 
   // store_global(%ga[0], %a);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_ga_n0)) ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_a, l));
+    if (ab_in(base0, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_a, l));
+      }
+    } else if (!(!ab_in(base0, g_ga_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_ga_n0)) ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_a, l));
+      }
     }
   }
   // %b = cast(%v, u4);
@@ -76,10 +94,18 @@ extern "C" __global__ void __launch_bounds__(16) cast_float_to_integer(u8* p_x, 
   // store_global(%gb[0], %b);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_b, l));
+    if (ab_in(base0, g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_b, l));
+      }
+    } else if (!(!ab_in(base0, g_gb_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_b, l));
+      }
     }
   }
   // %c = cast(%v, i32);
@@ -100,17 +126,26 @@ extern "C" __global__ void __launch_bounds__(16) cast_float_to_integer(u8* p_x, 
   {
     const int base0 = tid;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_gc_n0) && ab_in(c0 + 0, g_gc_n0)) {
+    if (ab_in(base0, g_gc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_gc + (((i64)c0 * g_gc_t0) * 32 >> 3)) = r_c[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_gc_n0)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0, ab_get<32>(r_c, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gc_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_gc_n0) && ab_in(c0 + 0, g_gc_n0)) {
+          *(u32*)(g_gc + (((i64)c0 * g_gc_t0) * 32 >> 3)) = r_c[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_gc_n0)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0, ab_get<32>(r_c, l0 + i));
+          }
         }
       }
     }

@@ -20,21 +20,34 @@ extern "C" __global__ void __launch_bounds__(4) cast_integer_to_float(u8* p_x, u
     u32 t[4] = {};
     const int base0 = tid * 4;
     // selected: 16-byte global loads (4 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c0 + 3, g_gx_n0)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base0 + 3, g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
         const uint4 x = *(const uint4*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c0 + 3, g_gx_n0)) {
+          const uint4 x = *(const uint4*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+          }
         }
       }
     }
@@ -59,17 +72,26 @@ extern "C" __global__ void __launch_bounds__(4) cast_integer_to_float(u8* p_x, u
   {
     const int base0 = tid * 4;
     // selected: 16-byte global stores (4 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ga_n0) && ab_in(c0 + 3, g_ga_n0)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 3, g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
         *(uint4*)(g_ga + (((i64)c0 * g_ga_t0) * 32 >> 3)) = make_uint4(r_a[v * 4], r_a[v * 4 + 1], r_a[v * 4 + 2], r_a[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ga_n0)) ab_st<32>(g_ga, (i64)c0 * g_ga_t0, ab_get<32>(r_a, l0 + i));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ga_n0) && ab_in(c0 + 3, g_ga_n0)) {
+          *(uint4*)(g_ga + (((i64)c0 * g_ga_t0) * 32 >> 3)) = make_uint4(r_a[v * 4], r_a[v * 4 + 1], r_a[v * 4 + 2], r_a[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ga_n0)) ab_st<32>(g_ga, (i64)c0 * g_ga_t0, ab_get<32>(r_a, l0 + i));
+          }
         }
       }
     }
@@ -92,17 +114,26 @@ extern "C" __global__ void __launch_bounds__(4) cast_integer_to_float(u8* p_x, u
   {
     const int base0 = tid * 4;
     // selected: 8-byte global stores (4 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c0 + 3, g_gb_n0)) {
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 3, g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
         *(uint2*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3)) = make_uint2(r_b[v * 2], r_b[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gb_n0)) ab_st<16>(g_gb, (i64)c0 * g_gb_t0, ab_get<16>(r_b, l0 + i));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c0 + 3, g_gb_n0)) {
+          *(uint2*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3)) = make_uint2(r_b[v * 2], r_b[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gb_n0)) ab_st<16>(g_gb, (i64)c0 * g_gb_t0, ab_get<16>(r_b, l0 + i));
+          }
         }
       }
     }
@@ -125,17 +156,26 @@ extern "C" __global__ void __launch_bounds__(4) cast_integer_to_float(u8* p_x, u
   {
     const int base0 = tid * 4;
     // selected: 8-byte global stores (4 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gc_n0) && ab_in(c0 + 3, g_gc_n0)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 3, g_gc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
         *(uint2*)(g_gc + (((i64)c0 * g_gc_t0) * 16 >> 3)) = make_uint2(r_c[v * 2], r_c[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gc_n0)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0, ab_get<16>(r_c, l0 + i));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gc_n0) && ab_in(c0 + 3, g_gc_n0)) {
+          *(uint2*)(g_gc + (((i64)c0 * g_gc_t0) * 16 >> 3)) = make_uint2(r_c[v * 2], r_c[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gc_n0)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0, ab_get<16>(r_c, l0 + i));
+          }
         }
       }
     }
@@ -157,10 +197,18 @@ extern "C" __global__ void __launch_bounds__(4) cast_integer_to_float(u8* p_x, u
   // store_global(%gd[0], %d);
   {
     const int base0 = tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gd_n0)) ab_st<4>(g_gd, (i64)c0 * g_gd_t0, ab_get<4>(r_d, l));
+    if (ab_in(base0, g_gd_n0) && ab_in(base0 + 3, g_gd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<4>(g_gd, (i64)c0 * g_gd_t0, ab_get<4>(r_d, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gd_n0)) ab_st<4>(g_gd, (i64)c0 * g_gd_t0, ab_get<4>(r_d, l));
+      }
     }
   }
 }

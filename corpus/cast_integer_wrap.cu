@@ -17,19 +17,30 @@ extern "C" __global__ void __launch_bounds__(8) cast_integer_wrap(u8* p_x, u8* p
     u32 t[2] = {};
     const int base0 = tid * 2;
     // selected: 8-byte global loads (2 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c0 + 1, g_gx_n0)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base0 + 1, g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
         t[v * 2 + 0] = x.x;
         t[v * 2 + 1] = x.y;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c0 + 1, g_gx_n0)) {
+          const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
+          t[v * 2 + 0] = x.x;
+          t[v * 2 + 1] = x.y;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+          }
         }
       }
     }
@@ -53,10 +64,18 @@ extern "C" __global__ void __launch_bounds__(8) cast_integer_wrap(u8* p_x, u8* p
   // store_global(%ga[0], %a);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ga_n0)) ab_st<3>(g_ga, (i64)c0 * g_ga_t0, ab_get<3>(r_a, l));
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 1, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<3>(g_ga, (i64)c0 * g_ga_t0, ab_get<3>(r_a, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ga_n0)) ab_st<3>(g_ga, (i64)c0 * g_ga_t0, ab_get<3>(r_a, l));
+      }
     }
   }
   // %b = cast(%v, u5);
@@ -76,10 +95,18 @@ extern "C" __global__ void __launch_bounds__(8) cast_integer_wrap(u8* p_x, u8* p
   // store_global(%gb[0], %b);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gb_n0)) ab_st<5>(g_gb, (i64)c0 * g_gb_t0, ab_get<5>(r_b, l));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 1, g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<5>(g_gb, (i64)c0 * g_gb_t0, ab_get<5>(r_b, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gb_n0)) ab_st<5>(g_gb, (i64)c0 * g_gb_t0, ab_get<5>(r_b, l));
+      }
     }
   }
   // %c = cast(%v, u1);
@@ -99,10 +126,18 @@ extern "C" __global__ void __launch_bounds__(8) cast_integer_wrap(u8* p_x, u8* p
   // store_global(%gc[0], %c);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gc_n0)) ab_st<1>(g_gc, (i64)c0 * g_gc_t0, ab_get<1>(r_c, l));
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 1, g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_gc, (i64)c0 * g_gc_t0, ab_get<1>(r_c, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gc_n0)) ab_st<1>(g_gc, (i64)c0 * g_gc_t0, ab_get<1>(r_c, l));
+      }
     }
   }
   // %d = cast(%v, i1);
@@ -122,10 +157,18 @@ extern "C" __global__ void __launch_bounds__(8) cast_integer_wrap(u8* p_x, u8* p
   // store_global(%gd[0], %d);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gd_n0)) ab_st<1>(g_gd, (i64)c0 * g_gd_t0, ab_get<1>(r_d, l));
+    if (ab_in(base0, g_gd_n0) && ab_in(base0 + 1, g_gd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_gd, (i64)c0 * g_gd_t0, ab_get<1>(r_d, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gd_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gd_n0)) ab_st<1>(g_gd, (i64)c0 * g_gd_t0, ab_get<1>(r_d, l));
+      }
     }
   }
   // %e = cast(%a, u8);
@@ -145,10 +188,18 @@ extern "C" __global__ void __launch_bounds__(8) cast_integer_wrap(u8* p_x, u8* p
   // store_global(%ge[0], %e);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ge_n0)) ab_st<8>(g_ge, (i64)c0 * g_ge_t0, ab_get<8>(r_e, l));
+    if (ab_in(base0, g_ge_n0) && ab_in(base0 + 1, g_ge_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<8>(g_ge, (i64)c0 * g_ge_t0, ab_get<8>(r_e, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ge_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ge_n0)) ab_st<8>(g_ge, (i64)c0 * g_ge_t0, ab_get<8>(r_e, l));
+      }
     }
   }
 }

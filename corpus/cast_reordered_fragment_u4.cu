@@ -39,10 +39,18 @@ extern "C" __global__ void __launch_bounds__(32) cast_reordered_fragment_u4(u8* 
   {
     u32 t[1] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
-    #pragma unroll
-    for (int l = 0; l < 8; ++l) {
-      const int c0 = base0 + (l % 2) * 8, c1 = base1 + l / 4 + ((l / 2) % 2) * 8;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+    if (ab_in(base0, g_gx_n0) && ab_in(base0 + 8, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 9, g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 8; ++l) {
+        const int c0 = base0 + (l % 2) * 8, c1 = base1 + l / 4 + ((l / 2) % 2) * 8;
+        ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(base0 + 8 < 0 || base0 >= g_gx_n0 || base1 + 9 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 8; ++l) {
+        const int c0 = base0 + (l % 2) * 8, c1 = base1 + l / 4 + ((l / 2) % 2) * 8;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_q[i] = t[i];
@@ -66,17 +74,26 @@ extern "C" __global__ void __launch_bounds__(32) cast_reordered_fragment_u4(u8* 
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 4-byte global stores (2 elements of f16 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 1, g_gy_n1)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base0 + 8, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 9, g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
         *(u32*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 16 >> 3)) = r_a[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
-          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_a, l0 + i));
+      }
+    } else if (!(base0 + 8 < 0 || base0 >= g_gy_n0 || base1 + 9 < 0 || base1 >= g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 1, g_gy_n1)) {
+          *(u32*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 16 >> 3)) = r_a[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
+            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_a, l0 + i));
+          }
         }
       }
     }

@@ -89,10 +89,18 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
   {
     u32 t[2] = {};
     const int base0 = tid * 8;
-    #pragma unroll
-    for (int l = 0; l < 8; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ga_n0)) ab_set<6>(t, l, ab_ld<6>(g_ga, (i64)c0 * g_ga_t0));
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 7, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 8; ++l) {
+        const int c0 = base0 + l;
+        ab_set<6>(t, l, ab_ld<6>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 8; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ga_n0)) ab_set<6>(t, l, ab_ld<6>(g_ga, (i64)c0 * g_ga_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 2; ++i) r_xa[i] = t[i];
@@ -111,17 +119,26 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
   {
     const int base0 = tid * 8;
     // selected: 16-byte global stores (8 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gha_n0) && ab_in(c0 + 7, g_gha_n0)) {
+    if (ab_in(base0, g_gha_n0) && ab_in(base0 + 7, g_gha_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         *(uint4*)(g_gha + (((i64)c0 * g_gha_t0) * 16 >> 3)) = make_uint4(r_ya[v * 4], r_ya[v * 4 + 1], r_ya[v * 4 + 2], r_ya[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gha_n0)) ab_st<16>(g_gha, (i64)c0 * g_gha_t0, ab_get<16>(r_ya, l0 + i));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_gha_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gha_n0) && ab_in(c0 + 7, g_gha_n0)) {
+          *(uint4*)(g_gha + (((i64)c0 * g_gha_t0) * 16 >> 3)) = make_uint4(r_ya[v * 4], r_ya[v * 4 + 1], r_ya[v * 4 + 2], r_ya[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gha_n0)) ab_st<16>(g_gha, (i64)c0 * g_gha_t0, ab_get<16>(r_ya, l0 + i));
+          }
         }
       }
     }
@@ -132,18 +149,28 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
     u32 t[1] = {};
     const int base0 = tid * 8;
     // selected: 4-byte global loads (8 elements of i4 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c0 + 7, g_gb_n0)) {
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 7, g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 4 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gb_n0)) ab_set<4>(t, l0 + i, ab_ld<4>(g_gb, (i64)c0 * g_gb_t0));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c0 + 7, g_gb_n0)) {
+          const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 4 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gb_n0)) ab_set<4>(t, l0 + i, ab_ld<4>(g_gb, (i64)c0 * g_gb_t0));
+          }
         }
       }
     }
@@ -164,17 +191,26 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
   {
     const int base0 = tid * 8;
     // selected: 16-byte global stores (8 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ghb_n0) && ab_in(c0 + 7, g_ghb_n0)) {
+    if (ab_in(base0, g_ghb_n0) && ab_in(base0 + 7, g_ghb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         *(uint4*)(g_ghb + (((i64)c0 * g_ghb_t0) * 16 >> 3)) = make_uint4(r_yb[v * 4], r_yb[v * 4 + 1], r_yb[v * 4 + 2], r_yb[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ghb_n0)) ab_st<16>(g_ghb, (i64)c0 * g_ghb_t0, ab_get<16>(r_yb, l0 + i));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_ghb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ghb_n0) && ab_in(c0 + 7, g_ghb_n0)) {
+          *(uint4*)(g_ghb + (((i64)c0 * g_ghb_t0) * 16 >> 3)) = make_uint4(r_yb[v * 4], r_yb[v * 4 + 1], r_yb[v * 4 + 2], r_yb[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ghb_n0)) ab_st<16>(g_ghb, (i64)c0 * g_ghb_t0, ab_get<16>(r_yb, l0 + i));
+          }
         }
       }
     }
@@ -184,10 +220,18 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
   {
     u32 t[2] = {};
     const int base0 = tid * 8;
-    #pragma unroll
-    for (int l = 0; l < 8; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gc_n0)) ab_set<5>(t, l, ab_ld<5>(g_gc, (i64)c0 * g_gc_t0));
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 7, g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 8; ++l) {
+        const int c0 = base0 + l;
+        ab_set<5>(t, l, ab_ld<5>(g_gc, (i64)c0 * g_gc_t0));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 8; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gc_n0)) ab_set<5>(t, l, ab_ld<5>(g_gc, (i64)c0 * g_gc_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 2; ++i) r_xc[i] = t[i];
@@ -206,17 +250,26 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
   {
     const int base0 = tid * 8;
     // selected: 16-byte global stores (8 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ghc_n0) && ab_in(c0 + 7, g_ghc_n0)) {
+    if (ab_in(base0, g_ghc_n0) && ab_in(base0 + 7, g_ghc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         *(uint4*)(g_ghc + (((i64)c0 * g_ghc_t0) * 16 >> 3)) = make_uint4(r_yc[v * 4], r_yc[v * 4 + 1], r_yc[v * 4 + 2], r_yc[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ghc_n0)) ab_st<16>(g_ghc, (i64)c0 * g_ghc_t0, ab_get<16>(r_yc, l0 + i));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_ghc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ghc_n0) && ab_in(c0 + 7, g_ghc_n0)) {
+          *(uint4*)(g_ghc + (((i64)c0 * g_ghc_t0) * 16 >> 3)) = make_uint4(r_yc[v * 4], r_yc[v * 4 + 1], r_yc[v * 4 + 2], r_yc[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ghc_n0)) ab_st<16>(g_ghc, (i64)c0 * g_ghc_t0, ab_get<16>(r_yc, l0 + i));
+          }
         }
       }
     }
@@ -227,18 +280,28 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
     u32 t[1] = {};
     const int base0 = tid * 8;
     // selected: 4-byte global loads (8 elements of u4 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gd_n0) && ab_in(c0 + 7, g_gd_n0)) {
+    if (ab_in(base0, g_gd_n0) && ab_in(base0 + 7, g_gd_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         const u32 x = *(const u32*)(g_gd + (((i64)c0 * g_gd_t0) * 4 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gd_n0)) ab_set<4>(t, l0 + i, ab_ld<4>(g_gd, (i64)c0 * g_gd_t0));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_gd_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gd_n0) && ab_in(c0 + 7, g_gd_n0)) {
+          const u32 x = *(const u32*)(g_gd + (((i64)c0 * g_gd_t0) * 4 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gd_n0)) ab_set<4>(t, l0 + i, ab_ld<4>(g_gd, (i64)c0 * g_gd_t0));
+          }
         }
       }
     }
@@ -259,17 +322,26 @@ extern "C" __global__ void __launch_bounds__(128) cast_small_types_to_half_fast(
   {
     const int base0 = tid * 8;
     // selected: 16-byte global stores (8 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ghd_n0) && ab_in(c0 + 7, g_ghd_n0)) {
+    if (ab_in(base0, g_ghd_n0) && ab_in(base0 + 7, g_ghd_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         *(uint4*)(g_ghd + (((i64)c0 * g_ghd_t0) * 16 >> 3)) = make_uint4(r_yd[v * 4], r_yd[v * 4 + 1], r_yd[v * 4 + 2], r_yd[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ghd_n0)) ab_st<16>(g_ghd, (i64)c0 * g_ghd_t0, ab_get<16>(r_yd, l0 + i));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_ghd_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ghd_n0) && ab_in(c0 + 7, g_ghd_n0)) {
+          *(uint4*)(g_ghd + (((i64)c0 * g_ghd_t0) * 16 >> 3)) = make_uint4(r_yd[v * 4], r_yd[v * 4 + 1], r_yd[v * 4 + 2], r_yd[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ghd_n0)) ab_st<16>(g_ghd, (i64)c0 * g_ghd_t0, ab_get<16>(r_yd, l0 + i));
+          }
         }
       }
     }

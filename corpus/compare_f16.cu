@@ -21,18 +21,28 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
     u32 t[1] = {};
     const int base0 = tid * 2;
     // selected: 4-byte global loads (2 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ga_n0) && ab_in(c0 + 1, g_ga_n0)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 1, g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0) * 16 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ga_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ga_n0) && ab_in(c0 + 1, g_ga_n0)) {
+          const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0) * 16 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ga_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0));
+          }
         }
       }
     }
@@ -45,18 +55,28 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
     u32 t[1] = {};
     const int base0 = tid * 2;
     // selected: 4-byte global loads (2 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c0 + 1, g_gb_n0)) {
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 1, g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gb_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c0 + 1, g_gb_n0)) {
+          const u32 x = *(const u32*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gb_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0));
+          }
         }
       }
     }
@@ -82,10 +102,18 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
   // store_global(%glt[0], %lt);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_glt_n0)) ab_st<1>(g_glt, (i64)c0 * g_glt_t0, ab_get<1>(r_lt, l));
+    if (ab_in(base0, g_glt_n0) && ab_in(base0 + 1, g_glt_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_glt, (i64)c0 * g_glt_t0, ab_get<1>(r_lt, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_glt_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_glt_n0)) ab_st<1>(g_glt, (i64)c0 * g_glt_t0, ab_get<1>(r_lt, l));
+      }
     }
   }
   // %le = le(%x, %y);
@@ -107,10 +135,18 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
   // store_global(%gle[0], %le);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gle_n0)) ab_st<1>(g_gle, (i64)c0 * g_gle_t0, ab_get<1>(r_le, l));
+    if (ab_in(base0, g_gle_n0) && ab_in(base0 + 1, g_gle_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_gle, (i64)c0 * g_gle_t0, ab_get<1>(r_le, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gle_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gle_n0)) ab_st<1>(g_gle, (i64)c0 * g_gle_t0, ab_get<1>(r_le, l));
+      }
     }
   }
   // %gt = gt(%x, %y);
@@ -132,10 +168,18 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
   // store_global(%ggt[0], %gt);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ggt_n0)) ab_st<1>(g_ggt, (i64)c0 * g_ggt_t0, ab_get<1>(r_gt, l));
+    if (ab_in(base0, g_ggt_n0) && ab_in(base0 + 1, g_ggt_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_ggt, (i64)c0 * g_ggt_t0, ab_get<1>(r_gt, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ggt_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ggt_n0)) ab_st<1>(g_ggt, (i64)c0 * g_ggt_t0, ab_get<1>(r_gt, l));
+      }
     }
   }
   // %ge = ge(%x, %y);
@@ -157,10 +201,18 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
   // store_global(%gge[0], %ge);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gge_n0)) ab_st<1>(g_gge, (i64)c0 * g_gge_t0, ab_get<1>(r_ge, l));
+    if (ab_in(base0, g_gge_n0) && ab_in(base0 + 1, g_gge_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_gge, (i64)c0 * g_gge_t0, ab_get<1>(r_ge, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gge_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gge_n0)) ab_st<1>(g_gge, (i64)c0 * g_gge_t0, ab_get<1>(r_ge, l));
+      }
     }
   }
   // %eq = eq(%x, %y);
@@ -182,10 +234,18 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
   // store_global(%geq[0], %eq);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_geq_n0)) ab_st<1>(g_geq, (i64)c0 * g_geq_t0, ab_get<1>(r_eq, l));
+    if (ab_in(base0, g_geq_n0) && ab_in(base0 + 1, g_geq_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_geq, (i64)c0 * g_geq_t0, ab_get<1>(r_eq, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_geq_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_geq_n0)) ab_st<1>(g_geq, (i64)c0 * g_geq_t0, ab_get<1>(r_eq, l));
+      }
     }
   }
   // %ne = ne(%x, %y);
@@ -207,10 +267,18 @@ extern "C" __global__ void __launch_bounds__(8) compare_f16(u8* p_a, u8* p_b, u8
   // store_global(%gne[0], %ne);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gne_n0)) ab_st<1>(g_gne, (i64)c0 * g_gne_t0, ab_get<1>(r_ne, l));
+    if (ab_in(base0, g_gne_n0) && ab_in(base0 + 1, g_gne_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<1>(g_gne, (i64)c0 * g_gne_t0, ab_get<1>(r_ne, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gne_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gne_n0)) ab_st<1>(g_gne, (i64)c0 * g_gne_t0, ab_get<1>(r_ne, l));
+      }
     }
   }
 }

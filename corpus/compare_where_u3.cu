@@ -22,10 +22,18 @@ extern "C" __global__ void __launch_bounds__(64) compare_where_u3(u8* p_a, u8* p
   {
     u32 t[1] = {};
     const int base0 = s_base + tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ga_n0)) ab_set<3>(t, l, ab_ld<3>(g_ga, (i64)c0 * g_ga_t0));
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 3, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_set<3>(t, l, ab_ld<3>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ga_n0)) ab_set<3>(t, l, ab_ld<3>(g_ga, (i64)c0 * g_ga_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_x[i] = t[i];
@@ -35,10 +43,18 @@ extern "C" __global__ void __launch_bounds__(64) compare_where_u3(u8* p_a, u8* p
   {
     u32 t[1] = {};
     const int base0 = s_base + tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gb_n0)) ab_set<3>(t, l, ab_ld<3>(g_gb, (i64)c0 * g_gb_t0));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 3, g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_set<3>(t, l, ab_ld<3>(g_gb, (i64)c0 * g_gb_t0));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gb_n0)) ab_set<3>(t, l, ab_ld<3>(g_gb, (i64)c0 * g_gb_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_y[i] = t[i];
@@ -83,10 +99,18 @@ extern "C" __global__ void __launch_bounds__(64) compare_where_u3(u8* p_a, u8* p
   // store_global(%go[base], %m);
   {
     const int base0 = s_base + tid * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_go_n0)) ab_st<3>(g_go, (i64)c0 * g_go_t0, ab_get<3>(r_m, l));
+    if (ab_in(base0, g_go_n0) && ab_in(base0 + 3, g_go_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        ab_st<3>(g_go, (i64)c0 * g_go_t0, ab_get<3>(r_m, l));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_go_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_go_n0)) ab_st<3>(g_go, (i64)c0 * g_go_t0, ab_get<3>(r_m, l));
+      }
     }
   }
 }

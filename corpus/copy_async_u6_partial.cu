@@ -65,21 +65,34 @@ extern "C" __global__ void __launch_bounds__(64) copy_async_u6_partial(u8* p_x, 
   {
     const int base0 = s_r0 + tid / 8, base1 = s_c0 + (tid % 8) * 16;
     // selected: 4-byte global stores, 3 per group of 16 elements of u6 (96 bits) along dimension 1
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 16;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 15, g_gy_n1)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 15, g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 16;
+        const int c0 = base0, c1 = base1 + l0;
         u8* const q = g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 6 >> 3);
         #pragma unroll
         for (int j = 0; j < 3; ++j) {
           *(u32*)(q + j * 4) = r_v[(v * 3 + j)];
         }
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<6>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<6>(r_v, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gy_n0) || base1 + 15 < 0 || base1 >= g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 16;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 15, g_gy_n1)) {
+          u8* const q = g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 6 >> 3);
+          #pragma unroll
+          for (int j = 0; j < 3; ++j) {
+            *(u32*)(q + j * 4) = r_v[(v * 3 + j)];
+          }
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 16; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<6>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<6>(r_v, l0 + i));
+          }
         }
       }
     }

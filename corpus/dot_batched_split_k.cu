@@ -25,18 +25,28 @@ extern "C" __global__ void __launch_bounds__(64) dot_batched_split_k(u8* p_a, u8
     u32 t[4] = {};
     const int base0 = tid / 32, base1 = (tid / 4) % 8, base2 = (tid % 4) * 2;
     // selected: 4-byte global loads (2 elements of f16 along dimension 2)
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + ((l0 / 2) % 2) * 8, c2 = base2 + (l0 / 4) * 8 + l0 % 2;
-      if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c2, g_ga_n2) && ab_in(c2 + 1, g_ga_n2)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base1, g_ga_n1) && ab_in(base1 + 8, g_ga_n1) && ab_in(base2, g_ga_n2) && ab_in(base2 + 9, g_ga_n2)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + ((l0 / 2) % 2) * 8, c2 = base2 + (l0 / 4) * 8 + l0 % 2;
         const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1 + (i64)c2 * g_ga_t2) * 16 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (((l0 + i) / 2) % 2) * 8, c2 = base2 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
-          if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c2, g_ga_n2)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1 + (i64)c2 * g_ga_t2));
+      }
+    } else if (!(!ab_in(base0, g_ga_n0) || base1 + 8 < 0 || base1 >= g_ga_n1 || base2 + 9 < 0 || base2 >= g_ga_n2)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + ((l0 / 2) % 2) * 8, c2 = base2 + (l0 / 4) * 8 + l0 % 2;
+        if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c2, g_ga_n2) && ab_in(c2 + 1, g_ga_n2)) {
+          const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1 + (i64)c2 * g_ga_t2) * 16 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (((l0 + i) / 2) % 2) * 8, c2 = base2 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
+            if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c2, g_ga_n2)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1 + (i64)c2 * g_ga_t2));
+          }
         }
       }
     }
@@ -48,10 +58,18 @@ extern "C" __global__ void __launch_bounds__(64) dot_batched_split_k(u8* p_a, u8
   {
     u32 t[2] = {};
     const int base0 = tid / 32, base1 = (tid % 4) * 2, base2 = (tid / 4) % 8;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0, c1 = base1 + (l / 2) * 8 + l % 2, c2 = base2;
-      if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1) && ab_in(c2, g_gb_n2)) ab_set<16>(t, l, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1 + (i64)c2 * g_gb_t2));
+    if (ab_in(base0, g_gb_n0) && ab_in(base1, g_gb_n1) && ab_in(base1 + 9, g_gb_n1) && ab_in(base2, g_gb_n2)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0, c1 = base1 + (l / 2) * 8 + l % 2, c2 = base2;
+        ab_set<16>(t, l, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1 + (i64)c2 * g_gb_t2));
+      }
+    } else if (!(!ab_in(base0, g_gb_n0) || base1 + 9 < 0 || base1 >= g_gb_n1 || !ab_in(base2, g_gb_n2))) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0, c1 = base1 + (l / 2) * 8 + l % 2, c2 = base2;
+        if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1) && ab_in(c2, g_gb_n2)) ab_set<16>(t, l, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1 + (i64)c2 * g_gb_t2));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 2; ++i) r_y[i] = t[i];
@@ -103,17 +121,26 @@ extern "C" __global__ void __launch_bounds__(64) dot_batched_split_k(u8* p_a, u8
     // replicated: the first owner of each element stores it
     if (tid / 32 == 0) {
       // selected: 8-byte global stores (2 elements of f32 along dimension 2)
-      #pragma unroll
-      for (int v = 0; v < 2; ++v) {
-        const int l0 = v * 2;
-        const int c0 = base0, c1 = base1 + (l0 / 2) * 8, c2 = base2 + l0 % 2;
-        if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c2, g_gc_n2) && ab_in(c2 + 1, g_gc_n2)) {
+      if (ab_in(base0, g_gc_n0) && ab_in(base1, g_gc_n1) && ab_in(base1 + 8, g_gc_n1) && ab_in(base2, g_gc_n2) && ab_in(base2 + 1, g_gc_n2)) {
+        #pragma unroll
+        for (int v = 0; v < 2; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0, c1 = base1 + (l0 / 2) * 8, c2 = base2 + l0 % 2;
           *(uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1 + (i64)c2 * g_gc_t2) * 32 >> 3)) = make_uint2(r_sum[v * 2], r_sum[v * 2 + 1]);
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const int c0 = base0, c1 = base1 + ((l0 + i) / 2) * 8, c2 = base2 + (l0 + i) % 2;
-            if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c2, g_gc_n2)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1 + (i64)c2 * g_gc_t2, ab_get<32>(r_sum, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_gc_n0) || base1 + 8 < 0 || base1 >= g_gc_n1 || base2 + 1 < 0 || base2 >= g_gc_n2)) {
+        #pragma unroll
+        for (int v = 0; v < 2; ++v) {
+          const int l0 = v * 2;
+          const int c0 = base0, c1 = base1 + (l0 / 2) * 8, c2 = base2 + l0 % 2;
+          if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c2, g_gc_n2) && ab_in(c2 + 1, g_gc_n2)) {
+            *(uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1 + (i64)c2 * g_gc_t2) * 32 >> 3)) = make_uint2(r_sum[v * 2], r_sum[v * 2 + 1]);
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const int c0 = base0, c1 = base1 + ((l0 + i) / 2) * 8, c2 = base2 + (l0 + i) % 2;
+              if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c2, g_gc_n2)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1 + (i64)c2 * g_gc_t2, ab_get<32>(r_sum, l0 + i));
+            }
           }
         }
       }

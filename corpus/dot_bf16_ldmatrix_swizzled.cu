@@ -100,17 +100,26 @@ extern "C" __global__ void __launch_bounds__(32) dot_bf16_ldmatrix_swizzled(u8* 
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global stores (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
-      if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 8, g_gc_n0) && ab_in(base1, g_gc_n1) && ab_in(base1 + 9, g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
         *(uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = make_uint2(r_acc[v * 2], r_acc[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
-          if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_acc, l0 + i));
+      }
+    } else if (!(base0 + 8 < 0 || base0 >= g_gc_n0 || base1 + 9 < 0 || base1 >= g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
+        if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+          *(uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = make_uint2(r_acc[v * 2], r_acc[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
+            if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_acc, l0 + i));
+          }
         }
       }
     }

@@ -28,18 +28,28 @@ extern "C" __global__ void __launch_bounds__(32) dot_generic_k_equals_n(u8* p_a,
     u32 t[1] = {};
     const int base0 = tid / 8, base1 = tid % 8;
     // selected: 4-byte global loads (1 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c1 + 0, g_ga_n1)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base1, g_ga_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
         const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1) * 32 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0, c1 = base1;
-          if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1));
+      }
+    } else if (!(!ab_in(base0, g_ga_n0) || !ab_in(base1, g_ga_n1))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c1 + 0, g_ga_n1)) {
+          const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1) * 32 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0, c1 = base1;
+            if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1));
+          }
         }
       }
     }
@@ -52,19 +62,30 @@ extern "C" __global__ void __launch_bounds__(32) dot_generic_k_equals_n(u8* p_a,
     u32 t[2] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global loads (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1) && ab_in(c1 + 1, g_gb_n1)) {
+    if (ab_in(base0, g_gb_n0) && ab_in(base1, g_gb_n1) && ab_in(base1 + 1, g_gb_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
         const uint2 x = *(const uint2*)(g_gb + (((i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1) * 32 >> 3));
         t[v * 2 + 0] = x.x;
         t[v * 2 + 1] = x.y;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+      }
+    } else if (!(!ab_in(base0, g_gb_n0) || base1 + 1 < 0 || base1 >= g_gb_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1) && ab_in(c1 + 1, g_gb_n1)) {
+          const uint2 x = *(const uint2*)(g_gb + (((i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1) * 32 >> 3));
+          t[v * 2 + 0] = x.x;
+          t[v * 2 + 1] = x.y;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+          }
         }
       }
     }
@@ -111,17 +132,26 @@ extern "C" __global__ void __launch_bounds__(32) dot_generic_k_equals_n(u8* p_a,
   {
     const int base0 = tid % 4, base1 = tid / 4;
     // selected: 4-byte global stores (1 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 0, g_gc_n1)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base1, g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
         *(u32*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = r_acc[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0, c1 = base1;
-          if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_acc, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gc_n0) || !ab_in(base1, g_gc_n1))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 0, g_gc_n1)) {
+          *(u32*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = r_acc[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0, c1 = base1;
+            if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_acc, l0 + i));
+          }
         }
       }
     }

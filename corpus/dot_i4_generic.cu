@@ -25,10 +25,18 @@ extern "C" __global__ void __launch_bounds__(32) dot_i4_generic(u8* p_a, u8* p_b
   {
     u32 t[1] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0, c1 = base1 + l;
-      if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1)) ab_set<4>(t, l, ab_ld<4>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1));
+    if (ab_in(base0, g_ga_n0) && ab_in(base1, g_ga_n1) && ab_in(base1 + 3, g_ga_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        ab_set<4>(t, l, ab_ld<4>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1));
+      }
+    } else if (!(!ab_in(base0, g_ga_n0) || base1 + 3 < 0 || base1 >= g_ga_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1)) ab_set<4>(t, l, ab_ld<4>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_x[i] = t[i];
@@ -38,10 +46,18 @@ extern "C" __global__ void __launch_bounds__(32) dot_i4_generic(u8* p_a, u8* p_b
   {
     u32 t[1] = {};
     const int base0 = (tid / 8) * 4, base1 = tid % 8;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + l, c1 = base1;
-      if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1)) ab_set<4>(t, l, ab_ld<4>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 3, g_gb_n0) && ab_in(base1, g_gb_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l, c1 = base1;
+        ab_set<4>(t, l, ab_ld<4>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_gb_n0 || !ab_in(base1, g_gb_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + l, c1 = base1;
+        if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1)) ab_set<4>(t, l, ab_ld<4>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_y[i] = t[i];
@@ -98,17 +114,26 @@ extern "C" __global__ void __launch_bounds__(32) dot_i4_generic(u8* p_a, u8* p_b
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global stores (2 elements of i32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base1, g_gc_n1) && ab_in(base1 + 1, g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
         *(uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = make_uint2(r_z[v * 2], r_z[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_z, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gc_n0) || base1 + 1 < 0 || base1 >= g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+          *(uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = make_uint2(r_z[v * 2], r_z[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_z, l0 + i));
+          }
         }
       }
     }

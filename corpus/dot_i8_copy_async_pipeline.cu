@@ -243,17 +243,26 @@ extern "C" __global__ void __launch_bounds__(64) dot_i8_copy_async_pipeline(u8* 
   {
     const int base0 = s_m0 + (tid / 8) * 2, base1 = s_n0 + (tid % 8) * 2;
     // selected: 4-byte global stores (1 elements of i32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0 + l0 / 2, c1 = base1 + l0 % 2;
-      if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 0, g_gc_n1)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 1, g_gc_n0) && ab_in(base1, g_gc_n1) && ab_in(base1 + 1, g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0 + l0 / 2, c1 = base1 + l0 % 2;
         *(u32*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = r_acc[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0 + (l0 + i) / 2, c1 = base1 + (l0 + i) % 2;
-          if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_acc, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gc_n0 || base1 + 1 < 0 || base1 >= g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0 + l0 / 2, c1 = base1 + l0 % 2;
+        if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 0, g_gc_n1)) {
+          *(u32*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3)) = r_acc[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0 + (l0 + i) / 2, c1 = base1 + (l0 + i) % 2;
+            if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<32>(r_acc, l0 + i));
+          }
         }
       }
     }

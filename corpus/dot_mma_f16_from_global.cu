@@ -29,18 +29,28 @@ extern "C" __global__ void __launch_bounds__(32) dot_mma_f16_from_global(u8* p_a
     u32 t[4] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 4-byte global loads (2 elements of f16 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
-      if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c1 + 1, g_ga_n1)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 8, g_ga_n0) && ab_in(base1, g_ga_n1) && ab_in(base1 + 9, g_ga_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
         const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1) * 16 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
-          if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1));
+      }
+    } else if (!(base0 + 8 < 0 || base0 >= g_ga_n0 || base1 + 9 < 0 || base1 >= g_ga_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
+        if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1) && ab_in(c1 + 1, g_ga_n1)) {
+          const u32 x = *(const u32*)(g_ga + (((i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1) * 16 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
+            if (ab_in(c0, g_ga_n0) && ab_in(c1, g_ga_n1)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0 + (i64)c1 * g_ga_t1));
+          }
         }
       }
     }
@@ -52,10 +62,18 @@ extern "C" __global__ void __launch_bounds__(32) dot_mma_f16_from_global(u8* p_a
   {
     u32 t[2] = {};
     const int base0 = (tid % 4) * 2, base1 = tid / 4;
-    #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const int c0 = base0 + (l / 2) * 8 + l % 2, c1 = base1;
-      if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1)) ab_set<16>(t, l, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 9, g_gb_n0) && ab_in(base1, g_gb_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + (l / 2) * 8 + l % 2, c1 = base1;
+        ab_set<16>(t, l, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+      }
+    } else if (!(base0 + 9 < 0 || base0 >= g_gb_n0 || !ab_in(base1, g_gb_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const int c0 = base0 + (l / 2) * 8 + l % 2, c1 = base1;
+        if (ab_in(c0, g_gb_n0) && ab_in(c1, g_gb_n1)) ab_set<16>(t, l, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0 + (i64)c1 * g_gb_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 2; ++i) r_y[i] = t[i];
@@ -66,19 +84,30 @@ extern "C" __global__ void __launch_bounds__(32) dot_mma_f16_from_global(u8* p_a
     u32 t[4] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global loads (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 2; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + (l0 / 2) * 8, c1 = base1 + l0 % 2;
-      if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 8, g_gc_n0) && ab_in(base1, g_gc_n1) && ab_in(base1 + 1, g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + (l0 / 2) * 8, c1 = base1 + l0 % 2;
         const uint2 x = *(const uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3));
         t[v * 2 + 0] = x.x;
         t[v * 2 + 1] = x.y;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + ((l0 + i) / 2) * 8, c1 = base1 + (l0 + i) % 2;
-          if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1));
+      }
+    } else if (!(base0 + 8 < 0 || base0 >= g_gc_n0 || base1 + 1 < 0 || base1 >= g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + (l0 / 2) * 8, c1 = base1 + l0 % 2;
+        if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+          const uint2 x = *(const uint2*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 32 >> 3));
+          t[v * 2 + 0] = x.x;
+          t[v * 2 + 1] = x.y;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + ((l0 + i) / 2) * 8, c1 = base1 + (l0 + i) % 2;
+            if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1));
+          }
         }
       }
     }
@@ -99,17 +128,26 @@ extern "C" __global__ void __launch_bounds__(32) dot_mma_f16_from_global(u8* p_a
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global stores (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 2; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + (l0 / 2) * 8, c1 = base1 + l0 % 2;
-      if (ab_in(c0, g_gd_n0) && ab_in(c1, g_gd_n1) && ab_in(c1 + 1, g_gd_n1)) {
+    if (ab_in(base0, g_gd_n0) && ab_in(base0 + 8, g_gd_n0) && ab_in(base1, g_gd_n1) && ab_in(base1 + 1, g_gd_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + (l0 / 2) * 8, c1 = base1 + l0 % 2;
         *(uint2*)(g_gd + (((i64)c0 * g_gd_t0 + (i64)c1 * g_gd_t1) * 32 >> 3)) = make_uint2(r_acc[v * 2], r_acc[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + ((l0 + i) / 2) * 8, c1 = base1 + (l0 + i) % 2;
-          if (ab_in(c0, g_gd_n0) && ab_in(c1, g_gd_n1)) ab_st<32>(g_gd, (i64)c0 * g_gd_t0 + (i64)c1 * g_gd_t1, ab_get<32>(r_acc, l0 + i));
+      }
+    } else if (!(base0 + 8 < 0 || base0 >= g_gd_n0 || base1 + 1 < 0 || base1 >= g_gd_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + (l0 / 2) * 8, c1 = base1 + l0 % 2;
+        if (ab_in(c0, g_gd_n0) && ab_in(c1, g_gd_n1) && ab_in(c1 + 1, g_gd_n1)) {
+          *(uint2*)(g_gd + (((i64)c0 * g_gd_t0 + (i64)c1 * g_gd_t1) * 32 >> 3)) = make_uint2(r_acc[v * 2], r_acc[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + ((l0 + i) / 2) * 8, c1 = base1 + (l0 + i) % 2;
+            if (ab_in(c0, g_gd_n0) && ab_in(c1, g_gd_n1)) ab_st<32>(g_gd, (i64)c0 * g_gd_t0 + (i64)c1 * g_gd_t1, ab_get<32>(r_acc, l0 + i));
+          }
         }
       }
     }

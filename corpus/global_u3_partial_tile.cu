@@ -19,10 +19,18 @@ extern "C" __global__ void __launch_bounds__(32) u3_add_partial_tile(u8* p_a, u8
   {
     u32 t[1] = {};
     const int base0 = s_base + tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_ga_n0)) ab_set<3>(t, l, ab_ld<3>(g_ga, (i64)c0 * g_ga_t0));
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 1, g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_set<3>(t, l, ab_ld<3>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_ga_n0)) ab_set<3>(t, l, ab_ld<3>(g_ga, (i64)c0 * g_ga_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_x[i] = t[i];
@@ -43,10 +51,18 @@ extern "C" __global__ void __launch_bounds__(32) u3_add_partial_tile(u8* p_a, u8
   // store_global(%gc[base], %y);
   {
     const int base0 = s_base + tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gc_n0)) ab_st<3>(g_gc, (i64)c0 * g_gc_t0, ab_get<3>(r_y, l));
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 1, g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<3>(g_gc, (i64)c0 * g_gc_t0, ab_get<3>(r_y, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gc_n0)) ab_st<3>(g_gc, (i64)c0 * g_gc_t0, ab_get<3>(r_y, l));
+      }
     }
   }
 }

@@ -29,10 +29,18 @@ extern "C" __global__ void __launch_bounds__(32) grid_3d(u8* p_out, const int s_
   // store_global(%go[block.z, block.y, block.x * 32], %v);
   {
     const int base0 = (int)blockIdx.z, base1 = (int)blockIdx.y, base2 = (int)blockIdx.x * 32 + tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1, c2 = base2;
-      if (ab_in(c0, g_go_n0) && ab_in(c1, g_go_n1) && ab_in(c2, g_go_n2)) ab_st<16>(g_go, (i64)c0 * g_go_t0 + (i64)c1 * g_go_t1 + (i64)c2 * g_go_t2, ab_get<16>(r_v, l));
+    if (ab_in(base0, g_go_n0) && ab_in(base1, g_go_n1) && ab_in(base2, g_go_n2)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1, c2 = base2;
+        ab_st<16>(g_go, (i64)c0 * g_go_t0 + (i64)c1 * g_go_t1 + (i64)c2 * g_go_t2, ab_get<16>(r_v, l));
+      }
+    } else if (!(!ab_in(base0, g_go_n0) || !ab_in(base1, g_go_n1) || !ab_in(base2, g_go_n2))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1, c2 = base2;
+        if (ab_in(c0, g_go_n0) && ab_in(c1, g_go_n1) && ab_in(c2, g_go_n2)) ab_st<16>(g_go, (i64)c0 * g_go_t0 + (i64)c1 * g_go_t1 + (i64)c2 * g_go_t2, ab_get<16>(r_v, l));
+      }
     }
   }
 }

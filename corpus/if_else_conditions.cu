@@ -88,17 +88,26 @@ extern "C" __global__ void __launch_bounds__(4) if_else_conditions(u8* p_out, co
   {
     const int base0 = s_b * 4 + tid;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_v[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_v, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_v[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_v, l0 + i));
+          }
         }
       }
     }

@@ -56,17 +56,26 @@ extern "C" __global__ void __launch_bounds__(1) loop_bound_near_i32_max(u8* p_ou
   {
     const int base0 = 0;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_count[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_count, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_count[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_count, l0 + i));
+          }
         }
       }
     }
@@ -75,17 +84,26 @@ extern "C" __global__ void __launch_bounds__(1) loop_bound_near_i32_max(u8* p_ou
   {
     const int base0 = 1;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_last[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_last, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_last[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_last, l0 + i));
+          }
         }
       }
     }

@@ -259,17 +259,26 @@ extern "C" __global__ void __launch_bounds__(128) matmul_f16(u8* p_a, u8* p_b, u
   {
     const int base0 = s_m0 + (tid / 64) * 32 + (tid / 4) % 8, base1 = s_n0 + ((tid / 32) % 2) * 32 + (tid % 4) * 2;
     // selected: 4-byte global stores (2 elements of f16 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 16; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + (l0 / 16) * 16 + ((l0 / 2) % 2) * 8, c1 = base1 + ((l0 / 4) % 4) * 8 + l0 % 2;
-      if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 24, g_gc_n0) && ab_in(base1, g_gc_n1) && ab_in(base1 + 25, g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 16; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + (l0 / 16) * 16 + ((l0 / 2) % 2) * 8, c1 = base1 + ((l0 / 4) % 4) * 8 + l0 % 2;
         *(u32*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 16 >> 3)) = r_out[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + ((l0 + i) / 16) * 16 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + (((l0 + i) / 4) % 4) * 8 + (l0 + i) % 2;
-          if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<16>(r_out, l0 + i));
+      }
+    } else if (!(base0 + 24 < 0 || base0 >= g_gc_n0 || base1 + 25 < 0 || base1 >= g_gc_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 16; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + (l0 / 16) * 16 + ((l0 / 2) % 2) * 8, c1 = base1 + ((l0 / 4) % 4) * 8 + l0 % 2;
+        if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1) && ab_in(c1 + 1, g_gc_n1)) {
+          *(u32*)(g_gc + (((i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1) * 16 >> 3)) = r_out[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + ((l0 + i) / 16) * 16 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + (((l0 + i) / 4) % 4) * 8 + (l0 + i) % 2;
+            if (ab_in(c0, g_gc_n0) && ab_in(c1, g_gc_n1)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0 + (i64)c1 * g_gc_t1, ab_get<16>(r_out, l0 + i));
+          }
         }
       }
     }

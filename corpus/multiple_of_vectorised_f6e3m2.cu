@@ -41,11 +41,11 @@ extern "C" __global__ void __launch_bounds__(64) multiple_of_vectorised_f6e3m2(u
     u32 t[6] = {};
     const int base0 = s_r0 + tid / 8, base1 = s_c0 + (tid % 8) * 32;
     // selected: 8-byte global loads, 3 per group of 32 elements of f6e3m2 (192 bits) along dimension 1
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 32;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 31, g_gx_n1)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 31, g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 32;
+        const int c0 = base0, c1 = base1 + l0;
         const u8* const q = g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 6 >> 3);
         #pragma unroll
         for (int j = 0; j < 3; ++j) {
@@ -53,11 +53,26 @@ extern "C" __global__ void __launch_bounds__(64) multiple_of_vectorised_f6e3m2(u
           t[(v * 3 + j) * 2 + 0] = x.x;
           t[(v * 3 + j) * 2 + 1] = x.y;
         }
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 32; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<6>(t, l0 + i, ab_ld<6>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || base1 + 31 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 32;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 31, g_gx_n1)) {
+          const u8* const q = g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 6 >> 3);
+          #pragma unroll
+          for (int j = 0; j < 3; ++j) {
+            const uint2 x = *(const uint2*)(q + j * 8);
+            t[(v * 3 + j) * 2 + 0] = x.x;
+            t[(v * 3 + j) * 2 + 1] = x.y;
+          }
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 32; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<6>(t, l0 + i, ab_ld<6>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+          }
         }
       }
     }
@@ -108,21 +123,34 @@ extern "C" __global__ void __launch_bounds__(64) multiple_of_vectorised_f6e3m2(u
   {
     const int base0 = s_r0 + tid % 8, base1 = s_c0 + (tid / 8) * 32;
     // selected: 8-byte global stores, 3 per group of 32 elements of f6e3m2 (192 bits) along dimension 1
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 32;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 31, g_gy_n1)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 31, g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 32;
+        const int c0 = base0, c1 = base1 + l0;
         u8* const q = g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 6 >> 3);
         #pragma unroll
         for (int j = 0; j < 3; ++j) {
           *(uint2*)(q + j * 8) = make_uint2(r_w[(v * 3 + j) * 2], r_w[(v * 3 + j) * 2 + 1]);
         }
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 32; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<6>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<6>(r_w, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gy_n0) || base1 + 31 < 0 || base1 >= g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 32;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 31, g_gy_n1)) {
+          u8* const q = g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 6 >> 3);
+          #pragma unroll
+          for (int j = 0; j < 3; ++j) {
+            *(uint2*)(q + j * 8) = make_uint2(r_w[(v * 3 + j) * 2], r_w[(v * 3 + j) * 2 + 1]);
+          }
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 32; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<6>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<6>(r_w, l0 + i));
+          }
         }
       }
     }
@@ -141,17 +169,26 @@ extern "C" __global__ void __launch_bounds__(64) multiple_of_vectorised_f6e3m2(u
   {
     const int base0 = s_r0 + tid % 8, base1 = s_c0 + (tid / 8) * 32;
     // selected: 16-byte global stores (8 elements of f16 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gh_n0) && ab_in(c1, g_gh_n1) && ab_in(c1 + 7, g_gh_n1)) {
+    if (ab_in(base0, g_gh_n0) && ab_in(base1, g_gh_n1) && ab_in(base1 + 31, g_gh_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0, c1 = base1 + l0;
         *(uint4*)(g_gh + (((i64)c0 * g_gh_t0 + (i64)c1 * g_gh_t1) * 16 >> 3)) = make_uint4(r_half[v * 4], r_half[v * 4 + 1], r_half[v * 4 + 2], r_half[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gh_n0) && ab_in(c1, g_gh_n1)) ab_st<16>(g_gh, (i64)c0 * g_gh_t0 + (i64)c1 * g_gh_t1, ab_get<16>(r_half, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gh_n0) || base1 + 31 < 0 || base1 >= g_gh_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gh_n0) && ab_in(c1, g_gh_n1) && ab_in(c1 + 7, g_gh_n1)) {
+          *(uint4*)(g_gh + (((i64)c0 * g_gh_t0 + (i64)c1 * g_gh_t1) * 16 >> 3)) = make_uint4(r_half[v * 4], r_half[v * 4 + 1], r_half[v * 4 + 2], r_half[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gh_n0) && ab_in(c1, g_gh_n1)) ab_st<16>(g_gh, (i64)c0 * g_gh_t0 + (i64)c1 * g_gh_t1, ab_get<16>(r_half, l0 + i));
+          }
         }
       }
     }

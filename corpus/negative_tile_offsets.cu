@@ -21,10 +21,18 @@ extern "C" __global__ void __launch_bounds__(16) negative_tile_offsets(u8* p_x, 
   {
     u32 t[1] = {};
     const int base0 = (-1) + tid / 4, base1 = (-2) + tid % 4;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<8>(t, l, ab_ld<8>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_set<8>(t, l, ab_ld<8>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || !ab_in(base1, g_gx_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<8>(t, l, ab_ld<8>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_v[i] = t[i];
@@ -32,10 +40,18 @@ extern "C" __global__ void __launch_bounds__(16) negative_tile_offsets(u8* p_x, 
   // store_global(%gt[0, 0], %v);
   {
     const int base0 = tid / 4, base1 = tid % 4;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gt_n0) && ab_in(c1, g_gt_n1)) ab_st<8>(g_gt, (i64)c0 * g_gt_t0 + (i64)c1 * g_gt_t1, ab_get<8>(r_v, l));
+    if (ab_in(base0, g_gt_n0) && ab_in(base1, g_gt_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_st<8>(g_gt, (i64)c0 * g_gt_t0 + (i64)c1 * g_gt_t1, ab_get<8>(r_v, l));
+      }
+    } else if (!(!ab_in(base0, g_gt_n0) || !ab_in(base1, g_gt_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gt_n0) && ab_in(c1, g_gt_n1)) ab_st<8>(g_gt, (i64)c0 * g_gt_t0 + (i64)c1 * g_gt_t1, ab_get<8>(r_v, l));
+      }
     }
   }
   // %w = add(%v, 1);
@@ -54,10 +70,18 @@ extern "C" __global__ void __launch_bounds__(16) negative_tile_offsets(u8* p_x, 
   // store_global(%gy[-1, -2], %w);
   {
     const int base0 = (-1) + tid / 4, base1 = (-2) + tid % 4;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<8>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<8>(r_w, l));
+    if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_st<8>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<8>(r_w, l));
+      }
+    } else if (!(!ab_in(base0, g_gy_n0) || !ab_in(base1, g_gy_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<8>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<8>(r_w, l));
+      }
     }
   }
 }

@@ -23,10 +23,18 @@ extern "C" __global__ void __launch_bounds__(32) out_of_bounds_tile(u8* p_x, u8*
   {
     u32 t[1] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0, c1 = base1 + l;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 1, g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        ab_set<16>(t, l, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || base1 + 1 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_v[i] = t[i];
@@ -44,27 +52,44 @@ extern "C" __global__ void __launch_bounds__(32) out_of_bounds_tile(u8* p_x, u8*
   // store_global(%gy[0, 0], %w);
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0, c1 = base1 + l;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_w, l));
+    if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 1, g_gy_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_w, l));
+      }
+    } else if (!(!ab_in(base0, g_gy_n0) || base1 + 1 < 0 || base1 >= g_gy_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_w, l));
+      }
     }
   }
   // store_global(%gt[0, 0], %w);
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 4-byte global stores (2 elements of f16 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gt_n0) && ab_in(c1, g_gt_n1) && ab_in(c1 + 1, g_gt_n1)) {
+    if (ab_in(base0, g_gt_n0) && ab_in(base1, g_gt_n1) && ab_in(base1 + 1, g_gt_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
         *(u32*)(g_gt + (((i64)c0 * g_gt_t0 + (i64)c1 * g_gt_t1) * 16 >> 3)) = r_w[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gt_n0) && ab_in(c1, g_gt_n1)) ab_st<16>(g_gt, (i64)c0 * g_gt_t0 + (i64)c1 * g_gt_t1, ab_get<16>(r_w, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gt_n0) || base1 + 1 < 0 || base1 >= g_gt_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gt_n0) && ab_in(c1, g_gt_n1) && ab_in(c1 + 1, g_gt_n1)) {
+          *(u32*)(g_gt + (((i64)c0 * g_gt_t0 + (i64)c1 * g_gt_t1) * 16 >> 3)) = r_w[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gt_n0) && ab_in(c1, g_gt_n1)) ab_st<16>(g_gt, (i64)c0 * g_gt_t0 + (i64)c1 * g_gt_t1, ab_get<16>(r_w, l0 + i));
+          }
         }
       }
     }

@@ -53,18 +53,28 @@ extern "C" __global__ void __launch_bounds__(128) quantized_matmul_i3_g64(u8* p_
         u32 t[16] = {};
         const int base0 = s_m0 + (tid / 4) % 8, base1 = s_k0 + (tid % 4) * 2;
         // selected: 4-byte global loads (2 elements of f16 along dimension 1)
-        #pragma unroll
-        for (int v = 0; v < 16; ++v) {
-          const int l0 = v * 2;
-          const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
-          if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 1, g_gx_n1)) {
+        if (ab_in(base0, g_gx_n0) && ab_in(base0 + 8, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 57, g_gx_n1)) {
+          #pragma unroll
+          for (int v = 0; v < 16; ++v) {
+            const int l0 = v * 2;
+            const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
             const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 16 >> 3));
             t[v * 1 + 0] = x;
-          } else {
-            #pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
-              if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+          }
+        } else if (!(base0 + 8 < 0 || base0 >= g_gx_n0 || base1 + 57 < 0 || base1 >= g_gx_n1)) {
+          #pragma unroll
+          for (int v = 0; v < 16; ++v) {
+            const int l0 = v * 2;
+            const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
+            if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 1, g_gx_n1)) {
+              const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 16 >> 3));
+              t[v * 1 + 0] = x;
+            } else {
+              #pragma unroll
+              for (int i = 0; i < 2; ++i) {
+                const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
+                if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+              }
             }
           }
         }
@@ -76,10 +86,18 @@ extern "C" __global__ void __launch_bounds__(128) quantized_matmul_i3_g64(u8* p_
       {
         u32 t[3] = {};
         const int base0 = s_k0 + (tid % 4) * 2, base1 = s_n0 + (tid / 32) * 16 + (tid / 4) % 8;
-        #pragma unroll
-        for (int l = 0; l < 32; ++l) {
-          const int c0 = base0 + (l / 8) * 16 + ((l / 2) % 2) * 8 + l % 2, c1 = base1 + ((l / 4) % 2) * 8;
-          if (ab_in(c0, g_gw_n0) && ab_in(c1, g_gw_n1)) ab_set<3>(t, l, ab_ld<3>(g_gw, (i64)c0 * g_gw_t0 + (i64)c1 * g_gw_t1));
+        if (ab_in(base0, g_gw_n0) && ab_in(base0 + 57, g_gw_n0) && ab_in(base1, g_gw_n1) && ab_in(base1 + 8, g_gw_n1)) {
+          #pragma unroll
+          for (int l = 0; l < 32; ++l) {
+            const int c0 = base0 + (l / 8) * 16 + ((l / 2) % 2) * 8 + l % 2, c1 = base1 + ((l / 4) % 2) * 8;
+            ab_set<3>(t, l, ab_ld<3>(g_gw, (i64)c0 * g_gw_t0 + (i64)c1 * g_gw_t1));
+          }
+        } else if (!(base0 + 57 < 0 || base0 >= g_gw_n0 || base1 + 8 < 0 || base1 >= g_gw_n1)) {
+          #pragma unroll
+          for (int l = 0; l < 32; ++l) {
+            const int c0 = base0 + (l / 8) * 16 + ((l / 2) % 2) * 8 + l % 2, c1 = base1 + ((l / 4) % 2) * 8;
+            if (ab_in(c0, g_gw_n0) && ab_in(c1, g_gw_n1)) ab_set<3>(t, l, ab_ld<3>(g_gw, (i64)c0 * g_gw_t0 + (i64)c1 * g_gw_t1));
+          }
         }
         #pragma unroll
         for (int i = 0; i < 3; ++i) r_wq[i] = t[i];
@@ -99,10 +117,18 @@ extern "C" __global__ void __launch_bounds__(128) quantized_matmul_i3_g64(u8* p_
       {
         u32 t[1] = {};
         const int base0 = s_g, base1 = s_n0 + (tid / 32) * 16 + (tid / 4) % 8;
-        #pragma unroll
-        for (int l = 0; l < 2; ++l) {
-          const int c0 = base0, c1 = base1 + l * 8;
-          if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1)) ab_set<16>(t, l, ab_ld<16>(g_gs, (i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1));
+        if (ab_in(base0, g_gs_n0) && ab_in(base1, g_gs_n1) && ab_in(base1 + 8, g_gs_n1)) {
+          #pragma unroll
+          for (int l = 0; l < 2; ++l) {
+            const int c0 = base0, c1 = base1 + l * 8;
+            ab_set<16>(t, l, ab_ld<16>(g_gs, (i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1));
+          }
+        } else if (!(!ab_in(base0, g_gs_n0) || base1 + 8 < 0 || base1 >= g_gs_n1)) {
+          #pragma unroll
+          for (int l = 0; l < 2; ++l) {
+            const int c0 = base0, c1 = base1 + l * 8;
+            if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1)) ab_set<16>(t, l, ab_ld<16>(g_gs, (i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1));
+          }
         }
         #pragma unroll
         for (int i = 0; i < 1; ++i) r_scale[i] = t[i];
@@ -153,17 +179,26 @@ extern "C" __global__ void __launch_bounds__(128) quantized_matmul_i3_g64(u8* p_
   {
     const int base0 = s_m0 + (tid / 4) % 8, base1 = s_n0 + (tid / 32) * 16 + (tid % 4) * 2;
     // selected: 4-byte global stores (2 elements of f16 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 1, g_gy_n1)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base0 + 8, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 9, g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
         *(u32*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 16 >> 3)) = r_out[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
-          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_out, l0 + i));
+      }
+    } else if (!(base0 + 8 < 0 || base0 >= g_gy_n0 || base1 + 9 < 0 || base1 >= g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + ((l0 / 2) % 2) * 8, c1 = base1 + (l0 / 4) * 8 + l0 % 2;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 1, g_gy_n1)) {
+          *(u32*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 16 >> 3)) = r_out[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (((l0 + i) / 2) % 2) * 8, c1 = base1 + ((l0 + i) / 4) * 8 + (l0 + i) % 2;
+            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_out, l0 + i));
+          }
         }
       }
     }

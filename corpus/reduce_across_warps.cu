@@ -26,21 +26,34 @@ extern "C" __global__ void __launch_bounds__(64) reduce_across_warps(u8* p_x, u8
     u32 t[4] = {};
     const int base0 = tid, base1 = 0;
     // selected: 16-byte global loads (4 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_g_n0) && ab_in(c1, g_g_n1) && ab_in(c1 + 3, g_g_n1)) {
+    if (ab_in(base0, g_g_n0) && ab_in(base1, g_g_n1) && ab_in(base1 + 3, g_g_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
         const uint4 x = *(const uint4*)(g_g + (((i64)c0 * g_g_t0 + (i64)c1 * g_g_t1) * 32 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_g_n0) && ab_in(c1, g_g_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_g, (i64)c0 * g_g_t0 + (i64)c1 * g_g_t1));
+      }
+    } else if (!(!ab_in(base0, g_g_n0) || base1 + 3 < 0 || base1 >= g_g_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_g_n0) && ab_in(c1, g_g_n1) && ab_in(c1 + 3, g_g_n1)) {
+          const uint4 x = *(const uint4*)(g_g + (((i64)c0 * g_g_t0 + (i64)c1 * g_g_t1) * 32 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_g_n0) && ab_in(c1, g_g_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_g, (i64)c0 * g_g_t0 + (i64)c1 * g_g_t1));
+          }
         }
       }
     }
@@ -80,17 +93,26 @@ extern "C" __global__ void __launch_bounds__(64) reduce_across_warps(u8* p_x, u8
     // replicated: the first owner of each element stores it
     if (tid == 0) {
       // selected: 16-byte global stores (4 elements of f32 along dimension 1)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 4;
-        const int c0 = base0, c1 = base1 + l0;
-        if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1) && ab_in(c1 + 3, g_gs_n1)) {
+      if (ab_in(base0, g_gs_n0) && ab_in(base1, g_gs_n1) && ab_in(base1 + 3, g_gs_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 4;
+          const int c0 = base0, c1 = base1 + l0;
           *(uint4*)(g_gs + (((i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1) * 32 >> 3)) = make_uint4(r_sum[v * 4], r_sum[v * 4 + 1], r_sum[v * 4 + 2], r_sum[v * 4 + 3]);
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int c0 = base0, c1 = base1 + (l0 + i);
-            if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1)) ab_st<32>(g_gs, (i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1, ab_get<32>(r_sum, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_gs_n0) || base1 + 3 < 0 || base1 >= g_gs_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 4;
+          const int c0 = base0, c1 = base1 + l0;
+          if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1) && ab_in(c1 + 3, g_gs_n1)) {
+            *(uint4*)(g_gs + (((i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1) * 32 >> 3)) = make_uint4(r_sum[v * 4], r_sum[v * 4 + 1], r_sum[v * 4 + 2], r_sum[v * 4 + 3]);
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const int c0 = base0, c1 = base1 + (l0 + i);
+              if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1)) ab_st<32>(g_gs, (i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1, ab_get<32>(r_sum, l0 + i));
+            }
           }
         }
       }
@@ -105,21 +127,34 @@ extern "C" __global__ void __launch_bounds__(64) reduce_across_warps(u8* p_x, u8
     u32 t[4] = {};
     const int base0 = tid, base1 = 0;
     // selected: 16-byte global loads (4 elements of i32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gi_n0) && ab_in(c1, g_gi_n1) && ab_in(c1 + 3, g_gi_n1)) {
+    if (ab_in(base0, g_gi_n0) && ab_in(base1, g_gi_n1) && ab_in(base1 + 3, g_gi_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
         const uint4 x = *(const uint4*)(g_gi + (((i64)c0 * g_gi_t0 + (i64)c1 * g_gi_t1) * 32 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gi_n0) && ab_in(c1, g_gi_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gi, (i64)c0 * g_gi_t0 + (i64)c1 * g_gi_t1));
+      }
+    } else if (!(!ab_in(base0, g_gi_n0) || base1 + 3 < 0 || base1 >= g_gi_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gi_n0) && ab_in(c1, g_gi_n1) && ab_in(c1 + 3, g_gi_n1)) {
+          const uint4 x = *(const uint4*)(g_gi + (((i64)c0 * g_gi_t0 + (i64)c1 * g_gi_t1) * 32 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gi_n0) && ab_in(c1, g_gi_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gi, (i64)c0 * g_gi_t0 + (i64)c1 * g_gi_t1));
+          }
         }
       }
     }
@@ -159,17 +194,26 @@ extern "C" __global__ void __launch_bounds__(64) reduce_across_warps(u8* p_x, u8
     // replicated: the first owner of each element stores it
     if (tid == 0) {
       // selected: 16-byte global stores (4 elements of i32 along dimension 1)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 4;
-        const int c0 = base0, c1 = base1 + l0;
-        if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1) && ab_in(c1 + 3, g_ghi_n1)) {
+      if (ab_in(base0, g_ghi_n0) && ab_in(base1, g_ghi_n1) && ab_in(base1 + 3, g_ghi_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 4;
+          const int c0 = base0, c1 = base1 + l0;
           *(uint4*)(g_ghi + (((i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1) * 32 >> 3)) = make_uint4(r_top[v * 4], r_top[v * 4 + 1], r_top[v * 4 + 2], r_top[v * 4 + 3]);
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int c0 = base0, c1 = base1 + (l0 + i);
-            if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1)) ab_st<32>(g_ghi, (i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1, ab_get<32>(r_top, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_ghi_n0) || base1 + 3 < 0 || base1 >= g_ghi_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 4;
+          const int c0 = base0, c1 = base1 + l0;
+          if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1) && ab_in(c1 + 3, g_ghi_n1)) {
+            *(uint4*)(g_ghi + (((i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1) * 32 >> 3)) = make_uint4(r_top[v * 4], r_top[v * 4 + 1], r_top[v * 4 + 2], r_top[v * 4 + 3]);
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const int c0 = base0, c1 = base1 + (l0 + i);
+              if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1)) ab_st<32>(g_ghi, (i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1, ab_get<32>(r_top, l0 + i));
+            }
           }
         }
       }
@@ -208,17 +252,26 @@ extern "C" __global__ void __launch_bounds__(64) reduce_across_warps(u8* p_x, u8
     // replicated: the first owner of each element stores it
     if (tid == 0) {
       // selected: 16-byte global stores (4 elements of i32 along dimension 1)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 4;
-        const int c0 = base0, c1 = base1 + l0;
-        if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1) && ab_in(c1 + 3, g_glo_n1)) {
+      if (ab_in(base0, g_glo_n0) && ab_in(base1, g_glo_n1) && ab_in(base1 + 3, g_glo_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 4;
+          const int c0 = base0, c1 = base1 + l0;
           *(uint4*)(g_glo + (((i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1) * 32 >> 3)) = make_uint4(r_bottom[v * 4], r_bottom[v * 4 + 1], r_bottom[v * 4 + 2], r_bottom[v * 4 + 3]);
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int c0 = base0, c1 = base1 + (l0 + i);
-            if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1)) ab_st<32>(g_glo, (i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1, ab_get<32>(r_bottom, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_glo_n0) || base1 + 3 < 0 || base1 >= g_glo_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 4;
+          const int c0 = base0, c1 = base1 + l0;
+          if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1) && ab_in(c1 + 3, g_glo_n1)) {
+            *(uint4*)(g_glo + (((i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1) * 32 >> 3)) = make_uint4(r_bottom[v * 4], r_bottom[v * 4 + 1], r_bottom[v * 4 + 2], r_bottom[v * 4 + 3]);
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const int c0 = base0, c1 = base1 + (l0 + i);
+              if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1)) ab_st<32>(g_glo, (i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1, ab_get<32>(r_bottom, l0 + i));
+            }
           }
         }
       }

@@ -23,21 +23,34 @@ extern "C" __global__ void __launch_bounds__(64) reduce_min_replicated_f16(u8* p
     u32 t[4] = {};
     const int base0 = (tid / 32) * 8 + (tid / 2) % 8, base1 = (tid % 2) * 8;
     // selected: 16-byte global loads (8 elements of f16 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 7, g_gx_n1)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 7, g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0, c1 = base1 + l0;
         const uint4 x = *(const uint4*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 16 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || base1 + 7 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 7, g_gx_n1)) {
+          const uint4 x = *(const uint4*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 16 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+          }
         }
       }
     }
@@ -84,17 +97,26 @@ extern "C" __global__ void __launch_bounds__(64) reduce_min_replicated_f16(u8* p
     // replicated: the first owner of each element stores it
     if ((tid / 16) % 2 == 0) {
       // selected: 16-byte global stores (8 elements of f16 along dimension 1)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 8;
-        const int c0 = base0, c1 = base1 + l0;
-        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 7, g_gy_n1)) {
+      if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 7, g_gy_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 8;
+          const int c0 = base0, c1 = base1 + l0;
           *(uint4*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 16 >> 3)) = make_uint4(r_shifted[v * 4], r_shifted[v * 4 + 1], r_shifted[v * 4 + 2], r_shifted[v * 4 + 3]);
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            const int c0 = base0, c1 = base1 + (l0 + i);
-            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_shifted, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_gy_n0) || base1 + 7 < 0 || base1 >= g_gy_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 8;
+          const int c0 = base0, c1 = base1 + l0;
+          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 7, g_gy_n1)) {
+            *(uint4*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 16 >> 3)) = make_uint4(r_shifted[v * 4], r_shifted[v * 4 + 1], r_shifted[v * 4 + 2], r_shifted[v * 4 + 3]);
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 8; ++i) {
+              const int c0 = base0, c1 = base1 + (l0 + i);
+              if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<16>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<16>(r_shifted, l0 + i));
+            }
           }
         }
       }

@@ -23,19 +23,30 @@ extern "C" __global__ void __launch_bounds__(32) reduce_rows_f32(u8* p_x, u8* p_
     u32 t[2] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global loads (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 1, g_gx_n1)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 1, g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
         const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
         t[v * 2 + 0] = x.x;
         t[v * 2 + 1] = x.y;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || base1 + 1 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 1, g_gx_n1)) {
+          const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
+          t[v * 2 + 0] = x.x;
+          t[v * 2 + 1] = x.y;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+          }
         }
       }
     }
@@ -74,17 +85,26 @@ extern "C" __global__ void __launch_bounds__(32) reduce_rows_f32(u8* p_x, u8* p_
     // replicated: the first owner of each element stores it
     if (tid % 4 == 0) {
       // selected: 4-byte global stores (1 elements of f32 along dimension 1)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 1;
-        const int c0 = base0, c1 = base1;
-        if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1) && ab_in(c1 + 0, g_gs_n1)) {
+      if (ab_in(base0, g_gs_n0) && ab_in(base1, g_gs_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 1;
+          const int c0 = base0, c1 = base1;
           *(u32*)(g_gs + (((i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1) * 32 >> 3)) = r_sum[v];
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 1; ++i) {
-            const int c0 = base0, c1 = base1;
-            if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1)) ab_st<32>(g_gs, (i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1, ab_get<32>(r_sum, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_gs_n0) || !ab_in(base1, g_gs_n1))) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 1;
+          const int c0 = base0, c1 = base1;
+          if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1) && ab_in(c1 + 0, g_gs_n1)) {
+            *(u32*)(g_gs + (((i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1) * 32 >> 3)) = r_sum[v];
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 1; ++i) {
+              const int c0 = base0, c1 = base1;
+              if (ab_in(c0, g_gs_n0) && ab_in(c1, g_gs_n1)) ab_st<32>(g_gs, (i64)c0 * g_gs_t0 + (i64)c1 * g_gs_t1, ab_get<32>(r_sum, l0 + i));
+            }
           }
         }
       }
@@ -122,17 +142,26 @@ extern "C" __global__ void __launch_bounds__(32) reduce_rows_f32(u8* p_x, u8* p_
     // replicated: the first owner of each element stores it
     if (tid % 4 == 0) {
       // selected: 4-byte global stores (1 elements of f32 along dimension 1)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 1;
-        const int c0 = base0, c1 = base1;
-        if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1) && ab_in(c1 + 0, g_ghi_n1)) {
+      if (ab_in(base0, g_ghi_n0) && ab_in(base1, g_ghi_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 1;
+          const int c0 = base0, c1 = base1;
           *(u32*)(g_ghi + (((i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1) * 32 >> 3)) = r_top[v];
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 1; ++i) {
-            const int c0 = base0, c1 = base1;
-            if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1)) ab_st<32>(g_ghi, (i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1, ab_get<32>(r_top, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_ghi_n0) || !ab_in(base1, g_ghi_n1))) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 1;
+          const int c0 = base0, c1 = base1;
+          if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1) && ab_in(c1 + 0, g_ghi_n1)) {
+            *(u32*)(g_ghi + (((i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1) * 32 >> 3)) = r_top[v];
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 1; ++i) {
+              const int c0 = base0, c1 = base1;
+              if (ab_in(c0, g_ghi_n0) && ab_in(c1, g_ghi_n1)) ab_st<32>(g_ghi, (i64)c0 * g_ghi_t0 + (i64)c1 * g_ghi_t1, ab_get<32>(r_top, l0 + i));
+            }
           }
         }
       }
@@ -170,17 +199,26 @@ extern "C" __global__ void __launch_bounds__(32) reduce_rows_f32(u8* p_x, u8* p_
     // replicated: the first owner of each element stores it
     if (tid % 4 == 0) {
       // selected: 4-byte global stores (1 elements of f32 along dimension 1)
-      #pragma unroll
-      for (int v = 0; v < 1; ++v) {
-        const int l0 = v * 1;
-        const int c0 = base0, c1 = base1;
-        if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1) && ab_in(c1 + 0, g_glo_n1)) {
+      if (ab_in(base0, g_glo_n0) && ab_in(base1, g_glo_n1)) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 1;
+          const int c0 = base0, c1 = base1;
           *(u32*)(g_glo + (((i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1) * 32 >> 3)) = r_bottom[v];
-        } else {
-          #pragma unroll
-          for (int i = 0; i < 1; ++i) {
-            const int c0 = base0, c1 = base1;
-            if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1)) ab_st<32>(g_glo, (i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1, ab_get<32>(r_bottom, l0 + i));
+        }
+      } else if (!(!ab_in(base0, g_glo_n0) || !ab_in(base1, g_glo_n1))) {
+        #pragma unroll
+        for (int v = 0; v < 1; ++v) {
+          const int l0 = v * 1;
+          const int c0 = base0, c1 = base1;
+          if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1) && ab_in(c1 + 0, g_glo_n1)) {
+            *(u32*)(g_glo + (((i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1) * 32 >> 3)) = r_bottom[v];
+          } else {
+            #pragma unroll
+            for (int i = 0; i < 1; ++i) {
+              const int c0 = base0, c1 = base1;
+              if (ab_in(c0, g_glo_n0) && ab_in(c1, g_glo_n1)) ab_st<32>(g_glo, (i64)c0 * g_glo_t0 + (i64)c1 * g_glo_t1, ab_get<32>(r_bottom, l0 + i));
+            }
           }
         }
       }

@@ -41,17 +41,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 0;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_q[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_q, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_q[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_q, l0 + i));
+          }
         }
       }
     }
@@ -73,17 +82,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 1;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_r[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_r, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_r[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_r, l0 + i));
+          }
         }
       }
     }
@@ -105,17 +123,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 2;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_q2[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_q2, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_q2[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_q2, l0 + i));
+          }
         }
       }
     }
@@ -137,17 +164,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 3;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_r2[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_r2, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_r2[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_r2, l0 + i));
+          }
         }
       }
     }
@@ -169,17 +205,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 4;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_c[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_c, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_c[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_c, l0 + i));
+          }
         }
       }
     }
@@ -201,17 +246,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 5;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_c2[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_c2, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_c2[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_c2, l0 + i));
+          }
         }
       }
     }
@@ -233,17 +287,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 6;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_lo[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_lo, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_lo[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_lo, l0 + i));
+          }
         }
       }
     }
@@ -265,17 +328,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 7;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_hi[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_hi, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_hi[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_hi, l0 + i));
+          }
         }
       }
     }
@@ -297,17 +369,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 8;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_m[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_m, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_m[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_m, l0 + i));
+          }
         }
       }
     }
@@ -329,17 +410,26 @@ extern "C" __global__ void __launch_bounds__(1) scalar_arithmetic(u8* p_out, con
   {
     const int base0 = 9;
     // selected: 4-byte global stores (1 elements of i32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0;
-      if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+    if (ab_in(base0, g_go_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
         *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_d[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0;
-          if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_d, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_go_n0))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0;
+        if (ab_in(c0, g_go_n0) && ab_in(c0 + 0, g_go_n0)) {
+          *(u32*)(g_go + (((i64)c0 * g_go_t0) * 32 >> 3)) = r_d[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0;
+            if (ab_in(c0, g_go_n0)) ab_st<32>(g_go, (i64)c0 * g_go_t0, ab_get<32>(r_d, l0 + i));
+          }
         }
       }
     }

@@ -30,18 +30,28 @@ extern "C" __global__ void __launch_bounds__(64) shared_free_and_reuse(u8* p_x, 
     u32 t[1] = {};
     const int base0 = tid / 8, base1 = tid % 8;
     // selected: 4-byte global loads (1 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 0, g_gx_n1)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
         const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0, c1 = base1;
-          if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || !ab_in(base1, g_gx_n1))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 0, g_gx_n1)) {
+          const u32 x = *(const u32*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0, c1 = base1;
+            if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+          }
         }
       }
     }
@@ -130,17 +140,26 @@ extern "C" __global__ void __launch_bounds__(64) shared_free_and_reuse(u8* p_x, 
   {
     const int base0 = tid / 8, base1 = tid % 8;
     // selected: 4-byte global stores (1 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1) && ab_in(c1 + 0, g_gz_n1)) {
+    if (ab_in(base0, g_gz_n0) && ab_in(base1, g_gz_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
         *(u32*)(g_gz + (((i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1) * 32 >> 3)) = r_c[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0, c1 = base1;
-          if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1)) ab_st<32>(g_gz, (i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1, ab_get<32>(r_c, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gz_n0) || !ab_in(base1, g_gz_n1))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1) && ab_in(c1 + 0, g_gz_n1)) {
+          *(u32*)(g_gz + (((i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1) * 32 >> 3)) = r_c[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0, c1 = base1;
+            if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1)) ab_st<32>(g_gz, (i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1, ab_get<32>(r_c, l0 + i));
+          }
         }
       }
     }
@@ -162,17 +181,26 @@ extern "C" __global__ void __launch_bounds__(64) shared_free_and_reuse(u8* p_x, 
   {
     const int base0 = tid % 8, base1 = tid / 8;
     // selected: 4-byte global stores (1 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 1;
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 0, g_gy_n1)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
         *(u32*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 32 >> 3)) = r_d[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 1; ++i) {
-          const int c0 = base0, c1 = base1;
-          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<32>(r_d, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gy_n0) || !ab_in(base1, g_gy_n1))) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 1;
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 0, g_gy_n1)) {
+          *(u32*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 32 >> 3)) = r_d[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 1; ++i) {
+            const int c0 = base0, c1 = base1;
+            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<32>(r_d, l0 + i));
+          }
         }
       }
     }

@@ -22,10 +22,18 @@ extern "C" __global__ void __launch_bounds__(32) shared_i5_round_trip(u8* p_x, u
   {
     u32 t[1] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0, c1 = base1 + l;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<5>(t, l, ab_ld<5>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 1, g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        ab_set<5>(t, l, ab_ld<5>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || base1 + 1 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0, c1 = base1 + l;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<5>(t, l, ab_ld<5>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_v[i] = t[i];
@@ -57,10 +65,18 @@ extern "C" __global__ void __launch_bounds__(32) shared_i5_round_trip(u8* p_x, u
   // store_global(%gy[0, 0], %w);
   {
     const int base0 = (tid % 4) * 2, base1 = tid / 4;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l, c1 = base1;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<5>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<5>(r_w, l));
+    if (ab_in(base0, g_gy_n0) && ab_in(base0 + 1, g_gy_n0) && ab_in(base1, g_gy_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l, c1 = base1;
+        ab_st<5>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<5>(r_w, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gy_n0 || !ab_in(base1, g_gy_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l, c1 = base1;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<5>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<5>(r_w, l));
+      }
     }
   }
   // %h = load_shared(%s[4, 0], spatial(4,8));
@@ -78,10 +94,18 @@ extern "C" __global__ void __launch_bounds__(32) shared_i5_round_trip(u8* p_x, u
   // store_global(%gh[0, 0], %h);
   {
     const int base0 = tid / 8, base1 = tid % 8;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gh_n0) && ab_in(c1, g_gh_n1)) ab_st<5>(g_gh, (i64)c0 * g_gh_t0 + (i64)c1 * g_gh_t1, ab_get<5>(r_h, l));
+    if (ab_in(base0, g_gh_n0) && ab_in(base1, g_gh_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_st<5>(g_gh, (i64)c0 * g_gh_t0 + (i64)c1 * g_gh_t1, ab_get<5>(r_h, l));
+      }
+    } else if (!(!ab_in(base0, g_gh_n0) || !ab_in(base1, g_gh_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gh_n0) && ab_in(c1, g_gh_n1)) ab_st<5>(g_gh, (i64)c0 * g_gh_t0 + (i64)c1 * g_gh_t1, ab_get<5>(r_h, l));
+      }
     }
   }
 }

@@ -18,10 +18,18 @@ extern "C" __global__ void __launch_bounds__(32) strided_views(u8* p_x, u8* p_xt
   {
     u32 t[1] = {};
     const int base0 = tid / 8, base1 = tid % 8;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_set<16>(t, l, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || !ab_in(base1, g_gx_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<16>(t, l, ab_ld<16>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_t[i] = t[i];
@@ -29,10 +37,18 @@ extern "C" __global__ void __launch_bounds__(32) strided_views(u8* p_x, u8* p_xt
   // store_global(%gxt[0, 0], %t);
   {
     const int base0 = tid / 8, base1 = tid % 8;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_gxt_n0) && ab_in(c1, g_gxt_n1)) ab_st<16>(g_gxt, (i64)c0 * g_gxt_t0 + (i64)c1 * g_gxt_t1, ab_get<16>(r_t, l));
+    if (ab_in(base0, g_gxt_n0) && ab_in(base1, g_gxt_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_st<16>(g_gxt, (i64)c0 * g_gxt_t0 + (i64)c1 * g_gxt_t1, ab_get<16>(r_t, l));
+      }
+    } else if (!(!ab_in(base0, g_gxt_n0) || !ab_in(base1, g_gxt_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_gxt_n0) && ab_in(c1, g_gxt_n1)) ab_st<16>(g_gxt, (i64)c0 * g_gxt_t0 + (i64)c1 * g_gxt_t1, ab_get<16>(r_t, l));
+      }
     }
   }
   // %grow = view_global(x, [4, 8], [0, 1]);
@@ -43,10 +59,18 @@ extern "C" __global__ void __launch_bounds__(32) strided_views(u8* p_x, u8* p_xt
   {
     u32 t[1] = {};
     const int base0 = tid % 4, base1 = tid / 4;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_grow_n0) && ab_in(c1, g_grow_n1)) ab_set<16>(t, l, ab_ld<16>(g_grow, (i64)c0 * g_grow_t0 + (i64)c1 * g_grow_t1));
+    if (ab_in(base0, g_grow_n0) && ab_in(base1, g_grow_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_set<16>(t, l, ab_ld<16>(g_grow, (i64)c0 * g_grow_t0 + (i64)c1 * g_grow_t1));
+      }
+    } else if (!(!ab_in(base0, g_grow_n0) || !ab_in(base1, g_grow_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_grow_n0) && ab_in(c1, g_grow_n1)) ab_set<16>(t, l, ab_ld<16>(g_grow, (i64)c0 * g_grow_t0 + (i64)c1 * g_grow_t1));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_r[i] = t[i];
@@ -57,10 +81,18 @@ extern "C" __global__ void __launch_bounds__(32) strided_views(u8* p_x, u8* p_xt
   // store_global(%grep[0, 0], %r);
   {
     const int base0 = tid % 4, base1 = tid / 4;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0, c1 = base1;
-      if (ab_in(c0, g_grep_n0) && ab_in(c1, g_grep_n1)) ab_st<16>(g_grep, (i64)c0 * g_grep_t0 + (i64)c1 * g_grep_t1, ab_get<16>(r_r, l));
+    if (ab_in(base0, g_grep_n0) && ab_in(base1, g_grep_n1)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        ab_st<16>(g_grep, (i64)c0 * g_grep_t0 + (i64)c1 * g_grep_t1, ab_get<16>(r_r, l));
+      }
+    } else if (!(!ab_in(base0, g_grep_n0) || !ab_in(base1, g_grep_n1))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0, c1 = base1;
+        if (ab_in(c0, g_grep_n0) && ab_in(c1, g_grep_n1)) ab_st<16>(g_grep, (i64)c0 * g_grep_t0 + (i64)c1 * g_grep_t1, ab_get<16>(r_r, l));
+      }
     }
   }
 }

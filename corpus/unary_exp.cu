@@ -19,19 +19,30 @@ extern "C" __global__ void __launch_bounds__(8) unary_exp(u8* p_x, u8* p_y, u8* 
     u32 t[2] = {};
     const int base0 = tid * 2;
     // selected: 8-byte global loads (2 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c0 + 1, g_gx_n0)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base0 + 1, g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
         t[v * 2 + 0] = x.x;
         t[v * 2 + 1] = x.y;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c0 + 1, g_gx_n0)) {
+          const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0) * 32 >> 3));
+          t[v * 2 + 0] = x.x;
+          t[v * 2 + 1] = x.y;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gx_n0)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0));
+          }
         }
       }
     }
@@ -57,17 +68,26 @@ extern "C" __global__ void __launch_bounds__(8) unary_exp(u8* p_x, u8* p_y, u8* 
   {
     const int base0 = tid * 2;
     // selected: 8-byte global stores (2 elements of f32 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gy_n0) && ab_in(c0 + 1, g_gy_n0)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base0 + 1, g_gy_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(uint2*)(g_gy + (((i64)c0 * g_gy_t0) * 32 >> 3)) = make_uint2(r_e[v * 2], r_e[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gy_n0)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0, ab_get<32>(r_e, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gy_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gy_n0) && ab_in(c0 + 1, g_gy_n0)) {
+          *(uint2*)(g_gy + (((i64)c0 * g_gy_t0) * 32 >> 3)) = make_uint2(r_e[v * 2], r_e[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gy_n0)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0, ab_get<32>(r_e, l0 + i));
+          }
         }
       }
     }
@@ -102,17 +122,26 @@ extern "C" __global__ void __launch_bounds__(8) unary_exp(u8* p_x, u8* p_y, u8* 
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of bf16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c0 + 1, g_gb_n0)) {
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 1, g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3)) = r_eh[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gb_n0)) ab_st<16>(g_gb, (i64)c0 * g_gb_t0, ab_get<16>(r_eh, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c0 + 1, g_gb_n0)) {
+          *(u32*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3)) = r_eh[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gb_n0)) ab_st<16>(g_gb, (i64)c0 * g_gb_t0, ab_get<16>(r_eh, l0 + i));
+          }
         }
       }
     }

@@ -22,18 +22,28 @@ extern "C" __global__ void __launch_bounds__(4) unary_floats(u8* p_h, u8* p_s, u
     u32 t[1] = {};
     const int base0 = tid * 2;
     // selected: 4-byte global loads (2 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gh_n0) && ab_in(c0 + 1, g_gh_n0)) {
+    if (ab_in(base0, g_gh_n0) && ab_in(base0 + 1, g_gh_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         const u32 x = *(const u32*)(g_gh + (((i64)c0 * g_gh_t0) * 16 >> 3));
         t[v * 1 + 0] = x;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gh_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gh, (i64)c0 * g_gh_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gh_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gh_n0) && ab_in(c0 + 1, g_gh_n0)) {
+          const u32 x = *(const u32*)(g_gh + (((i64)c0 * g_gh_t0) * 16 >> 3));
+          t[v * 1 + 0] = x;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gh_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gh, (i64)c0 * g_gh_t0));
+          }
         }
       }
     }
@@ -45,10 +55,18 @@ extern "C" __global__ void __launch_bounds__(4) unary_floats(u8* p_h, u8* p_s, u
   {
     u32 t[1] = {};
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gs_n0)) ab_set<6>(t, l, ab_ld<6>(g_gs, (i64)c0 * g_gs_t0));
+    if (ab_in(base0, g_gs_n0) && ab_in(base0 + 1, g_gs_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_set<6>(t, l, ab_ld<6>(g_gs, (i64)c0 * g_gs_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gs_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gs_n0)) ab_set<6>(t, l, ab_ld<6>(g_gs, (i64)c0 * g_gs_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_y[i] = t[i];
@@ -108,17 +126,26 @@ extern "C" __global__ void __launch_bounds__(4) unary_floats(u8* p_h, u8* p_s, u
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gnh_n0) && ab_in(c0 + 1, g_gnh_n0)) {
+    if (ab_in(base0, g_gnh_n0) && ab_in(base0 + 1, g_gnh_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gnh + (((i64)c0 * g_gnh_t0) * 16 >> 3)) = r_nx[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gnh_n0)) ab_st<16>(g_gnh, (i64)c0 * g_gnh_t0, ab_get<16>(r_nx, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gnh_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gnh_n0) && ab_in(c0 + 1, g_gnh_n0)) {
+          *(u32*)(g_gnh + (((i64)c0 * g_gnh_t0) * 16 >> 3)) = r_nx[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gnh_n0)) ab_st<16>(g_gnh, (i64)c0 * g_gnh_t0, ab_get<16>(r_nx, l0 + i));
+          }
         }
       }
     }
@@ -130,17 +157,26 @@ extern "C" __global__ void __launch_bounds__(4) unary_floats(u8* p_h, u8* p_s, u
   {
     const int base0 = tid * 2;
     // selected: 4-byte global stores (2 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gah_n0) && ab_in(c0 + 1, g_gah_n0)) {
+    if (ab_in(base0, g_gah_n0) && ab_in(base0 + 1, g_gah_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
         *(u32*)(g_gah + (((i64)c0 * g_gah_t0) * 16 >> 3)) = r_ax[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gah_n0)) ab_st<16>(g_gah, (i64)c0 * g_gah_t0, ab_get<16>(r_ax, l0 + i));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gah_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gah_n0) && ab_in(c0 + 1, g_gah_n0)) {
+          *(u32*)(g_gah + (((i64)c0 * g_gah_t0) * 16 >> 3)) = r_ax[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gah_n0)) ab_st<16>(g_gah, (i64)c0 * g_gah_t0, ab_get<16>(r_ax, l0 + i));
+          }
         }
       }
     }
@@ -151,10 +187,18 @@ extern "C" __global__ void __launch_bounds__(4) unary_floats(u8* p_h, u8* p_s, u
   // store_global(%gns[0], %ny);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gns_n0)) ab_st<6>(g_gns, (i64)c0 * g_gns_t0, ab_get<6>(r_ny, l));
+    if (ab_in(base0, g_gns_n0) && ab_in(base0 + 1, g_gns_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<6>(g_gns, (i64)c0 * g_gns_t0, ab_get<6>(r_ny, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gns_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gns_n0)) ab_st<6>(g_gns, (i64)c0 * g_gns_t0, ab_get<6>(r_ny, l));
+      }
     }
   }
   // %gas = view_global(as, [8], [1]);
@@ -163,10 +207,18 @@ extern "C" __global__ void __launch_bounds__(4) unary_floats(u8* p_h, u8* p_s, u
   // store_global(%gas[0], %ay);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gas_n0)) ab_st<6>(g_gas, (i64)c0 * g_gas_t0, ab_get<6>(r_ay, l));
+    if (ab_in(base0, g_gas_n0) && ab_in(base0 + 1, g_gas_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<6>(g_gas, (i64)c0 * g_gas_t0, ab_get<6>(r_ay, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gas_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gas_n0)) ab_st<6>(g_gas, (i64)c0 * g_gas_t0, ab_get<6>(r_ay, l));
+      }
     }
   }
 }

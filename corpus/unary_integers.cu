@@ -18,10 +18,18 @@ extern "C" __global__ void __launch_bounds__(8) unary_integers(u8* p_u, u8* p_i,
   {
     u32 t[1] = {};
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gu_n0)) ab_set<4>(t, l, ab_ld<4>(g_gu, (i64)c0 * g_gu_t0));
+    if (ab_in(base0, g_gu_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_set<4>(t, l, ab_ld<4>(g_gu, (i64)c0 * g_gu_t0));
+      }
+    } else if (!(!ab_in(base0, g_gu_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gu_n0)) ab_set<4>(t, l, ab_ld<4>(g_gu, (i64)c0 * g_gu_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_x[i] = t[i];
@@ -31,10 +39,18 @@ extern "C" __global__ void __launch_bounds__(8) unary_integers(u8* p_u, u8* p_i,
   {
     u32 t[1] = {};
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gi_n0)) ab_set<4>(t, l, ab_ld<4>(g_gi, (i64)c0 * g_gi_t0));
+    if (ab_in(base0, g_gi_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_set<4>(t, l, ab_ld<4>(g_gi, (i64)c0 * g_gi_t0));
+      }
+    } else if (!(!ab_in(base0, g_gi_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gi_n0)) ab_set<4>(t, l, ab_ld<4>(g_gi, (i64)c0 * g_gi_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_y[i] = t[i];
@@ -93,10 +109,18 @@ extern "C" __global__ void __launch_bounds__(8) unary_integers(u8* p_u, u8* p_i,
   // store_global(%gnu[0], %nx);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gnu_n0)) ab_st<4>(g_gnu, (i64)c0 * g_gnu_t0, ab_get<4>(r_nx, l));
+    if (ab_in(base0, g_gnu_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<4>(g_gnu, (i64)c0 * g_gnu_t0, ab_get<4>(r_nx, l));
+      }
+    } else if (!(!ab_in(base0, g_gnu_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gnu_n0)) ab_st<4>(g_gnu, (i64)c0 * g_gnu_t0, ab_get<4>(r_nx, l));
+      }
     }
   }
   // %gau = view_global(au, [8], [1]);
@@ -105,10 +129,18 @@ extern "C" __global__ void __launch_bounds__(8) unary_integers(u8* p_u, u8* p_i,
   // store_global(%gau[0], %ax);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gau_n0)) ab_st<4>(g_gau, (i64)c0 * g_gau_t0, ab_get<4>(r_ax, l));
+    if (ab_in(base0, g_gau_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<4>(g_gau, (i64)c0 * g_gau_t0, ab_get<4>(r_ax, l));
+      }
+    } else if (!(!ab_in(base0, g_gau_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gau_n0)) ab_st<4>(g_gau, (i64)c0 * g_gau_t0, ab_get<4>(r_ax, l));
+      }
     }
   }
   // %gni = view_global(ni, [8], [1]);
@@ -117,10 +149,18 @@ extern "C" __global__ void __launch_bounds__(8) unary_integers(u8* p_u, u8* p_i,
   // store_global(%gni[0], %ny);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gni_n0)) ab_st<4>(g_gni, (i64)c0 * g_gni_t0, ab_get<4>(r_ny, l));
+    if (ab_in(base0, g_gni_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<4>(g_gni, (i64)c0 * g_gni_t0, ab_get<4>(r_ny, l));
+      }
+    } else if (!(!ab_in(base0, g_gni_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gni_n0)) ab_st<4>(g_gni, (i64)c0 * g_gni_t0, ab_get<4>(r_ny, l));
+      }
     }
   }
   // %gai = view_global(ai, [8], [1]);
@@ -129,10 +169,18 @@ extern "C" __global__ void __launch_bounds__(8) unary_integers(u8* p_u, u8* p_i,
   // store_global(%gai[0], %ay);
   {
     const int base0 = tid;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gai_n0)) ab_st<4>(g_gai, (i64)c0 * g_gai_t0, ab_get<4>(r_ay, l));
+    if (ab_in(base0, g_gai_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_st<4>(g_gai, (i64)c0 * g_gai_t0, ab_get<4>(r_ay, l));
+      }
+    } else if (!(!ab_in(base0, g_gai_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gai_n0)) ab_st<4>(g_gai, (i64)c0 * g_gai_t0, ab_get<4>(r_ay, l));
+      }
     }
   }
 }

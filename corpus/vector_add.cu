@@ -28,21 +28,34 @@ extern "C" __global__ void __launch_bounds__(128) vector_add(u8* p_a, u8* p_b, u
     u32 t[4] = {};
     const int base0 = s_base + tid * 8;
     // selected: 16-byte global loads (8 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ga_n0) && ab_in(c0 + 7, g_ga_n0)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 7, g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         const uint4 x = *(const uint4*)(g_ga + (((i64)c0 * g_ga_t0) * 16 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ga_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ga_n0) && ab_in(c0 + 7, g_ga_n0)) {
+          const uint4 x = *(const uint4*)(g_ga + (((i64)c0 * g_ga_t0) * 16 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ga_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_ga, (i64)c0 * g_ga_t0));
+          }
         }
       }
     }
@@ -55,21 +68,34 @@ extern "C" __global__ void __launch_bounds__(128) vector_add(u8* p_a, u8* p_b, u
     u32 t[4] = {};
     const int base0 = s_base + tid * 8;
     // selected: 16-byte global loads (8 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gb_n0) && ab_in(c0 + 7, g_gb_n0)) {
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 7, g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         const uint4 x = *(const uint4*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3));
         t[v * 4 + 0] = x.x;
         t[v * 4 + 1] = x.y;
         t[v * 4 + 2] = x.z;
         t[v * 4 + 3] = x.w;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gb_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gb_n0) && ab_in(c0 + 7, g_gb_n0)) {
+          const uint4 x = *(const uint4*)(g_gb + (((i64)c0 * g_gb_t0) * 16 >> 3));
+          t[v * 4 + 0] = x.x;
+          t[v * 4 + 1] = x.y;
+          t[v * 4 + 2] = x.z;
+          t[v * 4 + 3] = x.w;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gb_n0)) ab_set<16>(t, l0 + i, ab_ld<16>(g_gb, (i64)c0 * g_gb_t0));
+          }
         }
       }
     }
@@ -90,17 +116,26 @@ extern "C" __global__ void __launch_bounds__(128) vector_add(u8* p_a, u8* p_b, u
   {
     const int base0 = s_base + tid * 8;
     // selected: 16-byte global stores (8 elements of f16 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gc_n0) && ab_in(c0 + 7, g_gc_n0)) {
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 7, g_gc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         *(uint4*)(g_gc + (((i64)c0 * g_gc_t0) * 16 >> 3)) = make_uint4(r_z[v * 4], r_z[v * 4 + 1], r_z[v * 4 + 2], r_z[v * 4 + 3]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gc_n0)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0, ab_get<16>(r_z, l0 + i));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gc_n0) && ab_in(c0 + 7, g_gc_n0)) {
+          *(uint4*)(g_gc + (((i64)c0 * g_gc_t0) * 16 >> 3)) = make_uint4(r_z[v * 4], r_z[v * 4 + 1], r_z[v * 4 + 2], r_z[v * 4 + 3]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gc_n0)) ab_st<16>(g_gc, (i64)c0 * g_gc_t0, ab_get<16>(r_z, l0 + i));
+          }
         }
       }
     }

@@ -18,10 +18,18 @@ extern "C" __global__ void __launch_bounds__(32) view_reinterpret_bits(u8* p_x, 
   {
     u32 t[1] = {};
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gx_n0)) ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0));
+    if (ab_in(base0, g_gx_n0) && ab_in(base0 + 1, g_gx_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gx_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gx_n0)) ab_set<4>(t, l, ab_ld<4>(g_gx, (i64)c0 * g_gx_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_v[i] = t[i];
@@ -60,10 +68,18 @@ extern "C" __global__ void __launch_bounds__(32) view_reinterpret_bits(u8* p_x, 
   // store_global(%gy[0], %w);
   {
     const int base0 = tid * 2;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gy_n0)) ab_st<4>(g_gy, (i64)c0 * g_gy_t0, ab_get<4>(r_w, l));
+    if (ab_in(base0, g_gy_n0) && ab_in(base0 + 1, g_gy_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<4>(g_gy, (i64)c0 * g_gy_t0, ab_get<4>(r_w, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gy_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gy_n0)) ab_st<4>(g_gy, (i64)c0 * g_gy_t0, ab_get<4>(r_w, l));
+      }
     }
   }
   // %gh = view_global(h, [16], [1]);
@@ -77,10 +93,18 @@ extern "C" __global__ void __launch_bounds__(32) view_reinterpret_bits(u8* p_x, 
   {
     u32 t[1] = {};
     const int base0 = tid % 16;
-    #pragma unroll
-    for (int l = 0; l < 1; ++l) {
-      const int c0 = base0;
-      if (ab_in(c0, g_gh_n0)) ab_set<16>(t, l, ab_ld<16>(g_gh, (i64)c0 * g_gh_t0));
+    if (ab_in(base0, g_gh_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        ab_set<16>(t, l, ab_ld<16>(g_gh, (i64)c0 * g_gh_t0));
+      }
+    } else if (!(!ab_in(base0, g_gh_n0))) {
+      #pragma unroll
+      for (int l = 0; l < 1; ++l) {
+        const int c0 = base0;
+        if (ab_in(c0, g_gh_n0)) ab_set<16>(t, l, ab_ld<16>(g_gh, (i64)c0 * g_gh_t0));
+      }
     }
     #pragma unroll
     for (int i = 0; i < 1; ++i) r_half[i] = t[i];
@@ -112,10 +136,18 @@ extern "C" __global__ void __launch_bounds__(32) view_reinterpret_bits(u8* p_x, 
     const int base0 = tid % 16;
     // replicated: the first owner of each element stores it
     if (tid / 16 == 0) {
-      #pragma unroll
-      for (int l = 0; l < 1; ++l) {
-        const int c0 = base0;
-        if (ab_in(c0, g_gs_n0)) ab_st<1>(g_gs, (i64)c0 * g_gs_t0, ab_get<1>(r_negative, l));
+      if (ab_in(base0, g_gs_n0)) {
+        #pragma unroll
+        for (int l = 0; l < 1; ++l) {
+          const int c0 = base0;
+          ab_st<1>(g_gs, (i64)c0 * g_gs_t0, ab_get<1>(r_negative, l));
+        }
+      } else if (!(!ab_in(base0, g_gs_n0))) {
+        #pragma unroll
+        for (int l = 0; l < 1; ++l) {
+          const int c0 = base0;
+          if (ab_in(c0, g_gs_n0)) ab_st<1>(g_gs, (i64)c0 * g_gs_t0, ab_get<1>(r_negative, l));
+        }
       }
     }
   }

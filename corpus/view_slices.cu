@@ -18,19 +18,30 @@ extern "C" __global__ void __launch_bounds__(1) view_slices(u8* p_x, u8* p_a, u8
     u32 t[2] = {};
     const int base0 = 0;
     // selected: 8-byte global loads (8 elements of u8 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 8;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c0 + 7, g_gx_n0)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base0 + 7, g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
         const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0) * 8 >> 3));
         t[v * 2 + 0] = x.x;
         t[v * 2 + 1] = x.y;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_gx_n0)) ab_set<8>(t, l0 + i, ab_ld<8>(g_gx, (i64)c0 * g_gx_t0));
+      }
+    } else if (!(base0 + 7 < 0 || base0 >= g_gx_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 8;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c0 + 7, g_gx_n0)) {
+          const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0) * 8 >> 3));
+          t[v * 2 + 0] = x.x;
+          t[v * 2 + 1] = x.y;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_gx_n0)) ab_set<8>(t, l0 + i, ab_ld<8>(g_gx, (i64)c0 * g_gx_t0));
+          }
         }
       }
     }
@@ -53,17 +64,26 @@ extern "C" __global__ void __launch_bounds__(1) view_slices(u8* p_x, u8* p_a, u8
   {
     const int base0 = 0;
     // selected: 4-byte global stores (4 elements of u8 along dimension 0)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 4;
-      const int c0 = base0 + l0;
-      if (ab_in(c0, g_ga_n0) && ab_in(c0 + 3, g_ga_n0)) {
+    if (ab_in(base0, g_ga_n0) && ab_in(base0 + 3, g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
         *(u32*)(g_ga + (((i64)c0 * g_ga_t0) * 8 >> 3)) = r_high[v];
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c0 = base0 + (l0 + i);
-          if (ab_in(c0, g_ga_n0)) ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_high, l0 + i));
+      }
+    } else if (!(base0 + 3 < 0 || base0 >= g_ga_n0)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 4;
+        const int c0 = base0 + l0;
+        if (ab_in(c0, g_ga_n0) && ab_in(c0 + 3, g_ga_n0)) {
+          *(u32*)(g_ga + (((i64)c0 * g_ga_t0) * 8 >> 3)) = r_high[v];
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c0 = base0 + (l0 + i);
+            if (ab_in(c0, g_ga_n0)) ab_st<8>(g_ga, (i64)c0 * g_ga_t0, ab_get<8>(r_high, l0 + i));
+          }
         }
       }
     }
@@ -83,10 +103,18 @@ extern "C" __global__ void __launch_bounds__(1) view_slices(u8* p_x, u8* p_a, u8
   // store_global(%gb[0], %nibbles);
   {
     const int base0 = 0;
-    #pragma unroll
-    for (int l = 0; l < 3; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_nibbles, l));
+    if (ab_in(base0, g_gb_n0) && ab_in(base0 + 2, g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 3; ++l) {
+        const int c0 = base0 + l;
+        ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_nibbles, l));
+      }
+    } else if (!(base0 + 2 < 0 || base0 >= g_gb_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 3; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gb_n0)) ab_st<4>(g_gb, (i64)c0 * g_gb_t0, ab_get<4>(r_nibbles, l));
+      }
     }
   }
   // %across = view(%bytes, u8, local(2), 40);
@@ -104,10 +132,18 @@ extern "C" __global__ void __launch_bounds__(1) view_slices(u8* p_x, u8* p_a, u8
   // store_global(%gc[0], %across);
   {
     const int base0 = 0;
-    #pragma unroll
-    for (int l = 0; l < 2; ++l) {
-      const int c0 = base0 + l;
-      if (ab_in(c0, g_gc_n0)) ab_st<8>(g_gc, (i64)c0 * g_gc_t0, ab_get<8>(r_across, l));
+    if (ab_in(base0, g_gc_n0) && ab_in(base0 + 1, g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        ab_st<8>(g_gc, (i64)c0 * g_gc_t0, ab_get<8>(r_across, l));
+      }
+    } else if (!(base0 + 1 < 0 || base0 >= g_gc_n0)) {
+      #pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int c0 = base0 + l;
+        if (ab_in(c0, g_gc_n0)) ab_st<8>(g_gc, (i64)c0 * g_gc_t0, ab_get<8>(r_across, l));
+      }
     }
   }
 }

@@ -26,19 +26,30 @@ extern "C" __global__ void __launch_bounds__(16) where_broadcast_literals(u8* p_
     u32 t[2] = {};
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global loads (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 1, g_gx_n1)) {
+    if (ab_in(base0, g_gx_n0) && ab_in(base1, g_gx_n1) && ab_in(base1 + 1, g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
         const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
         t[v * 2 + 0] = x.x;
         t[v * 2 + 1] = x.y;
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+      }
+    } else if (!(!ab_in(base0, g_gx_n0) || base1 + 1 < 0 || base1 >= g_gx_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1) && ab_in(c1 + 1, g_gx_n1)) {
+          const uint2 x = *(const uint2*)(g_gx + (((i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1) * 32 >> 3));
+          t[v * 2 + 0] = x.x;
+          t[v * 2 + 1] = x.y;
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gx_n0) && ab_in(c1, g_gx_n1)) ab_set<32>(t, l0 + i, ab_ld<32>(g_gx, (i64)c0 * g_gx_t0 + (i64)c1 * g_gx_t1));
+          }
         }
       }
     }
@@ -96,17 +107,26 @@ extern "C" __global__ void __launch_bounds__(16) where_broadcast_literals(u8* p_
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global stores (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 1, g_gy_n1)) {
+    if (ab_in(base0, g_gy_n0) && ab_in(base1, g_gy_n1) && ab_in(base1 + 1, g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
         *(uint2*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 32 >> 3)) = make_uint2(r_masked[v * 2], r_masked[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<32>(r_masked, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gy_n0) || base1 + 1 < 0 || base1 >= g_gy_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1) && ab_in(c1 + 1, g_gy_n1)) {
+          *(uint2*)(g_gy + (((i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1) * 32 >> 3)) = make_uint2(r_masked[v * 2], r_masked[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gy_n0) && ab_in(c1, g_gy_n1)) ab_st<32>(g_gy, (i64)c0 * g_gy_t0 + (i64)c1 * g_gy_t1, ab_get<32>(r_masked, l0 + i));
+          }
         }
       }
     }
@@ -139,17 +159,26 @@ extern "C" __global__ void __launch_bounds__(16) where_broadcast_literals(u8* p_
   {
     const int base0 = tid / 4, base1 = (tid % 4) * 2;
     // selected: 8-byte global stores (2 elements of f32 along dimension 1)
-    #pragma unroll
-    for (int v = 0; v < 1; ++v) {
-      const int l0 = v * 2;
-      const int c0 = base0, c1 = base1 + l0;
-      if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1) && ab_in(c1 + 1, g_gz_n1)) {
+    if (ab_in(base0, g_gz_n0) && ab_in(base1, g_gz_n1) && ab_in(base1 + 1, g_gz_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
         *(uint2*)(g_gz + (((i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1) * 32 >> 3)) = make_uint2(r_kept[v * 2], r_kept[v * 2 + 1]);
-      } else {
-        #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int c0 = base0, c1 = base1 + (l0 + i);
-          if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1)) ab_st<32>(g_gz, (i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1, ab_get<32>(r_kept, l0 + i));
+      }
+    } else if (!(!ab_in(base0, g_gz_n0) || base1 + 1 < 0 || base1 >= g_gz_n1)) {
+      #pragma unroll
+      for (int v = 0; v < 1; ++v) {
+        const int l0 = v * 2;
+        const int c0 = base0, c1 = base1 + l0;
+        if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1) && ab_in(c1 + 1, g_gz_n1)) {
+          *(uint2*)(g_gz + (((i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1) * 32 >> 3)) = make_uint2(r_kept[v * 2], r_kept[v * 2 + 1]);
+        } else {
+          #pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const int c0 = base0, c1 = base1 + (l0 + i);
+            if (ab_in(c0, g_gz_n0) && ab_in(c1, g_gz_n1)) ab_st<32>(g_gz, (i64)c0 * g_gz_t0 + (i64)c1 * g_gz_t1, ab_get<32>(r_kept, l0 + i));
+          }
         }
       }
     }

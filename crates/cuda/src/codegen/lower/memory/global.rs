@@ -246,8 +246,38 @@ impl GlobalAccess<'_> {
     }
 }
 
-/// Loads or stores a global tile: whole vector groups where the plan allows and the group is in
-/// bounds, single predicated elements otherwise.
+/// The bounds checks of a thread's whole tile: (all in, all out) as C conditions. The tile's
+/// coordinate `d` ranges over `base_d + [0, extent_d]`, the extent being the largest local
+/// part; it is all in when both ends are, and all out when some dimension's range misses
+/// `[0, size)` entirely.
+fn tile_bounds(g: &Global, terms: &Terms, bases: &[String]) -> (String, String) {
+    let mut all_in = Vec::new();
+    let mut all_out = Vec::new();
+    for (d, base) in bases.iter().enumerate() {
+        let extent: usize = terms
+            .local_terms
+            .iter()
+            .filter(|t| t.dim == d)
+            .map(|t| (t.size - 1) * t.coord_stride)
+            .sum();
+        let size = format!("{}_n{d}", g.cname);
+        if extent == 0 {
+            all_in.push(format!("ab_in({base}, {size})"));
+            all_out.push(format!("!ab_in({base}, {size})"));
+        } else {
+            all_in.push(format!(
+                "ab_in({base}, {size}) && ab_in({base} + {extent}, {size})"
+            ));
+            all_out.push(format!("{base} + {extent} < 0 || {base} >= {size}"));
+        }
+    }
+    (all_in.join(" && "), all_out.join(" || "))
+}
+
+/// Loads or stores a global tile. A thread whose whole tile is in bounds moves it with vector
+/// groups where the plan allows (single elements otherwise) and no further checks; a thread
+/// whose tile is wholly out of bounds moves nothing (a load leaves its zeros); a thread at an
+/// edge checks every group, and moves a group partly out of bounds element by element.
 fn emit_global_access(
     e: &mut Emitter,
     g: &Global,
@@ -259,12 +289,60 @@ fn emit_global_access(
 ) {
     let n = g.dtype.bits();
     if let Some(vec) = plan.vector {
-        let (dim, elems) = (vec.dim, vec.elems);
         let what = match access {
             GlobalAccess::Load { .. } => "global loads",
             GlobalAccess::Store { .. } => "global stores",
         };
         e.note_selection(vec.describe(g.dtype, what));
+    }
+    let (all_in, all_out) = tile_bounds(g, terms, bases);
+    e.open(&format!("if ({all_in}) {{"));
+    match plan.vector {
+        Some(vec) => {
+            let elems = vec.elems;
+            e.open(&format!(
+                "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
+                locals / elems
+            ));
+            e.line(&format!("const int l0 = v * {elems};"));
+            let (coords, _, address) = coords_and_bounds(g, terms, bases, "l0");
+            declare_coords(e, &coords);
+            let pointer = format!("{} + (({address}) * {n} >> 3)", g.cname);
+            match access {
+                GlobalAccess::Load { into } => read_group(e, &vec, &pointer, into),
+                GlobalAccess::Store { from } => write_group(e, &vec, &pointer, from),
+            }
+            e.close("}");
+        }
+        None => {
+            e.open(&format!(
+                "#pragma unroll\nfor (int l = 0; l < {locals}; ++l) {{"
+            ));
+            let (coords, _, address) = coords_and_bounds(g, terms, bases, "l");
+            declare_coords(e, &coords);
+            e.line(&access.element(n, &g.cname, &address, "l"));
+            e.close("}");
+        }
+    }
+    e.close(&format!("}} else if (!({all_out})) {{"));
+    e.indent_in();
+    emit_checked_access(e, g, locals, terms, bases, plan, access);
+    e.close("}");
+}
+
+/// The edge of a tile: every vector group (or element) checked on its own.
+fn emit_checked_access(
+    e: &mut Emitter,
+    g: &Global,
+    locals: usize,
+    terms: &Terms,
+    bases: &[String],
+    plan: &Plan,
+    access: GlobalAccess<'_>,
+) {
+    let n = g.dtype.bits();
+    if let Some(vec) = plan.vector {
+        let (dim, elems) = (vec.dim, vec.elems);
         e.open(&format!(
             "#pragma unroll\nfor (int v = 0; v < {}; ++v) {{",
             locals / elems
