@@ -174,9 +174,13 @@ enum BenchCommand {
         /// Zero points for unsigned weight types.
         #[arg(long)]
         zeros: bool,
-        /// Decode schedules to time instead of the library's choice, e.g. w4r1t1c2p,w8r1t1c1p.
+        /// Decode schedules to time instead of the library's choice, e.g. w4k1r1t1c2,w2k8r2t1c1.
         #[arg(long)]
         schedule: Option<String>,
+        /// Time the library's candidate schedules for every configuration and report the
+        /// fastest.
+        #[arg(long, conflicts_with = "schedule")]
+        tune: bool,
         /// Untimed launches before timing.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
@@ -213,6 +217,7 @@ fn main() -> ExitCode {
                     act,
                     zeros,
                     schedule,
+                    tune,
                     warmup,
                     repeats,
                     json,
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
             activation: act,
             zeros,
             schedules: schedule,
+            tune,
             warmup,
             repeats,
             json,

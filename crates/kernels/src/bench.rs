@@ -39,6 +39,9 @@ pub struct BenchRequest {
     pub shapes: Vec<(usize, usize)>,
     /// Schedules to time; empty for the library's choice.
     pub schedules: Vec<DecodeSchedule>,
+    /// Time every candidate schedule ([`DecodeSchedule::candidates`]) briefly and report the
+    /// fastest (when `schedules` is empty).
+    pub tune: bool,
     pub warmup: usize,
     pub repeats: usize,
     pub seed: u64,
@@ -65,6 +68,8 @@ pub struct BenchRow {
     pub copy_fraction: f64,
     /// ‖y − reference‖ / ‖reference‖ over the checked rows.
     pub relative_error: f64,
+    /// Candidate schedules timed to choose this one (1 without tuning).
+    pub candidates: usize,
 }
 
 /// A benchmark run.
@@ -241,19 +246,69 @@ pub fn run(
     let mut matmul = Matmul::new(gpu);
     let mut rng = StdRng::seed_from_u64(request.seed);
     let act = request.activation.dtype();
+    let format_of = |weight: DType| QuantFormat {
+        weight,
+        group: request.group,
+        zeros: if request.zeros && matches!(weight, DType::Unsigned(_)) {
+            ZeroPoints::Codes
+        } else {
+            ZeroPoints::None
+        },
+    };
+    let spec_of = |format: QuantFormat, schedule: DecodeSchedule| DecodeKernel {
+        format,
+        activation: request.activation,
+        scale_dtype: DType::F16,
+        bias: false,
+        schedule,
+    };
+    let schedules_for =
+        |m: usize, n: usize, k: usize, format: QuantFormat| -> Vec<DecodeSchedule> {
+            if !request.schedules.is_empty() {
+                request
+                    .schedules
+                    .iter()
+                    .copied()
+                    .filter(|s| s.max_tokens() >= m && spec_of(format, *s).supports(k))
+                    .collect()
+            } else if request.tune {
+                DecodeSchedule::candidates(m, n, k, format, request.activation)
+            } else {
+                vec![DecodeSchedule::heuristic(
+                    m,
+                    n,
+                    k,
+                    format,
+                    request.activation,
+                )]
+            }
+        };
+    // Every kernel of the run, compiled in parallel before anything is timed.
+    let mut specs = Vec::new();
+    for &(n, k) in &request.shapes {
+        for &weight in &request.weights {
+            for &m in &request.tokens {
+                let format = format_of(weight);
+                for schedule in schedules_for(m, n, k, format) {
+                    specs.push(spec_of(format, schedule));
+                }
+            }
+        }
+    }
+    specs.sort_by_key(DecodeKernel::name);
+    specs.dedup();
+    let started = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+    matmul.precompile(&specs, threads)?;
+    progress(&format!(
+        "compiled {} kernels in {:.1} s",
+        specs.len(),
+        started.elapsed().as_secs_f64()
+    ));
     let mut rows = Vec::new();
     for &(n, k) in &request.shapes {
         for &weight in &request.weights {
-            let zeros = if request.zeros && matches!(weight, DType::Unsigned(_)) {
-                ZeroPoints::Codes
-            } else {
-                ZeroPoints::None
-            };
-            let format = QuantFormat {
-                weight,
-                group: request.group,
-                zeros,
-            };
+            let format = format_of(weight);
             let started = Instant::now();
             let prepared = random_weight(format, n, k, DType::F16, &mut rng)?;
             let device_weight = DeviceWeight::upload(gpu, &prepared)?;
@@ -273,42 +328,23 @@ pub fn run(
                     .flat_map(|&v| (act.encode(v) as u16).to_le_bytes())
                     .collect();
                 let x_device = gpu.upload(&x_bytes)?;
-                let schedules = if request.schedules.is_empty() {
-                    vec![DecodeSchedule::heuristic(
-                        m,
-                        n,
-                        k,
-                        format,
-                        request.activation,
-                    )]
-                } else {
-                    request
-                        .schedules
-                        .iter()
-                        .copied()
-                        .filter(|s| s.max_tokens() >= m)
-                        .filter(|&schedule| {
-                            DecodeKernel {
-                                format,
-                                activation: request.activation,
-                                scale_dtype: DType::F16,
-                                bias: false,
-                                schedule,
-                            }
-                            .supports(k)
-                        })
-                        .collect()
-                };
-                for schedule in schedules {
-                    let spec = DecodeKernel {
-                        format,
-                        activation: request.activation,
-                        scale_dtype: prepared.scale_dtype,
-                        bias: false,
-                        schedule,
-                    };
+                let mut expected = Vec::new();
+                for token in 0..m {
+                    for reference in &reference_rows {
+                        expected.push(
+                            (0..k)
+                                .map(|i| x[token * k + i] as f64 * reference[i])
+                                .sum::<f64>(),
+                        );
+                    }
+                }
+                let schedules = schedules_for(m, n, k, format);
+                let tuning = request.schedules.is_empty() && schedules.len() > 1;
+                let mut timed = Vec::new();
+                for schedule in &schedules {
+                    let spec = spec_of(format, *schedule);
                     // Poisoned output: every element must be written.
-                    let mut y = gpu.upload(&vec![0xff; m * n * 2])?;
+                    let y = gpu.upload(&vec![0xff; m * n * 2])?;
                     matmul.run(&spec, &x_device, m, &device_weight, None, &y)?;
                     let out = gpu.download(&y)?;
                     let got: Vec<f64> = out
@@ -316,18 +352,10 @@ pub fn run(
                         .map(|c| act.decode(u16::from_le_bytes([c[0], c[1]]) as u32))
                         .collect();
                     let unwritten = got.iter().filter(|v| !v.is_finite()).count();
-                    let mut got_rows = Vec::new();
-                    let mut expected = Vec::new();
-                    for token in 0..m {
-                        for (index, &row) in checked.iter().enumerate() {
-                            got_rows.push(got[token * n + row]);
-                            expected.push(
-                                (0..k)
-                                    .map(|i| x[token * k + i] as f64 * reference_rows[index][i])
-                                    .sum::<f64>(),
-                            );
-                        }
-                    }
+                    let got_rows: Vec<f64> = (0..m)
+                        .flat_map(|token| checked.iter().map(move |&row| (token, row)))
+                        .map(|(token, row)| got[token * n + row])
+                        .collect();
                     let error = relative_error(&got_rows, &expected);
                     if unwritten > 0 || error > 1e-2 {
                         return Err(BenchError::Wrong {
@@ -343,7 +371,29 @@ pub fn run(
                             },
                         });
                     }
-                    y = gpu.upload(&vec![0xff; m * n * 2])?;
+                    let repeats = if tuning {
+                        (request.repeats / 3).max(5)
+                    } else {
+                        request.repeats
+                    };
+                    let ms = matmul.time(
+                        &spec,
+                        &x_device,
+                        m,
+                        &device_weight,
+                        None,
+                        &y,
+                        request.warmup,
+                        repeats,
+                        flush_l2,
+                    )?;
+                    timed.push((ms, spec, error));
+                }
+                timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let reported: Vec<(f64, DecodeKernel, f64)> = if tuning {
+                    // The winner, timed again in full.
+                    let (_, spec, error) = timed[0];
+                    let y = gpu.upload(&vec![0xff; m * n * 2])?;
                     let ms = matmul.time(
                         &spec,
                         &x_device,
@@ -355,6 +405,11 @@ pub fn run(
                         request.repeats,
                         flush_l2,
                     )?;
+                    vec![(ms, spec, error)]
+                } else {
+                    timed
+                };
+                for (ms, spec, error) in reported {
                     let us = ms * 1e3;
                     let weight_bytes = device_weight.bytes();
                     let tbps = weight_bytes as f64 / (us * 1e-6) / 1e12;
@@ -366,15 +421,16 @@ pub fn run(
                         m,
                         n,
                         k,
-                        schedule: schedule.tag(),
+                        schedule: spec.schedule.tag(),
                         us,
                         weight_bytes,
                         tbps,
                         copy_fraction: tbps / copy_tbps,
                         relative_error: error,
+                        candidates: if tuning { schedules.len() } else { 1 },
                     };
                     progress(&format!(
-                        "{:>8} m {:>3} {:>6}x{:<6} {:<12} {:>9.1} us {:>6.2} TB/s {:>5.1}% of copy  err {:.1e}  ({:.1} s)",
+                        "{:>8} m {:>3} {:>6}x{:<6} {:<14} {:>9.1} us {:>6.2} TB/s {:>5.1}% of copy  err {:.1e}  ({:.1} s)",
                         row.weight,
                         m,
                         n,

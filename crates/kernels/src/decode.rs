@@ -137,6 +137,49 @@ impl DecodeSchedule {
     }
 }
 
+impl DecodeSchedule {
+    /// The schedules tuning times for `m` tokens and an `[n, k]` weight: the heuristic's, and
+    /// its neighbours (one or two row tiles per warp; K split over half, as many or twice as
+    /// many warps; 1, 2 or 4 row warps), each supported by the shape and at most 16 warps.
+    pub fn candidates(
+        m: usize,
+        n: usize,
+        k: usize,
+        format: QuantFormat,
+        activation: Activation,
+    ) -> Vec<DecodeSchedule> {
+        let base = DecodeSchedule::heuristic(m, n, k, format, activation);
+        let mut candidates = vec![base];
+        let splits = [base.k_warps / 2, base.k_warps, base.k_warps * 2];
+        for tiles_per_warp in [1, 2] {
+            for &k_warps in splits.iter().filter(|&&kw| kw >= 1 && kw <= 16) {
+                for warps in [1, 2, 4] {
+                    let candidate = DecodeSchedule {
+                        tiles_per_warp,
+                        k_warps,
+                        warps,
+                        ..base
+                    };
+                    let kernel = DecodeKernel {
+                        format,
+                        activation,
+                        scale_dtype: DType::F16,
+                        bias: false,
+                        schedule: candidate,
+                    };
+                    if warps * k_warps <= 16
+                        && kernel.supports(k)
+                        && !candidates.contains(&candidate)
+                    {
+                        candidates.push(candidate);
+                    }
+                }
+            }
+        }
+        candidates
+    }
+}
+
 /// A schedule tag that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, e.g. w4k2r1t1c2p or w2k4r2t1c2s4 (at most 32 warps in all)")]

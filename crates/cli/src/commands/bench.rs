@@ -22,6 +22,7 @@ pub struct MatmulBench {
     pub activation: String,
     pub zeros: bool,
     pub schedules: Option<String>,
+    pub tune: bool,
     pub warmup: usize,
     pub repeats: usize,
     pub json: Option<PathBuf>,
@@ -117,6 +118,7 @@ pub fn matmul(options: MatmulBench) -> Result<()> {
         tokens,
         shapes,
         schedules,
+        tune: options.tune,
         warmup: options.warmup,
         repeats: options.repeats.max(1),
         seed: 0,
@@ -124,19 +126,20 @@ pub fn matmul(options: MatmulBench) -> Result<()> {
     let gpu = Gpu::open(0)?;
     let report = bench::run(&gpu, &request, &mut |line| eprintln!("{line}"))?;
     println!(
-        "{:<10} {:>4} {:>13} {:<12} {:>9} {:>7} {:>7}",
-        "weight", "m", "n x k", "schedule", "us", "TB/s", "% copy"
+        "{:<10} {:>4} {:>13} {:<14} {:>9} {:>7} {:>7} {:>6}",
+        "weight", "m", "n x k", "schedule", "us", "TB/s", "% copy", "tried"
     );
     for row in &report.rows {
         println!(
-            "{:<10} {:>4} {:>13} {:<12} {:>9.1} {:>7.2} {:>6.1}%",
+            "{:<10} {:>4} {:>13} {:<14} {:>9.1} {:>7.2} {:>6.1}% {:>6}",
             row.weight,
             row.m,
             format!("{}x{}", row.n, row.k),
             row.schedule,
             row.us,
             row.tbps,
-            100.0 * row.copy_fraction
+            100.0 * row.copy_fraction,
+            row.candidates
         );
     }
     println!(
