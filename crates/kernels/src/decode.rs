@@ -152,7 +152,7 @@ impl DecodeSchedule {
         let mut candidates = vec![base];
         let splits = [base.k_warps / 2, base.k_warps, base.k_warps * 2];
         for tiles_per_warp in [1, 2] {
-            for &k_warps in splits.iter().filter(|&&kw| kw >= 1 && kw <= 16) {
+            for &k_warps in splits.iter().filter(|&&kw| (1..=16).contains(&kw)) {
                 for warps in [1, 2, 4] {
                     let candidate = DecodeSchedule {
                         tiles_per_warp,
