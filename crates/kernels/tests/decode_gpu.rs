@@ -29,6 +29,8 @@ fn cases() -> Vec<Case> {
             .collect()
     });
     let mut cases = Vec::new();
+    // Zero points, bias, the scale type and a K split vary per (type, activation, group), so
+    // that the M values of one token-tile count share a kernel (fewer compiles).
     let mut index = 0usize;
     for weight in DType::all_small() {
         if only.as_ref().is_some_and(|only| !only.contains(&weight)) {
@@ -40,23 +42,23 @@ fn cases() -> Vec<Case> {
                 (Group::Elements(128), 384),
                 (Group::PerChannel, 201),
             ] {
+                index += 1;
+                let zeros = if matches!(weight, DType::Unsigned(_)) && index.is_multiple_of(2) {
+                    ZeroPoints::Codes
+                } else {
+                    ZeroPoints::None
+                };
+                let format = QuantFormat {
+                    weight,
+                    group,
+                    zeros,
+                };
+                // Every third configuration splits K over two warps, where the shape allows.
+                let split = index.is_multiple_of(3) && group != Group::Elements(128);
+                let k = if split { 512 } else { k };
                 for m in [1, 7, 16, 33, 64] {
-                    index += 1;
-                    let zeros = if matches!(weight, DType::Unsigned(_)) && index.is_multiple_of(2) {
-                        ZeroPoints::Codes
-                    } else {
-                        ZeroPoints::None
-                    };
-                    let format = QuantFormat {
-                        weight,
-                        group,
-                        zeros,
-                    };
                     let mut schedule = DecodeSchedule::heuristic(m, 72, k, format, activation);
-                    // Every third case splits K over two warps where the shape allows it.
-                    let mut k = k;
-                    if index.is_multiple_of(3) && group != Group::Elements(128) {
-                        k = 512;
+                    if split {
                         schedule.k_warps = 2;
                     }
                     let kernel = DecodeKernel {
