@@ -94,7 +94,8 @@ impl DecodeSchedule {
     /// for `m`, about 64 codes per lane and step (two chunks of 4-bit codes, four of 8-bit, one
     /// of the rest), and K split over as few warps (1, 2, 4 or 8) as give about
     /// [`WARPS_WANTED`] warps for an `[n, k]` weight, among the splits the shape allows; at
-    /// most 16 warps per block, so that a thread keeps 128 registers and nothing spills.
+    /// most 16 warps per block, so that a thread keeps 128 registers and nothing spills (8 when
+    /// a step's dequantized codes take more than 48 registers).
     pub fn heuristic(
         m: usize,
         n: usize,
@@ -103,12 +104,25 @@ impl DecodeSchedule {
         activation: Activation,
     ) -> DecodeSchedule {
         let lane_codes = 8 * steps_per_chunk(format.weight.bits());
+        // Registers of one step's dequantized codes per thread (f32 for the formats the
+        // activation type cannot hold): above 48, blocks keep to 8 warps (255 registers each).
+        let chunks = (64 / lane_codes).max(1);
+        let dequant_bits = if exact_in(format.weight, activation) {
+            16
+        } else {
+            32
+        };
+        let max_warps = if chunks * lane_codes * dequant_bits / 32 > 48 {
+            8
+        } else {
+            16
+        };
         let mut schedule = DecodeSchedule {
             warps: 4,
             k_warps: 1,
             tiles_per_warp: 1,
             token_tiles: m.div_ceil(8).next_power_of_two().clamp(1, 8),
-            chunks_per_step: (64 / lane_codes).max(1),
+            chunks_per_step: chunks,
             prefetch: false,
             stages: 0,
         };
@@ -119,7 +133,7 @@ impl DecodeSchedule {
             }
             let candidate = DecodeSchedule {
                 k_warps,
-                warps: (16 / k_warps).min(4),
+                warps: (max_warps / k_warps).clamp(1, 4),
                 ..schedule
             };
             let kernel = DecodeKernel {
@@ -359,17 +373,27 @@ fn explicit_layout(
     ))
 }
 
-/// The A operand `[k_warps, rows, cols]` of one step, with each lane's codes in the order of
-/// the prepared layout ([`crate::prepared::lane_position`]) when `interleaved`, in fragment
-/// order otherwise.
+/// The order of a thread's elements of the A operand.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AOrder {
+    /// As loaded: row tile, then the prepared lane order ([`crate::prepared::lane_position`]:
+    /// interleaved words for 1, 2, 4 and 8 bits, fragment order otherwise).
+    Loaded,
+    /// As the dots take it: k step, then row tile, then fragment slot, so that the steps of
+    /// one dot are a contiguous slice of every thread's registers.
+    Fragments,
+}
+
+/// The A operand `[k_warps, rows, cols]` of one step of `steps` k steps, in `order`.
 fn a_operand(
     kw: usize,
     wn: usize,
     r: usize,
     steps: usize,
     bits: u32,
-    interleaved: bool,
+    order: AOrder,
 ) -> RegisterLayout {
+    let interleaved = order == AOrder::Loaded && 32 % bits == 0;
     use Role::{Local as L, Thread as T};
     // Steps per 32-bit word (1, 2 and 4 bits) or a word per half step (8 bits).
     let per_word = if interleaved && bits <= 4 {
@@ -385,7 +409,10 @@ fn a_operand(
         vec![(steps / per_word, L), (per_word, L), (2, L), (4, T), (2, L)],
     ];
     let threads = [(0, 0), (1, 0), (1, 3), (2, 3)];
-    let locals: Vec<(usize, usize)> = if !interleaved {
+    let locals: Vec<(usize, usize)> = if order == AOrder::Fragments {
+        // step, row tile, column half, row half, pair member
+        vec![(2, 0), (2, 1), (1, 1), (2, 2), (1, 2), (2, 4)]
+    } else if !interleaved {
         vec![(1, 1), (2, 0), (2, 1), (2, 2), (1, 2), (2, 4)]
     } else if bits == 8 {
         // a word: column half, then pair member, then row half
@@ -491,7 +518,6 @@ impl DecodeKernel {
             Group::Elements(size) => size,
             Group::PerChannel => usize::MAX,
         };
-        let interleaved = 32 % bits == 0;
         let via_f32 = !exact_in(wtype, self.activation);
         let dequant_type = if via_f32 { DType::F32 } else { act };
 
@@ -591,10 +617,15 @@ impl DecodeKernel {
         let load_layout = layout(&format!(
             "spatial(1,{kw},1).spatial({wn},1,1).local({r},1,{c}).spatial(1,1,32).local(1,1,{lane_elems})"
         ));
-        let a_lanes = a_operand(kw, wn, r, step_steps, bits, interleaved);
-        let a_fragments = a_operand(kw, wn, r, step_steps, bits, false);
+        let a_lanes = a_operand(kw, wn, r, step_steps, bits, AOrder::Loaded);
+        let a_fragments = a_operand(kw, wn, r, step_steps, bits, AOrder::Fragments);
+        // Each dot takes `dot_steps` k steps, so that its B fragments (2 registers per k step
+        // and token tile) stay within 32 registers.
+        let dot_steps = (16 / t).clamp(1, step_steps);
+        let a_dot = a_operand(kw, wn, r, dot_steps, bits, AOrder::Fragments);
+        let dot_bits = (dot_steps * r * 8 * act.bits() as usize) as u32;
         let b_layout = layout(&format!(
-            "spatial({kw},1,1).replicate({wn}).local(1,{step_steps},{t}).{atom_b}"
+            "spatial({kw},1,1).replicate({wn}).local(1,{dot_steps},{t}).{atom_b}"
         ));
         // Per-group values of a step, loaded as [tiles, slices, groups, 8, 2].
         let groups_per_step = match scaling {
@@ -612,7 +643,7 @@ impl DecodeKernel {
             "spatial({kw},{wn},1,1).local(1,{r},{groups_per_step},1).local(1,2,1,1).spatial(1,8,1,1).replicate(4)"
         ));
         let a_groups = layout(&format!(
-            "spatial({kw},{wn},1,1).local(1,{r},{groups_per_step},{}).column_local(1,2,1,2).spatial(1,8,1,4).local(1,1,1,2)",
+            "spatial({kw},{wn},1,1).local(1,1,{groups_per_step},{}).local(1,{r},1,1).column_local(1,2,1,2).spatial(1,8,1,4).local(1,1,1,2)",
             step_steps / groups_per_step
         ));
 
@@ -659,10 +690,10 @@ impl DecodeKernel {
         };
         let step = |b: &mut ProgramBuilder, weights: &Tensor, first_chunk: Expr| {
             let codes = b.view("codes", weights, wtype, a_lanes.clone());
-            let mut deq = if interleaved {
-                b.cast_to("deq", &codes, dequant_type, a_fragments.clone())
-            } else {
+            let mut deq = if a_lanes == a_fragments {
                 b.cast("deq", &codes, dequant_type)
+            } else {
+                b.cast_to("deq", &codes, dequant_type, a_fragments.clone())
             };
             let per_code = matches!(scaling, Scaling::PerCode { .. });
             let usage = if per_code { &codes_use } else { &rows_use };
@@ -679,20 +710,27 @@ impl DecodeKernel {
                 deq = b.view("deq_fragments", &deq, dequant_type, a_fragments.clone());
             }
             let a = if via_f32 { b.cast("a", &deq, act) } else { deq };
-            let xb = b.load_global(
-                "xb",
-                &gx,
-                [0.into(), first_chunk.clone() * (chunk as i32), 0.into()],
-                b_layout.clone(),
-            );
-            if scaling == Scaling::Partial {
-                let part = b.alloc_register("part", DType::F32, c_layout.clone(), zero);
-                let part = b.dot("part", &a, &xb, &part);
-                let scale = group_values(b, "scale", &gs, first_chunk, &rows_use, DType::F32);
-                let part = b.mul("part", &part, &scale);
-                b.add("acc", &acc, &part);
+            let target = if scaling == Scaling::Partial {
+                b.alloc_register("part", DType::F32, c_layout.clone(), zero)
             } else {
-                b.dot("acc", &a, &xb, &acc);
+                acc.clone()
+            };
+            for part in 0..step_steps / dot_steps {
+                let a_part = if dot_steps == step_steps {
+                    a.clone()
+                } else {
+                    b.view_slice("a_part", &a, act, a_dot.clone(), part as u32 * dot_bits)
+                };
+                let first_col =
+                    first_chunk.clone() * (chunk as i32) + (part * dot_steps * 16) as i32;
+                let xb =
+                    b.load_global("xb", &gx, [0.into(), first_col, 0.into()], b_layout.clone());
+                b.dot(target.name(), &a_part, &xb, &target);
+            }
+            if scaling == Scaling::Partial {
+                let scale = group_values(b, "scale", &gs, first_chunk, &rows_use, DType::F32);
+                let part = b.mul("part", &target, &scale);
+                b.add("acc", &acc, &part);
             }
         };
         let cs = c as i32;

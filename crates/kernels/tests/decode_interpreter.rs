@@ -198,13 +198,27 @@ fn schedules_with_several_tiles_chunks_prefetch_and_split_k() {
         ("w2k2r2t1c2p", 1024),
         ("w1k1r2t1c1s3", 448),
         ("w2k2r1t2c2s2", 1024),
+        ("w1k1r2t4c1", 512),
+        ("w2k2r1t8c2", 1024),
     ] {
         let schedule: DecodeSchedule = tag.parse().unwrap();
         for (weight, group) in [
             (DType::Unsigned(4), Group::Elements(64)),
             (DType::Signed(2), Group::Elements(16)),
             (DType::Signed(8), Group::PerChannel),
+            (DType::Signed(3), Group::Elements(32)),
         ] {
+            let format = QuantFormat::new(weight, group);
+            let kernel = DecodeKernel {
+                format,
+                activation: Activation::F16,
+                scale_dtype: DType::F16,
+                bias: false,
+                schedule,
+            };
+            if !kernel.supports(k) {
+                continue; // the K split does not fit this width's chunks
+            }
             run_case(
                 &Case {
                     weight,

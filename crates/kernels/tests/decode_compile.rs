@@ -1,0 +1,145 @@
+//! The kernels the library's heuristic chooses compile through NVRTC (no GPU needed), and their
+//! SASS shows what the schedule promises: 128-bit global loads of the weights, tensor-core
+//! HMMA, and no register array in local memory (a few local accesses of loop-invariant values
+//! are tolerated; a spilled array shows as hundreds). For sm_90a: every weight type with f16
+//! activations at M = 1 on a layer that splits K; M = 64, sm_80 and bf16 for one type of every
+//! width. (NVRTC takes seconds per kernel; the GPU check compiles and runs every type ×
+//! activation × group × M.) Needs the toolkit that `scripts/install-cuda-wheels` installs, as
+//! every CI run has.
+
+use std::collections::BTreeMap;
+
+use anybit_cuda::codegen::prelude::PRELUDE;
+use anybit_cuda::{compile, disassemble, generate, sass_by_function, Target};
+use anybit_dtype::DType;
+use anybit_kernels::{Activation, DecodeKernel, DecodeSchedule, Group, QuantFormat, ZeroPoints};
+
+/// One type of every width (integers 1..8, the 8-bit floats).
+const WIDTHS: [&str; 9] = ["u1", "i2", "u3", "i4", "u5", "i6", "u7", "i8", "f8e4m3"];
+
+/// Local-memory instructions tolerated per kernel.
+const LOCAL_ACCESSES: usize = 16;
+
+/// The kernels the heuristic picks for `shapes` ((M, N, K) each), `weights` and `activations`.
+fn library_kernels(
+    weights: &[DType],
+    activations: &[Activation],
+    shapes: &[(usize, usize, usize)],
+) -> Vec<DecodeKernel> {
+    let mut kernels = Vec::new();
+    for &weight in weights {
+        for &activation in activations {
+            let zeros = if matches!(weight, DType::Unsigned(_)) {
+                ZeroPoints::Codes
+            } else {
+                ZeroPoints::None
+            };
+            let format = QuantFormat {
+                weight,
+                group: Group::Elements(128),
+                zeros,
+            };
+            for &(m, n, k) in shapes {
+                kernels.push(DecodeKernel {
+                    format,
+                    activation,
+                    scale_dtype: DType::F16,
+                    bias: false,
+                    schedule: DecodeSchedule::heuristic(m, n, k, format, activation),
+                });
+            }
+        }
+    }
+    kernels
+}
+
+fn count(sass: &str, opcode: &str) -> usize {
+    sass.lines()
+        .filter(|line| line.split_whitespace().any(|word| word.starts_with(opcode)))
+        .count()
+}
+
+#[test]
+fn library_kernels_compile_with_vector_loads_and_hmma() {
+    let widths: Vec<DType> = WIDTHS.iter().map(|name| name.parse().unwrap()).collect();
+    let (small, large) = ((1, 4096, 4096), (64, 57344, 8192));
+    let plan = [
+        (
+            Target::Sm90a,
+            library_kernels(&DType::all_small(), &[Activation::F16], &[small]),
+        ),
+        (
+            Target::Sm90a,
+            library_kernels(&widths, &[Activation::F16], &[large]),
+        ),
+        (
+            Target::Sm90a,
+            library_kernels(&widths, &[Activation::Bf16], &[small]),
+        ),
+        (
+            Target::Sm80,
+            library_kernels(&widths, &[Activation::F16], &[small, large]),
+        ),
+    ];
+    let mut batches: Vec<(Target, Vec<DecodeKernel>)> = Vec::new();
+    for (target, kernels) in plan {
+        for batch in kernels.chunks(8) {
+            batches.push((target, batch.to_vec()));
+        }
+    }
+    // Two compilers at a time (NVRTC is thread-safe; CI has two cores).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let report: BTreeMap<String, (usize, usize, usize)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut report = BTreeMap::new();
+                    while let Some((target, batch)) =
+                        batches.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        let mut source = PRELUDE.to_string();
+                        for kernel in batch {
+                            let program = kernel.program().program;
+                            let generated = generate(&program, *target)
+                                .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+                            source.push_str(generated.kernel_source());
+                        }
+                        let module = compile(&source, "decode_kernels", *target)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        let sass = sass_by_function(&disassemble(&module.cubin).unwrap());
+                        for kernel in batch {
+                            let name = kernel.name();
+                            let function = sass
+                                .get(&name)
+                                .unwrap_or_else(|| panic!("{name}: no SASS for {target}"));
+                            let loads = count(function, "LDG.E.128");
+                            let hmma = count(function, "HMMA");
+                            let local = count(function, "LDL") + count(function, "STL");
+                            report.insert(format!("{target} {name}"), (loads, hmma, local));
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a compile worker panicked"))
+            .collect()
+    });
+    assert_eq!(report.len(), 44 + 9 + 9 + 18, "every kernel was checked");
+    let bad: Vec<String> = report
+        .iter()
+        .filter(|(_, &(loads, hmma, local))| loads == 0 || hmma == 0 || local > LOCAL_ACCESSES)
+        .map(|(name, (loads, hmma, local))| {
+            format!("{name}: {loads} LDG.E.128, {hmma} HMMA, {local} local accesses")
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} kernels break a promise:\n{}",
+        bad.len(),
+        report.len(),
+        bad.join("\n")
+    );
+}
