@@ -23,6 +23,12 @@ fn compile_together(kernels: &[GeneratedKernel], target: Target) -> BTreeMap<Str
     sass_by_function(&sass)
 }
 
+/// The kernel of `program`, verified first (the verifier's or code generation's error as text).
+fn verified_kernel(program: &Program, target: Target) -> Result<GeneratedKernel, String> {
+    let verified = anybit_vm::verify(program).map_err(|e| e.to_string())?;
+    generate(&verified, target).map_err(|e| e.to_string())
+}
+
 fn text_examples() -> Vec<(String, Program)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -73,7 +79,9 @@ fn examples_compile_for_sm80_and_sm90a() {
             scope.spawn(move || {
                 let kernels: Vec<GeneratedKernel> = programs
                     .iter()
-                    .map(|(file, p)| generate(p, target).unwrap_or_else(|e| panic!("{file}: {e}")))
+                    .map(|(file, p)| {
+                        verified_kernel(p, target).unwrap_or_else(|e| panic!("{file}: {e}"))
+                    })
                     .collect();
                 let sass = compile_together(&kernels, target);
                 for k in &kernels {
@@ -96,7 +104,9 @@ fn quantized_matmul_compiles_for_every_weight_type() {
             scope.spawn(move || {
                 let kernels: Vec<GeneratedKernel> = programs
                     .iter()
-                    .map(|p| generate(p, target).unwrap_or_else(|e| panic!("{}: {e}", p.name)))
+                    .map(|p| {
+                        verified_kernel(p, target).unwrap_or_else(|e| panic!("{}: {e}", p.name))
+                    })
                     .collect();
                 let sass = compile_together(&kernels, target);
                 for k in &kernels {

@@ -24,7 +24,8 @@ fn dump() {
         let text = std::fs::read_to_string(root.join(&path)).unwrap();
         anybit_vm::parse(&text).unwrap()
     };
-    let kernel = generate(&program, target).unwrap();
+    let verified = anybit_vm::verify(&program).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = generate(&verified, target).unwrap_or_else(|e| panic!("{e}"));
     println!("{}", kernel.kernel_source());
     for s in &kernel.selections {
         println!("// {s}");

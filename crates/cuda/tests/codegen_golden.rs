@@ -13,7 +13,8 @@ fn example(file: &str) -> anybit_vm::Program {
 }
 
 fn golden(program: &anybit_vm::Program) -> String {
-    let k = generate(program, Target::Sm90a).unwrap();
+    let verified = anybit_vm::verify(program).unwrap_or_else(|e| panic!("{e}"));
+    let k = generate(&verified, Target::Sm90a).unwrap();
     format!(
         "// threads {}, static shared {} B, dynamic shared {} B\n// selections:\n{}\n{}",
         k.threads,

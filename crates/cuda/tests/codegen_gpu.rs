@@ -39,7 +39,8 @@ fn gpu() -> Option<Gpu> {
 
 /// Runs `program` with `args` (one per parameter) and returns every buffer afterwards.
 fn run(gpu: &Gpu, program: &anybit_vm::Program, args: Vec<Arg>) -> Vec<Vec<u8>> {
-    let kernel = generate(program, gpu.target).unwrap_or_else(|e| panic!("{e}"));
+    let verified = anybit_vm::verify(program).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = generate(&verified, gpu.target).unwrap_or_else(|e| panic!("{e}"));
     let module =
         compile(&kernel.source, &kernel.name, gpu.target).unwrap_or_else(|e| panic!("{e}"));
     let module = gpu

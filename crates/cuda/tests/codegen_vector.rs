@@ -117,6 +117,12 @@ fn odd_types() -> Vec<DType> {
         .collect()
 }
 
+/// The sm_90a kernel of `program`, verified first.
+fn kernel(program: &anybit_vm::Program) -> GeneratedKernel {
+    let verified = anybit_vm::verify(program).unwrap_or_else(|e| panic!("{e}"));
+    generate(&verified, Target::Sm90a).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn selected(k: &GeneratedKernel, what: &str) -> bool {
     k.selections.iter().any(|s| s.contains(what))
 }
@@ -128,12 +134,7 @@ fn odd_width_tiles_use_wide_accesses() {
         for per_thread in [32, 128] {
             for path in [Path::Global, Path::Shared, Path::CopyAsync] {
                 let p = tile_program(dtype, per_thread, path, true);
-                kernels.push((
-                    dtype,
-                    per_thread,
-                    path,
-                    generate(&p, Target::Sm90a).unwrap(),
-                ));
+                kernels.push((dtype, per_thread, path, kernel(&p)));
             }
         }
     }
@@ -219,7 +220,7 @@ fn unaligned_tiles_use_no_wide_accesses() {
     for dtype in odd_types() {
         for path in [Path::Global, Path::CopyAsync] {
             let p = tile_program(dtype, 128, path, false);
-            kernels.push(generate(&p, Target::Sm90a).unwrap());
+            kernels.push(kernel(&p));
         }
     }
     let sass = compile_together(&kernels, Target::Sm90a);
@@ -264,40 +265,28 @@ fn shared_accesses_need_aligned_unswizzled_runs() {
         b.store_global(&go, [0, 0], &y);
         b.finish()
     };
-    let aligned = generate(
-        &build("shared_ok", SharedLayout::row_major(&[16, 640]), None),
-        Target::Sm90a,
-    )
-    .unwrap();
-    let unaligned = generate(
-        &build(
-            "shared_unaligned",
-            SharedLayout::row_major(&[16, 640]),
-            Some("k"),
-        ),
-        Target::Sm90a,
-    )
-    .unwrap();
+    let aligned = kernel(&build(
+        "shared_ok",
+        SharedLayout::row_major(&[16, 640]),
+        None,
+    ));
+    let unaligned = kernel(&build(
+        "shared_unaligned",
+        SharedLayout::row_major(&[16, 640]),
+        Some("k"),
+    ));
     let swizzle = anybit_layout::Swizzle::new(3, 3, 7).unwrap();
-    let swizzled = generate(
-        &build(
-            "shared_swizzled",
-            SharedLayout::row_major(&[16, 640]).with_swizzle(swizzle),
-            None,
-        ),
-        Target::Sm90a,
-    )
-    .unwrap();
+    let swizzled = kernel(&build(
+        "shared_swizzled",
+        SharedLayout::row_major(&[16, 640]).with_swizzle(swizzle),
+        None,
+    ));
     let coarse = anybit_layout::Swizzle::new(2, 7, 10).unwrap();
-    let coarse_swizzle = generate(
-        &build(
-            "shared_coarse_swizzle",
-            SharedLayout::row_major(&[16, 640]).with_swizzle(coarse),
-            None,
-        ),
-        Target::Sm90a,
-    )
-    .unwrap();
+    let coarse_swizzle = kernel(&build(
+        "shared_coarse_swizzle",
+        SharedLayout::row_major(&[16, 640]).with_swizzle(coarse),
+        None,
+    ));
     let kernels = [aligned, unaligned, swizzled, coarse_swizzle];
     let sass = compile_together(&kernels, Target::Sm90a);
     for (k, wide) in kernels.iter().zip([true, false, false, true]) {

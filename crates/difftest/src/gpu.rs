@@ -7,11 +7,16 @@ use anybit_cuda::{
     CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache, Launch, RuntimeError,
 };
 
+use anybit_vm::VerifyError;
+
 use crate::cases::{Case, Value};
 
 /// A case could not be run on the GPU.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuCaseError {
+    /// The case's program does not verify, so it cannot be generated.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     #[error(transparent)]
     Codegen(#[from] CodegenError),
     #[error(transparent)]
@@ -71,7 +76,7 @@ impl GpuRunner {
     fn kernel(&mut self, case: &Case) -> Result<&(GeneratedKernel, Kernel), GpuCaseError> {
         let key = anybit_vm::print(&case.program);
         if !self.kernels.contains_key(&key) {
-            let generated = generate(&case.program, self.gpu.target())?;
+            let generated = generate(&anybit_vm::verify(&case.program)?, self.gpu.target())?;
             let module =
                 self.cache
                     .compile(&generated.source, &generated.name, self.gpu.target())?;
@@ -165,7 +170,10 @@ impl GpuRunner {
                                 let Some((_, case)) = pending.get(index) else {
                                     return done;
                                 };
-                                let Ok(generated) = generate(&case.program, target) else {
+                                let Ok(verified) = anybit_vm::verify(&case.program) else {
+                                    continue;
+                                };
+                                let Ok(generated) = generate(&verified, target) else {
                                     continue;
                                 };
                                 if let Ok(module) =

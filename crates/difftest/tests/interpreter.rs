@@ -158,8 +158,8 @@ fn vector_width_cases_select_vector_accesses() {
                     per_thread,
                     with_shared,
                 );
-                let kernel =
-                    anybit_cuda::generate(&case.program, anybit_cuda::Target::Sm90a).unwrap();
+                let verified = anybit_vm::verify(&case.program).unwrap();
+                let kernel = anybit_cuda::generate(&verified, anybit_cuda::Target::Sm90a).unwrap();
                 let says = |what: &str| kernel.selections.iter().any(|s| s.contains(what));
                 assert!(
                     says("global loads"),
@@ -190,7 +190,8 @@ fn vector_width_cases_select_vector_accesses() {
             }
         }
         let case = anybit_difftest::cases::copy_async_width_case(&mut rng, dtype);
-        let kernel = anybit_cuda::generate(&case.program, anybit_cuda::Target::Sm90a).unwrap();
+        let verified = anybit_vm::verify(&case.program).unwrap();
+        let kernel = anybit_cuda::generate(&verified, anybit_cuda::Target::Sm90a).unwrap();
         let says = |what: &str| kernel.selections.iter().any(|s| s.contains(what));
         assert!(
             says("cp.async 16 bytes"),

@@ -128,8 +128,9 @@ impl Flush {
         let out = b.view_global("out", &sums, [n / PER_BLOCK], [1]);
         b.store_global(&out, [block_x()], &sum);
         let program = b.finish();
+        let verified = anybit_vm::verify(&program).map_err(|e| BenchError::Flush(e.to_string()))?;
         let generated =
-            generate(&program, gpu.target()).map_err(|e| BenchError::Flush(e.to_string()))?;
+            generate(&verified, gpu.target()).map_err(|e| BenchError::Flush(e.to_string()))?;
         let module = cache
             .compile(&generated.source, &generated.name, gpu.target())
             .map_err(|e| BenchError::Flush(e.to_string()))?;

@@ -11,6 +11,7 @@ use anybit_cuda::{
     generate, CodegenError, CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache,
     Launch, RuntimeError,
 };
+use anybit_vm::VerifyError;
 
 use crate::decode::DecodeKernel;
 use crate::format::QuantFormat;
@@ -23,6 +24,9 @@ pub enum MatmulError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// The kernel's program does not verify (a bug of the schedule that built it).
+    #[error("verifying `{kernel}`: {error}")]
+    Verify { kernel: String, error: VerifyError },
     #[error("generating `{kernel}`: {error}")]
     Codegen { kernel: String, error: CodegenError },
     #[error("{m} tokens: the kernel `{kernel}` takes 1 to {max}")]
@@ -153,8 +157,12 @@ impl<'g> Matmul<'g> {
         let name = spec.name();
         if !self.kernels.contains_key(&name) {
             let program = spec.program().program;
+            let verified = anybit_vm::verify(&program).map_err(|error| MatmulError::Verify {
+                kernel: name.clone(),
+                error,
+            })?;
             let generated =
-                generate(&program, self.gpu.target()).map_err(|error| MatmulError::Codegen {
+                generate(&verified, self.gpu.target()).map_err(|error| MatmulError::Codegen {
                     kernel: name.clone(),
                     error,
                 })?;

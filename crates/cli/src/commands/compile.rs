@@ -26,7 +26,7 @@ pub fn run(file: &Path, arch: &str, emit: Emit, output: Option<&Path>) -> Result
     let target: Target = arch.parse()?;
     let program = read_program(file)?;
     let verified = verify_program(file, &program)?;
-    let generated = generate(verified.program(), target)
+    let generated = generate(&verified, target)
         .map_err(|error| anyhow::anyhow!("{}:{error}", file.display()))?;
     let compile =
         || KernelCache::default_location().compile(&generated.source, &generated.name, target);

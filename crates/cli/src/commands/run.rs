@@ -138,8 +138,7 @@ fn run_on_gpu(
 ) -> Result<()> {
     let program = verified.program();
     let gpu = Gpu::open(0)?;
-    // `generate` still takes the program itself; it is verified above, once.
-    let generated = generate(program, gpu.target())?;
+    let generated = generate(verified, gpu.target())?;
     let module = KernelCache::default_location().compile(
         &generated.source,
         &generated.name,

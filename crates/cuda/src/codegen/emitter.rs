@@ -3,22 +3,26 @@
 //!
 //! - Output: indented lines of C++, fresh names, the recorded instruction-selection decisions
 //!   and the device helper functions the kernel needs.
-//! - Names and scopes: the tensors (register, shared, global), scalars and pointer parameters
-//!   visible at each point of the program, each with its C name.
+//! - Names and scopes: the tensors (register, shared, global) visible at each point of the
+//!   program, each with its C name, and the scalars whose divisibility facts end with a scope.
+//! - The verifier's facts: [`Emitter::info`] finds the `StmtInfo` of a statement, and
+//!   [`Emitter::result`] places the register tensor it defines or overwrites.
 //! - Registers: where an instruction's result goes ([`Emitter::result`]), computed into a
 //!   temporary and copied, so that overwrites and aliasing operands are correct.
 //! - Shared memory: first-fit placement among the allocations live at once, and the scratch
 //!   region of the generic lowerings, after all of them.
 //!
 //! What this module promises: every error it returns names the instruction being lowered and
-//! its span. It imports no lowering (only `element`, `error`, `scalar` and the target), so
-//! every lowering may use it.
+//! its span. The program is verified, so names, spaces and types are not checked again: a
+//! lookup the verifier guarantees that fails anyway is [`CodegenError::Internal`], never a
+//! panic. It imports no lowering (only `element`, `error`, `scalar` and the target), so every
+//! lowering may use it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use anybit_dtype::DType;
 use anybit_layout::{RegisterLayout, SharedLayout};
-use anybit_vm::{Expr, Program, Span};
+use anybit_vm::{Definition, Expr, Program, Span, Stmt, StmtInfo, TensorType, Verified};
 
 use super::element::words;
 use super::error::CodegenError;
@@ -84,7 +88,8 @@ pub(super) enum Var {
     Global(Global),
 }
 
-/// The names one block of the program defines, and the shared allocations it owns.
+/// The names one block of the program defines (tensors, and scalars with divisibility facts),
+/// and the shared allocations it owns.
 #[derive(Default)]
 struct Scope {
     tensors: HashMap<String, Var>,
@@ -92,14 +97,15 @@ struct Scope {
     shared: Vec<usize>,
 }
 
-/// The emitter's state while walking one program.
+/// The emitter's state while walking one verified program.
 pub(super) struct Emitter<'a> {
     pub program: &'a Program,
+    /// What the verifier learned about `program`.
+    verified: &'a Verified<'a>,
     out: String,
     indent: usize,
     scopes: Vec<Scope>,
     pub facts: Facts,
-    pointers: HashMap<String, DType>,
     /// Live shared allocations: (id, byte offset, bytes).
     live_shared: Vec<(usize, usize, usize)>,
     next_shared_id: usize,
@@ -134,15 +140,17 @@ pub(super) fn align(x: usize, a: usize) -> usize {
 }
 
 impl<'a> Emitter<'a> {
-    /// An emitter at the start of `program`'s body (one open scope, indented one level).
-    pub fn new(program: &'a Program) -> Self {
+    /// An emitter at the start of the verified program's body (one open scope, indented one
+    /// level).
+    pub fn new(verified: &'a Verified<'a>) -> Self {
+        let program = verified.program();
         Emitter {
             program,
+            verified,
             out: String::new(),
             indent: 1,
             scopes: vec![Scope::default()],
             facts: Facts::default(),
-            pointers: HashMap::new(),
             live_shared: Vec::new(),
             next_shared_id: 0,
             shared_peak: 0,
@@ -213,6 +221,15 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// An error about the statement being lowered for a fact the verifier guarantees: a bug.
+    pub fn internal(&self, reason: impl Into<String>) -> CodegenError {
+        CodegenError::Internal {
+            inst: self.inst.clone(),
+            span: self.span,
+            reason: reason.into(),
+        }
+    }
+
     /// Records an instruction-selection decision: a comment in the output and a line of the
     /// kernel's `selections`.
     pub fn note_selection(&mut self, what: impl AsRef<str>) {
@@ -235,39 +252,17 @@ impl<'a> Emitter<'a> {
 
     // ---------------------------------------------------------------- names and scopes
 
-    /// Is scalar `name` visible here?
-    pub fn scalar_visible(&self, name: &str) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| s.scalars.iter().any(|n| n == name))
+    /// The verifier's facts about `stmt`, a statement of the program.
+    pub fn info(&self, stmt: &Stmt) -> R<&'a StmtInfo> {
+        let verified: &'a Verified<'a> = self.verified;
+        verified
+            .info(stmt)
+            .ok_or_else(|| self.internal("the verifier recorded nothing for this statement"))
     }
 
-    /// Checks that every name in scalar expression `e` is a visible scalar.
-    pub fn check_expr(&self, e: &Expr) -> R<()> {
-        match e {
-            Expr::Var(n) => {
-                if self.scalar_visible(n) {
-                    Ok(())
-                } else if self.pointers.contains_key(n) {
-                    Err(self.err(format!(
-                        "pointer `{n}` is used as an integer; pointers may only be viewed with view_global"
-                    )))
-                } else {
-                    Err(self.err(format!("unknown scalar `{n}`")))
-                }
-            }
-            Expr::Const(_) | Expr::BlockIdx(_) => Ok(()),
-            Expr::Binary(_, a, b) => {
-                self.check_expr(a)?;
-                self.check_expr(b)
-            }
-        }
-    }
-
-    /// Scalar expression `e` as C, checked.
-    pub fn scalar(&self, e: &Expr) -> R<String> {
-        self.check_expr(e)?;
-        Ok(expr_c(e))
+    /// Scalar expression `e` as C (the verifier checked its names).
+    pub fn scalar(&self, e: &Expr) -> String {
+        expr_c(e)
     }
 
     /// The tensor `name` stands for in the innermost scope that defines it.
@@ -279,13 +274,8 @@ impl<'a> Emitter<'a> {
     pub fn register(&self, name: &str) -> R<Reg> {
         match self.lookup(name) {
             Some(Var::Register(r)) => Ok(r.clone()),
-            Some(Var::Shared(_)) => {
-                Err(self.err(format!("%{name} is a shared tensor, not a register tensor")))
-            }
-            Some(Var::Global(_)) => {
-                Err(self.err(format!("%{name} is a global tensor, not a register tensor")))
-            }
-            None => Err(self.err(format!("unknown tensor %{name}"))),
+            Some(_) => Err(self.internal(format!("%{name} is not a register tensor"))),
+            None => Err(self.internal(format!("%{name} is not visible"))),
         }
     }
 
@@ -293,8 +283,8 @@ impl<'a> Emitter<'a> {
     pub fn shared(&self, name: &str) -> R<Shared> {
         match self.lookup(name) {
             Some(Var::Shared(s)) => Ok(s.clone()),
-            Some(_) => Err(self.err(format!("%{name} is not a shared tensor"))),
-            None => Err(self.err(format!("unknown tensor %{name} (or it was freed)"))),
+            Some(_) => Err(self.internal(format!("%{name} is not a shared tensor"))),
+            None => Err(self.internal(format!("%{name} is not visible"))),
         }
     }
 
@@ -302,46 +292,42 @@ impl<'a> Emitter<'a> {
     pub fn global(&self, name: &str) -> R<Global> {
         match self.lookup(name) {
             Some(Var::Global(g)) => Ok(g.clone()),
-            Some(_) => Err(self.err(format!("%{name} is not a global tensor"))),
-            None => Err(self.err(format!("unknown tensor %{name}"))),
+            Some(_) => Err(self.internal(format!("%{name} is not a global tensor"))),
+            None => Err(self.internal(format!("%{name} is not visible"))),
         }
     }
 
-    /// Where the result of an instruction goes: a new register variable, or the visible one it
-    /// overwrites (whose type must match). Returns the C name and whether it is new.
-    pub fn result(&mut self, dst: &str, dtype: DType, layout: &RegisterLayout) -> R<(Reg, bool)> {
-        if layout.num_threads() != self.threads {
-            return Err(self.err(format!(
-                "the result layout {layout} spans {} threads; the program has {}",
-                layout.num_threads(),
-                self.threads
-            )));
+    /// The tensor the instruction of `info` defines or overwrites, as the verifier recorded it.
+    pub fn definition<'i>(&self, info: &'i StmtInfo) -> R<&'i Definition> {
+        info.defines
+            .as_ref()
+            .ok_or_else(|| self.internal("the verifier recorded no result for this instruction"))
+    }
+
+    /// Where the register result of the instruction of `info` goes: a new register variable,
+    /// or the visible one it overwrites (the verifier decided which, and that the types agree).
+    /// Returns the register and whether it is new.
+    pub fn result(&mut self, info: &StmtInfo) -> R<(Reg, bool)> {
+        let Definition {
+            name,
+            ty: TensorType::Register { dtype, layout },
+            overwrite,
+        } = self.definition(info)?
+        else {
+            return Err(self.internal("the verifier recorded a result that is not a register"));
+        };
+        if *overwrite {
+            return Ok((self.register(name)?, false));
         }
-        match self.lookup(dst) {
-            Some(Var::Register(r)) => {
-                if r.dtype != dtype || r.layout != *layout {
-                    return Err(self.err(format!(
-                        "%{dst} is register<{}, {}> and cannot be overwritten with register<{dtype}, {layout}>",
-                        r.dtype, r.layout
-                    )));
-                }
-                Ok((r.clone(), false))
-            }
-            Some(_) => Err(self.err(format!(
-                "%{dst} is a shared or global tensor and cannot be overwritten"
-            ))),
-            None => {
-                let cname = self.fresh_tensor_name("r", dst);
-                Ok((
-                    Reg {
-                        dtype,
-                        layout: layout.clone(),
-                        cname,
-                    },
-                    true,
-                ))
-            }
-        }
+        let cname = self.fresh_tensor_name("r", name);
+        Ok((
+            Reg {
+                dtype: *dtype,
+                layout: layout.clone(),
+                cname,
+            },
+            true,
+        ))
     }
 
     /// A C name for tensor `name` with `prefix`, distinct from every visible one.
@@ -431,55 +417,16 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// Checks that `name` can be defined as a new scalar here.
-    pub fn new_scalar(&self, name: &str) -> R<()> {
-        if !anybit_vm::is_identifier(name) {
-            return Err(self.err(format!("`{name}` is not an identifier")));
-        }
-        if self.scalar_visible(name) || self.pointers.contains_key(name) {
-            return Err(self.err(format!("`{name}` is already defined")));
-        }
-        Ok(())
-    }
-
-    /// Makes scalar `name` visible in the innermost scope.
+    /// Makes scalar `name` visible in the innermost scope (its facts end with the scope).
     pub fn add_scalar(&mut self, name: &str) {
         if let Some(scope) = self.scopes.last_mut() {
             scope.scalars.push(name.to_string());
         }
     }
 
-    /// Makes pointer parameter `name` visible.
-    pub fn add_pointer(&mut self, name: &str, dtype: DType) {
-        self.pointers.insert(name.to_string(), dtype);
-    }
-
-    /// The element type of pointer parameter `name`.
-    pub fn pointer(&self, name: &str) -> Option<DType> {
-        self.pointers.get(name).copied()
-    }
-
-    /// `offsets` (one per dimension of a tensor of rank `rank`) as C.
-    pub fn offsets(&self, offsets: &[Expr], rank: usize) -> R<Vec<String>> {
-        if offsets.len() != rank {
-            return Err(self.err(format!(
-                "{} offsets for a tensor of rank {rank}",
-                offsets.len()
-            )));
-        }
+    /// `offsets` (one per dimension of the tensor; the verifier checked the count) as C.
+    pub fn offsets(&self, offsets: &[Expr]) -> Vec<String> {
         offsets.iter().map(|o| self.scalar(o)).collect()
-    }
-
-    /// Checks that `layout` spans the program's threads.
-    pub fn check_threads(&self, layout: &RegisterLayout) -> R<()> {
-        if layout.num_threads() != self.threads {
-            return Err(self.err(format!(
-                "layout {layout} spans {} threads; the program has {}",
-                layout.num_threads(),
-                self.threads
-            )));
-        }
-        Ok(())
     }
 
     // ---------------------------------------------------------------- shared memory
@@ -518,5 +465,73 @@ impl<'a> Emitter<'a> {
     /// scratch region starts at `ab_scratch`, after every user allocation.
     pub fn need_scratch(&mut self, bytes: usize) {
         self.scratch_bytes = self.scratch_bytes.max(align(bytes, 16));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "program p(a: ptr<f16>, n: i32)\ngrid(1)\nthreads(32)\n{\n    %x = alloc_register(f16, spatial(32), 0.0);\n    %x = alloc_register(f16, spatial(32), 1.0);\n    barrier();\n}\n";
+
+    fn program() -> Program {
+        anybit_vm::parse(TEXT).expect("the test program parses")
+    }
+
+    #[test]
+    fn a_lookup_the_verifier_guarantees_is_an_internal_error_when_it_fails() {
+        let program = program();
+        let verified = anybit_vm::verify(&program).expect("the test program verifies");
+        let mut e = Emitter::new(&verified);
+        e.locate(Span { line: 6, column: 5 }, "neg");
+        let error = e.register("y").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "6:5: `neg`: internal error in code generation (a bug): %y is not visible"
+        );
+        assert!(matches!(e.shared("y"), Err(CodegenError::Internal { .. })));
+        assert!(matches!(e.global("y"), Err(CodegenError::Internal { .. })));
+    }
+
+    #[test]
+    fn facts_are_found_for_the_program_s_statements_only() {
+        let program = program();
+        let other = program.clone();
+        let verified = anybit_vm::verify(&program).expect("the test program verifies");
+        let e = Emitter::new(&verified);
+        let info = e
+            .info(&program.body[0])
+            .expect("facts of the first statement");
+        assert_eq!(info.index, 0);
+        assert!(matches!(
+            e.info(&other.body[0]),
+            Err(CodegenError::Internal { .. })
+        ));
+    }
+
+    #[test]
+    fn result_places_a_new_register_or_the_one_it_overwrites() {
+        let program = program();
+        let verified = anybit_vm::verify(&program).expect("the test program verifies");
+        let mut e = Emitter::new(&verified);
+        let info = e.info(&program.body[0]).expect("facts of alloc_register");
+        let (reg, new) = e.result(info).expect("a register result");
+        assert!(new);
+        assert_eq!(
+            (reg.cname.as_str(), reg.dtype, reg.words()),
+            ("r_x", DType::F16, 1)
+        );
+        e.define("x", Var::Register(reg));
+        // The verifier decided that the second `alloc_register` overwrites %x.
+        let overwrite = e.info(&program.body[1]).expect("facts of the overwrite");
+        let (reg, new) = e.result(overwrite).expect("the register it overwrites");
+        assert!(!new);
+        assert_eq!(reg.cname, "r_x");
+        // An instruction without a result has no definition to place.
+        let barrier = e.info(&program.body[2]).expect("facts of barrier");
+        assert!(matches!(
+            e.result(barrier),
+            Err(CodegenError::Internal { .. })
+        ));
     }
 }

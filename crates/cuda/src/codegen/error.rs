@@ -4,6 +4,11 @@
 //! What this module promises: every error names what is at fault (the statement's span and
 //! instruction, the argument, the grid dimension) in its message. It imports nothing else of
 //! code generation except the scalar evaluator's error, so every part may use it.
+//!
+//! Code generation takes a verified program, so its errors are only what the verifier cannot
+//! know: what the backend does not lower, facts it derives itself (a loop step or a tile offset
+//! that its divisibility facts make a constant), and the target's shared memory. A fact the
+//! verifier guarantees that does not hold anyway is [`CodegenError::Internal`], a bug.
 
 use anybit_vm::Span;
 
@@ -13,10 +18,20 @@ use crate::target::Target;
 /// A program the backend cannot lower.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodegenError {
-    /// The instruction at `span` cannot be lowered (for example a type the backend does not
-    /// handle, or a program that is not well formed).
+    /// The statement at `span` cannot be lowered (for example a loop step that code generation
+    /// proves is not positive, or a shared tile at a constant offset outside the tensor).
     #[error("{span}: `{inst}`: {reason}")]
     Unsupported {
+        /// The instruction's mnemonic (or `program`, `let`, `for`, `if`).
+        inst: String,
+        span: Span,
+        reason: String,
+    },
+    /// Something the verifier guarantees does not hold at `span` (a name that is not visible,
+    /// a tensor of the wrong space, facts missing for a statement): a bug in the verifier or in
+    /// code generation, reported instead of a panic.
+    #[error("{span}: `{inst}`: internal error in code generation (a bug): {reason}")]
+    Internal {
         /// The instruction's mnemonic (or `program`, `let`, `for`, `if`).
         inst: String,
         span: Span,

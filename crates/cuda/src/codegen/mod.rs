@@ -1,9 +1,13 @@
 //! Code generation: a VM program → CUDA C++ with inline PTX, one kernel per program.
 //!
 //! What this module promises (`docs/codegen.md` explains how):
-//! - [`generate`] either returns a [`GeneratedKernel`] whose source NVRTC compiles for the
-//!   target, or a [`CodegenError`] that names the statement (its span) and the reason; it never
-//!   panics on a program, well formed or not.
+//! - [`generate`] takes a verified program ([`anybit_vm::Verified`], from [`anybit_vm::verify`])
+//!   and uses what the verifier learned (result types, overwrites, operand maps) instead of
+//!   checking names, spaces, shapes, dtypes and broadcasting again. It either returns a
+//!   [`GeneratedKernel`] whose source NVRTC compiles for the target, or a [`CodegenError`] that
+//!   names the statement (its span) and the reason: what only code generation can know (too
+//!   much shared memory, facts it derives itself), or [`CodegenError::Internal`] where a fact
+//!   the verifier guarantees does not hold (a bug). It never panics.
 //! - The kernel computes what `docs/vm.md` says, for every instruction: every instruction has a
 //!   generic lowering that is correct for any layout, and faster instructions (`mma.sync`,
 //!   `ldmatrix`, `cp.async`, vector accesses, packed conversions) are used only where layout
@@ -34,7 +38,7 @@ mod program;
 pub(crate) mod scalar;
 
 use anybit_dtype::DType;
-use anybit_vm::{Expr, ParamKind, Program};
+use anybit_vm::{Expr, ParamKind, Verified};
 
 use crate::target::Target;
 
@@ -140,9 +144,11 @@ impl GeneratedKernel {
     }
 }
 
-/// Generates the CUDA C++ kernel of `program` for `target`.
-pub fn generate(program: &Program, target: Target) -> Result<GeneratedKernel, CodegenError> {
-    let output = program::emit_program(program, target)?;
+/// Generates the CUDA C++ kernel of a verified program for `target`. A caller with a bare
+/// [`anybit_vm::Program`] verifies it first: `generate(&anybit_vm::verify(&program)?, target)`.
+pub fn generate(verified: &Verified<'_>, target: Target) -> Result<GeneratedKernel, CodegenError> {
+    let program = verified.program();
+    let output = program::emit_program(verified, target)?;
     let params = program
         .params
         .iter()
@@ -171,5 +177,12 @@ pub fn generate(program: &Program, target: Target) -> Result<GeneratedKernel, Co
 
 /// The generated kernel of [`cast_test_program`].
 pub fn cast_test_kernel(dtype: DType, target: Target) -> Result<GeneratedKernel, CodegenError> {
-    generate(&cast_test_program(dtype), target)
+    let program = cast_test_program(dtype);
+    // The program is built here, so a verifier error is a bug of this crate.
+    let verified = anybit_vm::verify(&program).map_err(|error| CodegenError::Internal {
+        inst: "program".to_string(),
+        span: program.span,
+        reason: format!("the cast test program does not verify: {error}"),
+    })?;
+    generate(&verified, target)
 }

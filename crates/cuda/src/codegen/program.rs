@@ -4,13 +4,14 @@
 //! memory, device helpers).
 //!
 //! What this module promises: every statement of `docs/vm.md` is lowered in program order, each
-//! instruction preceded by a comment that shows it; scalars are `const int`, loops evaluate
-//! start, end and step once, and a block's names and shared allocations end with it. A
-//! malformed program (a name that is not an identifier or not defined, a grid that uses block
-//! indices, a loop step that is not positive) gives a [`CodegenError`] at the statement, and a
-//! block needing more shared memory than the target has gives [`CodegenError::SharedMemory`].
+//! instruction preceded by a comment that shows it and handed the verifier's facts about it;
+//! scalars are `const int`, loops evaluate start, end and step once, and a block's names and
+//! shared allocations end with it. The program is verified, so the header, names and scopes are
+//! not checked again; a loop step that the divisibility facts make a constant that is not
+//! positive gives a [`CodegenError`] at the loop, and a block needing more shared memory than
+//! the target has gives [`CodegenError::SharedMemory`].
 
-use anybit_vm::{Cond, Expr, ForLoop, Inst, ParamKind, Program, Stmt, StmtKind, Unroll};
+use anybit_vm::{Cond, ForLoop, Inst, ParamKind, Stmt, StmtInfo, StmtKind, Unroll, Verified};
 
 use super::emitter::{align, shared_memory_limit, Emitter, R, STATIC_SHARED_LIMIT};
 use super::error::CodegenError;
@@ -18,7 +19,6 @@ use super::lower::memory::{self, copy, global, shared};
 use super::lower::{convert, dot, elementwise, reduce};
 use super::scalar::{gcd, scalar_name};
 use crate::target::Target;
-use anybit_vm::is_identifier;
 
 /// A generated kernel, before the prelude is put in front of it.
 pub(crate) struct Output {
@@ -105,10 +105,14 @@ const CPP_KEYWORDS: &[&str] = &[
     "gridDim",
 ];
 
-/// Lowers `program` to a kernel for `target`.
-pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, CodegenError> {
-    let mut e = Emitter::new(program);
-    check_header(&mut e)?;
+/// Lowers the verified program to a kernel for `target`.
+pub(crate) fn emit_program(
+    verified: &Verified<'_>,
+    target: Target,
+) -> Result<Output, CodegenError> {
+    let program = verified.program();
+    let mut e = Emitter::new(verified);
+    declare_params(&mut e);
     let name = if CPP_KEYWORDS.contains(&program.name.as_str()) || program.name.starts_with("ab_") {
         format!("anybit_{}", program.name)
     } else {
@@ -187,69 +191,14 @@ pub(crate) fn emit_program(program: &Program, target: Target) -> Result<Output, 
 
 // ---------------------------------------------------------------- the header
 
-/// Checks the name, threads, grid and parameters, and makes the parameters visible.
-fn check_header(e: &mut Emitter) -> R<()> {
-    let p = e.program;
-    if !is_identifier(&p.name) {
-        return Err(e.err(format!("`{}` is not an identifier", p.name)));
-    }
-    if p.threads == 0 || p.threads > 1024 {
-        return Err(e.err(format!("threads({}) is outside 1..=1024", p.threads)));
-    }
-    if p.grid.is_empty() || p.grid.len() > 3 {
-        return Err(e.err(format!(
-            "the grid has {} dimensions; 1 to 3 are allowed",
-            p.grid.len()
-        )));
-    }
-    for param in &p.params {
-        e.locate(param.span, "program");
-        if !is_identifier(&param.name) {
-            return Err(e.err(format!("parameter `{}` is not an identifier", param.name)));
-        }
-        if e.pointer(&param.name).is_some() || e.scalar_visible(&param.name) {
-            return Err(e.err(format!("parameter `{}` is declared twice", param.name)));
-        }
-        match &param.kind {
-            ParamKind::Pointer(dtype) => {
-                e.add_pointer(&param.name, *dtype);
-            }
-            ParamKind::Int { multiple_of } => {
-                e.add_scalar(&param.name);
-                e.facts
-                    .set_divisor(&param.name, multiple_of.unwrap_or(1).max(1) as u64);
-            }
-        }
-    }
-    e.locate(p.span, "program");
-    for g in &p.grid {
-        check_expr_no_block(e, g)?;
-    }
-    Ok(())
-}
-
-/// Checks that a grid dimension uses only integer parameters and constants.
-fn check_expr_no_block(e: &Emitter, x: &Expr) -> R<()> {
-    match x {
-        Expr::BlockIdx(_) => Err(e.err("the grid cannot use block indices")),
-        Expr::Var(n) => {
-            let is_int_param = e
-                .program
-                .params
-                .iter()
-                .any(|p| p.name == *n && matches!(p.kind, ParamKind::Int { .. }));
-            if is_int_param {
-                Ok(())
-            } else {
-                Err(e.err(format!(
-                    "the grid uses `{n}`, which is not an integer parameter"
-                )))
-            }
-        }
-        Expr::Const(_) => Ok(()),
-        Expr::Binary(_, a, b) => {
-            check_expr_no_block(e, a)?;
-            check_expr_no_block(e, b)
+/// Makes the integer parameters visible with their divisibility promises (pointers are used
+/// only by `view_global`, whose result the verifier typed).
+fn declare_params(e: &mut Emitter) {
+    for param in &e.program.params {
+        if let ParamKind::Int { multiple_of } = &param.kind {
+            e.add_scalar(&param.name);
+            e.facts
+                .set_divisor(&param.name, multiple_of.unwrap_or(1).max(1) as u64);
         }
     }
 }
@@ -257,17 +206,17 @@ fn check_expr_no_block(e: &Emitter, x: &Expr) -> R<()> {
 // ---------------------------------------------------------------- statements
 
 /// An `if` condition as C.
-fn condition(e: &Emitter, c: &Cond) -> R<String> {
-    Ok(match c {
+fn condition(e: &Emitter, c: &Cond) -> String {
+    match c {
         Cond::Bool(b) => b.to_string(),
         Cond::Compare(op, a, b) => {
-            format!("({} {} {})", e.scalar(a)?, op.symbol(), e.scalar(b)?)
+            format!("({} {} {})", e.scalar(a), op.symbol(), e.scalar(b))
         }
         // Both sides are evaluated (no side effects), so C's short circuit is fine.
-        Cond::And(a, b) => format!("({} && {})", condition(e, a)?, condition(e, b)?),
-        Cond::Or(a, b) => format!("({} || {})", condition(e, a)?, condition(e, b)?),
-        Cond::Not(a) => format!("!{}", condition(e, a)?),
-    })
+        Cond::And(a, b) => format!("({} && {})", condition(e, a), condition(e, b)),
+        Cond::Or(a, b) => format!("({} || {})", condition(e, a), condition(e, b)),
+        Cond::Not(a) => format!("!{}", condition(e, a)),
+    }
 }
 
 /// Lowers statements in the current scope.
@@ -291,8 +240,7 @@ fn stmt(e: &mut Emitter, s: &Stmt) -> R<()> {
     match &s.kind {
         StmtKind::Let { name, value } => {
             e.locate(s.span, "let");
-            e.new_scalar(name)?;
-            let c = e.scalar(value)?;
+            let c = e.scalar(value);
             e.line(&format!("const int {} = {c};", scalar_name(name)));
             let d = e.facts.divisor(value);
             let k = e.facts.constant(value);
@@ -313,7 +261,7 @@ fn stmt(e: &mut Emitter, s: &Stmt) -> R<()> {
             else_body,
         } => {
             e.locate(s.span, "if");
-            let c = condition(e, cond)?;
+            let c = condition(e, cond);
             e.open(&format!("if ({c}) {{"));
             scoped_block(e, then_body)?;
             if else_body.is_empty() {
@@ -328,15 +276,17 @@ fn stmt(e: &mut Emitter, s: &Stmt) -> R<()> {
         }
         StmtKind::Inst(inst) => {
             e.locate(s.span, inst.mnemonic());
-            instruction(e, inst)
+            let info = e.info(s)?;
+            instruction(e, inst, info)
         }
     }
 }
 
 /// Lowers a `for` loop: bounds evaluated once, the variable's divisibility known inside.
 fn for_loop(e: &mut Emitter, f: &ForLoop) -> R<()> {
-    e.new_scalar(&f.var)?;
-    let (start, end, step) = (e.scalar(&f.start)?, e.scalar(&f.end)?, e.scalar(&f.step)?);
+    let (start, end, step) = (e.scalar(&f.start), e.scalar(&f.end), e.scalar(&f.step));
+    // The verifier rejects a literal step that is not positive; a step the facts make a
+    // constant (through `let`) is known only here, and would loop forever.
     if let Some(s) = e.facts.constant(&f.step) {
         if s <= 0 {
             return Err(e.err(format!("the loop step {s} is not positive")));
@@ -369,17 +319,15 @@ fn for_loop(e: &mut Emitter, f: &ForLoop) -> R<()> {
 
 // ---------------------------------------------------------------- instructions
 
-/// Lowers one instruction: a comment showing it, then its family's lowering.
-fn instruction(e: &mut Emitter, inst: &Inst) -> R<()> {
+/// Lowers one instruction: a comment showing it, then its family's lowering, with the
+/// verifier's facts about it (`info`) where it defines a tensor or is elementwise.
+fn instruction(e: &mut Emitter, inst: &Inst, info: &StmtInfo) -> R<()> {
     let text = describe(inst);
     e.line(&format!("// {text}"));
     match inst {
-        Inst::AllocRegister {
-            dst,
-            dtype,
-            layout,
-            init,
-        } => memory::alloc_register(e, dst, *dtype, layout, init.as_ref()),
+        Inst::AllocRegister { dst, init, .. } => {
+            memory::alloc_register(e, dst, info, init.as_ref())
+        }
         Inst::AllocShared { dst, dtype, layout } => memory::alloc_shared(e, dst, *dtype, layout),
         Inst::FreeShared { tensor } => memory::free_shared(e, tensor),
         Inst::ViewGlobal {
@@ -387,65 +335,51 @@ fn instruction(e: &mut Emitter, inst: &Inst) -> R<()> {
             ptr,
             shape,
             strides,
-        } => global::view_global(e, dst, ptr, shape, strides),
+        } => global::view_global(e, dst, info, ptr, shape, strides),
         Inst::LoadGlobal {
-            dst,
-            src,
-            offsets,
-            layout,
-        } => global::load_global(e, dst, src, offsets, layout),
+            dst, src, offsets, ..
+        } => global::load_global(e, dst, info, src, offsets),
         Inst::StoreGlobal { dst, offsets, src } => global::store_global(e, dst, offsets, src),
         Inst::LoadShared {
-            dst,
-            src,
-            offsets,
-            layout,
-        } => shared::load_shared(e, dst, src, offsets, layout),
+            dst, src, offsets, ..
+        } => shared::load_shared(e, dst, info, src, offsets),
         Inst::StoreShared { dst, offsets, src } => shared::store_shared(e, dst, offsets, src),
         Inst::CopyAsync { dst, src, offsets } => copy::copy_async(e, dst, src, offsets),
         Inst::CommitGroup => copy::commit_group(e),
         Inst::WaitGroup { pending } => copy::wait_group(e, *pending),
         Inst::Barrier => memory::barrier(e),
         Inst::View {
-            dst,
-            src,
-            dtype,
-            layout,
-            offset,
-        } => convert::view(e, dst, src, *dtype, layout, *offset),
+            dst, src, offset, ..
+        } => convert::view(e, dst, info, src, *offset),
         Inst::Cast {
             dst,
             src,
-            dtype,
             layout: None,
-        } => convert::cast(e, dst, src, *dtype),
+            ..
+        } => convert::cast(e, dst, info, src),
         Inst::Cast {
             dst,
             src,
-            dtype,
-            layout: Some(layout),
-        } => convert::cast_to_layout(e, dst, src, *dtype, layout),
-        Inst::Unary { dst, op, src } => elementwise::unary(e, dst, *op, src),
-        Inst::Binary { dst, op, lhs, rhs } => elementwise::binary(e, dst, *op, lhs, rhs),
-        Inst::Compare { dst, op, lhs, rhs } => elementwise::compare(e, dst, *op, lhs, rhs),
+            layout: Some(_),
+            ..
+        } => convert::cast_to_layout(e, dst, info, src),
+        Inst::Unary { dst, op, src } => elementwise::unary(e, dst, info, *op, src),
+        Inst::Binary { dst, op, lhs, rhs } => elementwise::binary(e, dst, info, *op, lhs, rhs),
+        Inst::Compare { dst, op, lhs, rhs } => elementwise::compare(e, dst, info, *op, lhs, rhs),
         Inst::Where {
             dst,
             cond,
             then,
             otherwise,
-        } => elementwise::where_(e, dst, cond, then, otherwise),
-        Inst::Dot { dst, a, b, c } => dot::dot(e, dst, a, b, c),
-        Inst::Reduce { dst, op, src, dim } => reduce::reduce(e, dst, *op, src, *dim as usize),
-        Inst::Print { src } => print(e, src),
+        } => elementwise::where_(e, dst, info, cond, then, otherwise),
+        Inst::Dot { dst, a, b, c } => dot::dot(e, dst, info, a, b, c),
+        Inst::Reduce { dst, op, src, dim } => reduce::reduce(e, dst, info, *op, src, *dim as usize),
+        Inst::Print { .. } => print(e),
     }
 }
 
-/// `print` shows values in the interpreter only; generated code checks the name and emits a
-/// comment.
-fn print(e: &mut Emitter, src: &str) -> R<()> {
-    if e.lookup(src).is_none() {
-        return Err(e.err(format!("unknown tensor %{src}")));
-    }
+/// `print` shows values in the interpreter only; generated code emits a comment.
+fn print(e: &mut Emitter) -> R<()> {
     e.line("// (print is ignored by generated code)");
     Ok(())
 }

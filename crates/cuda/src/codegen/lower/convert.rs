@@ -2,13 +2,14 @@
 //! thread's bits) and `cast` (in place, or into another local order of the same elements).
 //!
 //! What this module promises: `view` copies the thread's bit stream (from its offset) into the
-//! result's words, exactly; `cast` converts every element as `docs/vm.md` says. Fast paths,
+//! result's words, exactly; `cast` converts every element as `docs/vm.md` says. The result's
+//! type is the verifier's (`StmtInfo`), which also proved that a view's bits fit and that a
+//! cast into another layout only reorders each thread's elements. Fast paths,
 //! used only when their preconditions hold: packed conversions to f16/bf16 (two codes per
 //! 32-bit register, [`crate::codegen::cast`]) for an even local size; into another local
 //! order, pairs whose codes sit 16 bits apart in one register need at most one shift.
 
-use anybit_dtype::DType;
-use anybit_layout::RegisterLayout;
+use anybit_vm::StmtInfo;
 
 use crate::codegen::cast::FastCast;
 use crate::codegen::element::{convert_to_code, decode};
@@ -20,25 +21,14 @@ use crate::codegen::emitter::{Emitter, R};
 pub(in crate::codegen) fn view(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     src: &str,
-    dtype: DType,
-    layout: &RegisterLayout,
     offset: Option<u32>,
 ) -> R<()> {
     let x = e.register(src)?;
-    let bits_in = x.layout.local_size() * x.dtype.bits() as usize;
-    let bits_out = layout.local_size() * dtype.bits() as usize;
+    let (reg, new) = e.result(info)?;
+    let bits_out = reg.layout.local_size() * reg.dtype.bits() as usize;
     let start = offset.unwrap_or(0) as usize;
-    let fits = match offset {
-        None => bits_in == bits_out,
-        Some(_) => start + bits_out <= bits_in,
-    };
-    if !fits {
-        return Err(e.err(format!(
-            "view takes {bits_out} bits from bit {start} of {bits_in} per thread"
-        )));
-    }
-    let (reg, new) = e.result(dst, dtype, layout)?;
     let w = reg.words();
     let xname = x.cname.clone();
     let source_words = x.words();
@@ -83,14 +73,15 @@ pub(in crate::codegen) fn view(
 pub(in crate::codegen) fn cast_to_layout(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     src: &str,
-    to: DType,
-    layout: &RegisterLayout,
 ) -> R<()> {
     let x = e.register(src)?;
+    let (reg, new) = e.result(info)?;
+    let (to, layout) = (reg.dtype, &reg.layout);
+    // The verifier checked this rule; here it gives the permutation itself.
     let permutation = anybit_vm::local_permutation(&x.layout, layout)
-        .map_err(|reason| e.err(format!("cast to {layout}: {reason}")))?;
-    let (reg, new) = e.result(dst, to, layout)?;
+        .map_err(|reason| e.internal(format!("cast to {layout}: {reason}")))?;
     let from = x.dtype;
     let n = from.bits() as usize;
     let l = layout.local_size();
@@ -170,10 +161,10 @@ pub(in crate::codegen) fn cast_to_layout(
 
 /// Lowers `%dst = cast(%src) : dtype`: a packed conversion where one exists and the local size
 /// is even, decode and encode otherwise.
-pub(in crate::codegen) fn cast(e: &mut Emitter, dst: &str, src: &str, to: DType) -> R<()> {
+pub(in crate::codegen) fn cast(e: &mut Emitter, dst: &str, info: &StmtInfo, src: &str) -> R<()> {
     let x = e.register(src)?;
-    let (reg, new) = e.result(dst, to, &x.layout)?;
-    let from = x.dtype;
+    let (reg, new) = e.result(info)?;
+    let (from, to) = (x.dtype, reg.dtype);
     let l = x.layout.local_size();
     if let Some(fast) = FastCast::new(from, to) {
         if l % 2 == 0 {

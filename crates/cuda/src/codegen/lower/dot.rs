@@ -15,40 +15,29 @@
 use anybit_dtype::DType;
 use anybit_layout::fragments::{mma_m16n8k16_a, mma_m16n8k16_b, mma_m16n8k16_c};
 
+use anybit_vm::StmtInfo;
+
 use crate::codegen::element::{decode, encode};
 use crate::codegen::emitter::{Emitter, Reg, R};
 use crate::codegen::layout::Terms;
 
-/// Lowers `%dst = dot(%a, %b, %c)`: `mma.sync` where proven, generic otherwise.
-pub(in crate::codegen) fn dot(e: &mut Emitter, dst: &str, a: &str, b: &str, c: &str) -> R<()> {
+/// Lowers `%dst = dot(%a, %b, %c)`: `mma.sync` where proven, generic otherwise. The verifier
+/// proved the shapes (`[.., M, K]·[.., K, N] + [.., M, N]`, rank at least 2) and dtypes (a and
+/// b alike, floats with floats); the result has c's type.
+pub(in crate::codegen) fn dot(
+    e: &mut Emitter,
+    dst: &str,
+    info: &StmtInfo,
+    a: &str,
+    b: &str,
+    c: &str,
+) -> R<()> {
     let (ra, rb, rc) = (e.register(a)?, e.register(b)?, e.register(c)?);
-    if ra.dtype != rb.dtype {
-        return Err(e.err(format!(
-            "dot operands have different dtypes ({} and {})",
-            ra.dtype, rb.dtype
-        )));
-    }
-    if ra.dtype.is_float() != rc.dtype.is_float() {
-        return Err(
-            e.err("dot needs float inputs with a float accumulator, or integers with integers")
-        );
-    }
     let (sa, sb, sc) = (ra.layout.shape(), rb.layout.shape(), rc.layout.shape());
     let rank = sa.len();
-    if rank < 2
-        || sb.len() != rank
-        || sc.len() != rank
-        || sa[..rank - 2] != sb[..rank - 2]
-        || sa[..rank - 2] != sc[..rank - 2]
-        || sa[rank - 1] != sb[rank - 2]
-        || sa[rank - 2] != sc[rank - 2]
-        || sb[rank - 1] != sc[rank - 1]
-    {
-        return Err(e.err(format!("dot shapes {sa:?} x {sb:?} + {sc:?} do not match")));
-    }
     let (m, k, n) = (sa[rank - 2], sa[rank - 1], sb[rank - 1]);
     let batch: usize = sa[..rank - 2].iter().product();
-    let (reg, new) = e.result(dst, rc.dtype, &rc.layout)?;
+    let (reg, new) = e.result(info)?;
     if try_mma(e, dst, &reg, new, &ra, &rb, &rc)? {
         return Ok(());
     }

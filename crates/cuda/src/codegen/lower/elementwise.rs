@@ -3,9 +3,10 @@
 //!
 //! What this module promises: every result element is what `docs/vm.md` says for the operand
 //! elements at the same coordinates (a broadcast operand's size-1 dimensions read coordinate 0),
-//! computed in each thread from its own registers: a broadcast operand's local index is found
-//! at generation time for every thread, and an operand not held by the thread that needs it is
-//! an error. Floats are computed in f32 without contraction and rounded once into the result
+//! computed in each thread from its own registers. The dtype read, the result layout and each
+//! operand's map (full, broadcast over which dimensions, scalar) are the verifier's
+//! (`StmtInfo::elementwise`), which proved that every thread holds the broadcast elements it
+//! needs; a broadcast operand's local index is found at generation time for every thread. Floats are computed in f32 without contraction and rounded once into the result
 //! type; integers wrap. Fast path, used only when its preconditions hold:
 //! - packed `fma.rn.{f16x2,bf16x2}` for `add`, `sub`, `mul` of f16/bf16 (a single rounding, as
 //!   the f32 computation followed by rounding gives) for an even local size, with operands of
@@ -13,7 +14,7 @@
 
 use anybit_dtype::DType;
 use anybit_layout::RegisterLayout;
-use anybit_vm::{BinaryOp, CmpOp, Operand, UnaryOp};
+use anybit_vm::{BinaryOp, CmpOp, Elementwise, ElementwiseOperand, Operand, StmtInfo, UnaryOp};
 
 use crate::codegen::element::{
     ctype, decode, encode, float_c, float_literal_value, kind, mask_hex, Kind,
@@ -21,14 +22,17 @@ use crate::codegen::element::{
 use crate::codegen::emitter::{Emitter, Reg, R};
 use crate::codegen::layout::Terms;
 
-/// Lowers `%dst = neg|abs|exp(%src)`.
-pub(in crate::codegen) fn unary(e: &mut Emitter, dst: &str, op: UnaryOp, src: &str) -> R<()> {
+/// Lowers `%dst = neg|abs|exp(%src)` (the verifier proved `exp` reads a float).
+pub(in crate::codegen) fn unary(
+    e: &mut Emitter,
+    dst: &str,
+    info: &StmtInfo,
+    op: UnaryOp,
+    src: &str,
+) -> R<()> {
     let x = e.register(src)?;
     let dtype = x.dtype;
-    if op == UnaryOp::Exp && !dtype.is_float() {
-        return Err(e.err(format!("exp needs a float tensor, %{src} is {dtype}")));
-    }
-    let (reg, new) = e.result(dst, dtype, &x.layout)?;
+    let (reg, new) = e.result(info)?;
     let n = dtype.bits();
     let l = x.layout.local_size();
     e.with_result(dst, &reg, new, |e, t| {
@@ -54,19 +58,22 @@ pub(in crate::codegen) fn unary(e: &mut Emitter, dst: &str, op: UnaryOp, src: &s
 pub(in crate::codegen) fn binary(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     op: BinaryOp,
     lhs: &Operand,
     rhs: &Operand,
 ) -> R<()> {
-    let (dtype, layout) = elementwise_type(e, &[lhs, rhs], &[lhs, rhs])?;
-    let (reg, new) = e.result(dst, dtype, &layout)?;
+    let facts = operand_maps(e, info, 2)?;
+    let (dtype, layout) = (facts.dtype, &facts.layout);
+    let (lhs, rhs) = ((lhs, &facts.operands[0]), (rhs, &facts.operands[1]));
+    let (reg, new) = e.result(info)?;
     let n = dtype.bits();
     let l = layout.local_size();
     if try_packed_binary(e, dst, &reg, new, op, lhs, rhs)? {
         return Ok(());
     }
-    let a = operand_value(e, lhs, dtype, &layout, "l")?;
-    let b = operand_value(e, rhs, dtype, &layout, "l")?;
+    let a = operand_value(e, lhs, dtype, layout, "l")?;
+    let b = operand_value(e, rhs, dtype, layout, "l")?;
     e.with_result(dst, &reg, new, |e, t| {
         e.open(&format!("#pragma unroll\nfor (int l = 0; l < {l}; ++l) {{"));
         let ct = ctype(kind(dtype));
@@ -99,14 +106,17 @@ pub(in crate::codegen) fn binary(
 pub(in crate::codegen) fn compare(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     op: CmpOp,
     lhs: &Operand,
     rhs: &Operand,
 ) -> R<()> {
-    let (dtype, layout) = elementwise_type(e, &[lhs, rhs], &[lhs, rhs])?;
-    let (reg, new) = e.result(dst, DType::Unsigned(1), &layout)?;
-    let a = operand_value(e, lhs, dtype, &layout, "l")?;
-    let b = operand_value(e, rhs, dtype, &layout, "l")?;
+    let facts = operand_maps(e, info, 2)?;
+    let (dtype, layout) = (facts.dtype, &facts.layout);
+    let (lhs, rhs) = ((lhs, &facts.operands[0]), (rhs, &facts.operands[1]));
+    let (reg, new) = e.result(info)?;
+    let a = operand_value(e, lhs, dtype, layout, "l")?;
+    let b = operand_value(e, rhs, dtype, layout, "l")?;
     let l = layout.local_size();
     e.with_result(dst, &reg, new, |e, t| {
         e.open(&format!("#pragma unroll\nfor (int l = 0; l < {l}; ++l) {{"));
@@ -126,21 +136,18 @@ pub(in crate::codegen) fn compare(
 pub(in crate::codegen) fn where_(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     cond: &str,
     then: &Operand,
     otherwise: &Operand,
 ) -> R<()> {
+    let facts = operand_maps(e, info, 3)?;
+    let (dtype, layout) = (facts.dtype, &facts.layout);
     let c = e.register(cond)?;
-    if c.dtype != DType::Unsigned(1) {
-        return Err(e.err(format!("the condition %{cond} is {}, not u1", c.dtype)));
-    }
-    let cop = Operand::Tensor(cond.to_string());
-    let (_, layout) = elementwise_type(e, &[&cop, then, otherwise], &[then, otherwise])?;
-    let (dtype, _) = elementwise_type(e, &[&cop, then, otherwise], &[then, otherwise])?;
-    let (reg, new) = e.result(dst, dtype, &layout)?;
-    let cc = operand_code(e, &c, &layout, "l")?;
-    let a = operand_code_of(e, then, dtype, &layout, "l")?;
-    let b = operand_code_of(e, otherwise, dtype, &layout, "l")?;
+    let (reg, new) = e.result(info)?;
+    let cc = operand_code(e, &c, &facts.operands[0], layout, "l")?;
+    let a = operand_code_of(e, (then, &facts.operands[1]), dtype, layout, "l")?;
+    let b = operand_code_of(e, (otherwise, &facts.operands[2]), dtype, layout, "l")?;
     let n = dtype.bits();
     let l = layout.local_size();
     e.with_result(dst, &reg, new, |e, t| {
@@ -161,80 +168,36 @@ enum OperandIndex {
     Dynamic(String),
 }
 
-/// The result layout and dtype of elementwise operands (first full-shape tensor).
-fn elementwise_type(
-    e: &Emitter,
-    tensors: &[&Operand],
-    dtype_from: &[&Operand],
-) -> R<(DType, RegisterLayout)> {
-    let regs: Vec<Reg> = tensors
-        .iter()
-        .filter_map(|o| match o {
-            Operand::Tensor(n) => Some(e.register(n)),
-            _ => None,
-        })
-        .collect::<R<_>>()?;
-    if regs.is_empty() {
-        return Err(e.err("at least one operand must be a tensor"));
+/// An operand with the verifier's map of it onto the result.
+type Mapped<'o> = (&'o Operand, &'o ElementwiseOperand);
+
+/// The verifier's facts about an elementwise instruction with `count` operands (for `where`,
+/// the condition first).
+fn operand_maps<'i>(e: &Emitter, info: &'i StmtInfo, count: usize) -> R<&'i Elementwise> {
+    match &info.elementwise {
+        Some(facts) if facts.operands.len() == count => Ok(facts),
+        _ => Err(e.internal(format!(
+            "the verifier recorded no maps for the {count} operands of this instruction"
+        ))),
     }
-    let rank = regs[0].layout.rank();
-    if regs.iter().any(|r| r.layout.rank() != rank) {
-        return Err(e.err("tensor operands have different ranks"));
-    }
-    let shape: Vec<usize> = (0..rank)
-        .map(|d| regs.iter().map(|r| r.layout.shape()[d]).max().unwrap_or(1))
-        .collect();
-    let layout = regs
-        .iter()
-        .find(|r| r.layout.shape() == shape.as_slice())
-        .map(|r| r.layout.clone())
-        .ok_or_else(|| e.err(format!("no tensor operand has the result shape {shape:?}")))?;
-    let dtype = dtype_from
-        .iter()
-        .find_map(|o| match o {
-            Operand::Tensor(n) => e.register(n).ok().map(|r| r.dtype),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            e.err("the value operands must include a tensor, or the dtype is unknown")
-        })?;
-    Ok((dtype, layout))
 }
 
-/// Where, in the operand's registers, the element is that local index `lvar` (a C variable) of
-/// the result reads; an error when the shapes do not broadcast or a broadcast operand is not
-/// held by the threads that need it.
+/// Where, in the registers of a tensor operand mapped by `map`, the element is that local
+/// index `lvar` (a C variable) of the result (`res`) reads.
 fn operand_index(
     e: &Emitter,
-    op: &RegisterLayout,
+    map: &ElementwiseOperand,
     res: &RegisterLayout,
     lvar: &str,
 ) -> R<OperandIndex> {
-    if op == res {
-        return Ok(OperandIndex::Same);
-    }
-    if op.rank() != res.rank() {
-        return Err(e.err(format!(
-            "operand layout {op} and result layout {res} have different ranks"
-        )));
-    }
-    for d in 0..op.rank() {
-        if op.shape()[d] != res.shape()[d] && op.shape()[d] != 1 {
-            return Err(e.err(format!(
-                "operand shape {:?} does not broadcast to {:?}",
-                op.shape(),
-                res.shape()
-            )));
+    let (dims, op) = match map {
+        ElementwiseOperand::Full => return Ok(OperandIndex::Same),
+        ElementwiseOperand::Broadcast { dims, layout } => (dims, &**layout),
+        ElementwiseOperand::Scalar => {
+            return Err(e.internal("a tensor operand is recorded as a scalar"))
         }
-    }
-    if op.shape() == res.shape() {
-        return Err(e.err(format!(
-            "operand layout {op} differs from the result layout {res}"
-        )));
-    }
-    let broadcast: Vec<bool> = (0..op.rank())
-        .map(|d| op.shape()[d] == 1 && res.shape()[d] != 1)
-        .collect();
+    };
+    let broadcast: Vec<bool> = (0..res.rank()).map(|d| dims.contains(&d)).collect();
     let (threads, locals) = (res.num_threads(), res.local_size());
     // m[l]: the operand index, if it is the same in every thread.
     let mut table: Vec<Option<usize>> = vec![None; locals];
@@ -249,7 +212,7 @@ fn operand_index(
                 }
             }
             let Some(i) = op.local_index_of(t, &c) else {
-                return Err(e.err(format!(
+                return Err(e.internal(format!(
                     "broadcast operand with layout {op} is not held by thread {t}, which holds result element {:?}",
                     res.coordinates(t, l)
                 )));
@@ -338,10 +301,17 @@ fn operand_index(
     }))
 }
 
-/// C expression of the code of register operand `reg` at result local index `lvar`.
-fn operand_code(e: &Emitter, reg: &Reg, res: &RegisterLayout, lvar: &str) -> R<String> {
+/// C expression of the code of register operand `reg` (mapped by `map`) at result local index
+/// `lvar`.
+fn operand_code(
+    e: &Emitter,
+    reg: &Reg,
+    map: &ElementwiseOperand,
+    res: &RegisterLayout,
+    lvar: &str,
+) -> R<String> {
     let n = reg.dtype.bits();
-    Ok(match operand_index(e, &reg.layout, res, lvar)? {
+    Ok(match operand_index(e, map, res, lvar)? {
         OperandIndex::Same => format!("ab_get<{n}>({}, {lvar})", reg.cname),
         OperandIndex::Static(i) => format!("ab_get<{n}>({}, {i})", reg.cname),
         OperandIndex::Dynamic(i) => format!(
@@ -352,10 +322,11 @@ fn operand_code(e: &Emitter, reg: &Reg, res: &RegisterLayout, lvar: &str) -> R<S
     })
 }
 
-/// The value (compute type of `dtype`) of an operand at result local index `lvar`.
+/// The value (compute type of `dtype`, the verifier's for every value operand) of an operand
+/// at result local index `lvar`.
 fn operand_value(
     e: &Emitter,
-    op: &Operand,
+    (op, map): Mapped<'_>,
     dtype: DType,
     res: &RegisterLayout,
     lvar: &str,
@@ -363,81 +334,60 @@ fn operand_value(
     match op {
         Operand::Tensor(name) => {
             let r = e.register(name)?;
-            if r.dtype != dtype {
-                return Err(e.err(format!("operand %{name} is {}, expected {dtype}", r.dtype)));
-            }
-            Ok(decode(dtype, &operand_code(e, &r, res, lvar)?))
+            Ok(decode(dtype, &operand_code(e, &r, map, res, lvar)?))
         }
         Operand::Scalar(x) => {
-            let s = e.scalar(x)?;
+            let s = e.scalar(x);
             Ok(match kind(dtype) {
                 Kind::Float if dtype == DType::F32 => format!("__int2float_rn({s})"),
                 Kind::Float => decode(dtype, &encode(dtype, &format!("__int2float_rn({s})"))),
                 _ => decode(dtype, &format!("((u32)({s}) & {})", mask_hex(dtype))),
             })
         }
-        Operand::Float(f) => {
-            if !dtype.is_float() {
-                return Err(e.err(format!("a float literal cannot be a {dtype} operand")));
-            }
-            Ok(float_c(float_literal_value(dtype, f.0)))
-        }
+        // The verifier proved that `dtype` is a float.
+        Operand::Float(f) => Ok(float_c(float_literal_value(dtype, f.0))),
     }
 }
 
 /// The code (in `dtype`) of an operand at result local index `lvar`.
 fn operand_code_of(
     e: &Emitter,
-    op: &Operand,
+    (op, map): Mapped<'_>,
     dtype: DType,
     res: &RegisterLayout,
     lvar: &str,
 ) -> R<String> {
     match op {
-        Operand::Tensor(name) => {
-            let r = e.register(name)?;
-            if r.dtype != dtype {
-                return Err(e.err(format!("operand %{name} is {}, expected {dtype}", r.dtype)));
-            }
-            operand_code(e, &r, res, lvar)
-        }
+        Operand::Tensor(name) => operand_code(e, &e.register(name)?, map, res, lvar),
         Operand::Scalar(x) => {
-            let s = e.scalar(x)?;
+            let s = e.scalar(x);
             Ok(match kind(dtype) {
                 Kind::Float => encode(dtype, &format!("__int2float_rn({s})")),
                 _ => format!("((u32)({s}) & {})", mask_hex(dtype)),
             })
         }
-        Operand::Float(f) => {
-            if !dtype.is_float() {
-                return Err(e.err(format!("a float literal cannot be a {dtype} operand")));
-            }
-            Ok(format!("0x{:x}u", dtype.encode(f.0 as f32)))
-        }
+        Operand::Float(f) => Ok(format!("0x{:x}u", dtype.encode(f.0 as f32))),
     }
 }
 
 /// A 32-bit C expression holding the operand's codes for result elements `2j` and `2j + 1`.
 fn packed_operand(
     e: &Emitter,
-    op: &Operand,
+    (op, map): Mapped<'_>,
     dtype: DType,
     res: &RegisterLayout,
 ) -> R<Option<String>> {
     Ok(Some(match op {
         Operand::Tensor(name) => {
             let r = e.register(name)?;
-            if r.dtype != dtype {
-                return Ok(None);
-            }
-            match operand_index(e, &r.layout, res, "l")? {
+            match operand_index(e, map, res, "l")? {
                 OperandIndex::Same => format!("{}[j]", r.cname),
                 OperandIndex::Static(_) => {
-                    let lo = match operand_index(e, &r.layout, res, "(2 * j)")? {
+                    let lo = match operand_index(e, map, res, "(2 * j)")? {
                         OperandIndex::Static(i) => i,
                         _ => return Ok(None),
                     };
-                    let hi = match operand_index(e, &r.layout, res, "(2 * j + 1)")? {
+                    let hi = match operand_index(e, map, res, "(2 * j + 1)")? {
                         OperandIndex::Static(i) => i,
                         _ => return Ok(None),
                     };
@@ -450,7 +400,7 @@ fn packed_operand(
             }
         }
         Operand::Scalar(x) => {
-            let s = e.scalar(x)?;
+            let s = e.scalar(x);
             let code = encode(dtype, &format!("__int2float_rn({s})"));
             format!("({code} * 0x10001u)")
         }
@@ -469,8 +419,8 @@ fn try_packed_binary(
     reg: &Reg,
     new: bool,
     op: BinaryOp,
-    lhs: &Operand,
-    rhs: &Operand,
+    lhs: Mapped<'_>,
+    rhs: Mapped<'_>,
 ) -> R<bool> {
     let (function, one, minus_one) = match reg.dtype {
         DType::F16 => ("ab_fma_f16x2", "0x3c003c00u", "0xbc00bc00u"),

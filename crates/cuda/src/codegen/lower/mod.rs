@@ -9,7 +9,10 @@
 //! - `reduce`: generic and `shfl.xor` butterflies.
 //!
 //! What this module promises: every lowering either emits code that computes what `docs/vm.md`
-//! says, or returns a [`crate::codegen::CodegenError`] naming the instruction; a fast path is
+//! says, or returns a [`crate::codegen::CodegenError`] naming the instruction. A lowering takes
+//! the verifier's facts about its statement (`anybit_vm::StmtInfo`: the result's type and
+//! whether it overwrites, the operand maps of elementwise instructions) and checks nothing the
+//! verifier proved; a fact that does not hold anyway is an internal error. A fast path is
 //! used only when its preconditions are proven at generation time, and computes what the
 //! generic lowering computes (up to the summation order `docs/vm.md` allows for `dot` and
 //! `reduce_sum`).

@@ -12,29 +12,26 @@
 
 use std::collections::BTreeMap;
 
-use anybit_vm::ReduceOp;
+use anybit_vm::{ReduceOp, StmtInfo};
 
 use crate::codegen::element::{ctype, decode, encode, kind, Kind};
 use crate::codegen::emitter::{Emitter, Reg, R};
 use crate::codegen::layout::Terms;
 
 /// Lowers `%dst = reduce_<op>(%src, dim)`: in-warp where proven, generic otherwise.
+/// The verifier proved `dim < rank` and recorded the result layout (the source's reduced along
+/// `dim`).
 pub(in crate::codegen) fn reduce(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     op: ReduceOp,
     src: &str,
     dim: usize,
 ) -> R<()> {
     let x = e.register(src)?;
-    if dim >= x.layout.rank() {
-        return Err(e.err(format!(
-            "dimension {dim} does not exist in a tensor of rank {}",
-            x.layout.rank()
-        )));
-    }
-    let out_layout = x.layout.reduce(dim);
-    let (reg, new) = e.result(dst, x.dtype, &out_layout)?;
+    let (reg, new) = e.result(info)?;
+    let out_layout = reg.layout.clone();
     if try_reduce_in_warp(e, dst, &reg, new, op, &x, dim)? {
         return Ok(());
     }

@@ -29,16 +29,7 @@ pub(in crate::codegen) fn copy_async(
 ) -> R<()> {
     let sh = e.shared(dst)?;
     let g = e.global(src)?;
-    if sh.dtype != g.dtype {
-        return Err(e.err(format!(
-            "copying {} into a shared tensor of {}",
-            g.dtype, sh.dtype
-        )));
-    }
-    if sh.layout.rank() != g.rank {
-        return Err(e.err("the shared tensor's rank differs from the global tensor's"));
-    }
-    let o = e.offsets(offsets, g.rank)?;
+    let o = e.offsets(offsets);
     e.open("{");
     if try_cp_async(e, &sh, &g, offsets, &o)? {
         e.close("}");

@@ -12,7 +12,7 @@
 //! holding only its own elements, so its stores are plain stores.
 
 use anybit_layout::RegisterLayout;
-use anybit_vm::Expr;
+use anybit_vm::{Expr, StmtInfo, TensorType};
 
 use super::vector::{
     div_pow2, group_start_alignment, read_group, run_length, thread_bases, tile_coords,
@@ -21,33 +21,25 @@ use super::vector::{
 use crate::codegen::emitter::{Emitter, Global, Reg, Var, R};
 use crate::codegen::layout::Terms;
 
-/// Lowers `%dst = view_global(ptr, sizes, strides)`.
+/// Lowers `%dst = view_global(ptr, sizes, strides)`: the element type is the pointer's, as the
+/// verifier recorded it in `info`.
 pub(in crate::codegen) fn view_global(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     ptr: &str,
     shape: &[Expr],
     strides: &[Expr],
 ) -> R<()> {
-    if e.lookup(dst).is_some() {
-        return Err(e.err(format!("%{dst} is already defined")));
-    }
-    let dtype = e
-        .pointer(ptr)
-        .ok_or_else(|| e.err(format!("`{ptr}` is not a pointer parameter")))?;
-    if shape.len() != strides.len() || shape.is_empty() {
-        return Err(e.err(format!(
-            "view_global needs as many strides as sizes, at least one ({} sizes, {} strides)",
-            shape.len(),
-            strides.len()
-        )));
-    }
+    let TensorType::Global { dtype, .. } = e.definition(info)?.ty else {
+        return Err(e.internal("the verifier recorded a result that is not a global tensor"));
+    };
     let cname = e.fresh_tensor_name("g", dst);
     e.line(&format!("u8* const {cname} = p_{ptr};"));
     let mut decl = Vec::new();
     for (i, (s, t)) in shape.iter().zip(strides).enumerate() {
-        decl.push(format!("{cname}_n{i} = {}", e.scalar(s)?));
-        decl.push(format!("{cname}_t{i} = {}", e.scalar(t)?));
+        decl.push(format!("{cname}_n{i} = {}", e.scalar(s)));
+        decl.push(format!("{cname}_t{i} = {}", e.scalar(t)));
     }
     e.line(&format!("const int {};", decl.join(", ")));
     let g = Global {
@@ -62,31 +54,24 @@ pub(in crate::codegen) fn view_global(
     Ok(())
 }
 
-/// Lowers `%dst = load_global(%src[offsets]) : layout`.
+/// Lowers `%dst = load_global(%src[offsets]) : layout` (the layout is the result's, in `info`).
 pub(in crate::codegen) fn load_global(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     src: &str,
     offsets: &[Expr],
-    layout: &RegisterLayout,
 ) -> R<()> {
     let g = e.global(src)?;
-    e.check_threads(layout)?;
-    if layout.rank() != g.rank {
-        return Err(e.err(format!(
-            "layout {layout} has rank {}, the global tensor rank {}",
-            layout.rank(),
-            g.rank
-        )));
-    }
-    let o = e.offsets(offsets, g.rank)?;
-    let (reg, new) = e.result(dst, g.dtype, layout)?;
+    let o = e.offsets(offsets);
+    let (reg, new) = e.result(info)?;
     let offsets = offsets.to_vec();
+    let layout = reg.layout.clone();
     e.with_result(dst, &reg, new, |e, t| {
-        let terms = Terms::new(layout);
+        let terms = Terms::new(&layout);
         let bases = thread_bases(e, &terms, &o);
         let plan = plan_global(e, &g, &offsets, &terms);
-        emit_load_global(e, &g, layout, &terms, &bases, &plan, t);
+        emit_load_global(e, &g, &layout, &terms, &bases, &plan, t);
         Ok(())
     })
 }
@@ -100,16 +85,7 @@ pub(in crate::codegen) fn store_global(
 ) -> R<()> {
     let g = e.global(dst)?;
     let x = e.register(src)?;
-    if x.dtype != g.dtype {
-        return Err(e.err(format!(
-            "storing {} into a global tensor of {}",
-            x.dtype, g.dtype
-        )));
-    }
-    if x.layout.rank() != g.rank {
-        return Err(e.err("the register tensor's rank differs from the global tensor's"));
-    }
-    let o = e.offsets(offsets, g.rank)?;
+    let o = e.offsets(offsets);
     let terms = Terms::new(&x.layout);
     e.open("{");
     let bases = thread_bases(e, &terms, &o);

@@ -19,8 +19,8 @@ pub(in crate::codegen) mod shared;
 mod vector;
 
 use anybit_dtype::DType;
-use anybit_layout::{RegisterLayout, SharedLayout};
-use anybit_vm::Literal;
+use anybit_layout::SharedLayout;
+use anybit_vm::{Literal, StmtInfo};
 
 use crate::codegen::element::{literal_code, splat_words};
 use crate::codegen::emitter::{Emitter, Shared, Var, R};
@@ -29,18 +29,19 @@ use crate::codegen::emitter::{Emitter, Shared, Var, R};
 pub(in crate::codegen) fn alloc_register(
     e: &mut Emitter,
     dst: &str,
-    dtype: DType,
-    layout: &RegisterLayout,
+    info: &StmtInfo,
     init: Option<&Literal>,
 ) -> R<()> {
-    let (reg, new) = e.result(dst, dtype, layout)?;
+    let (reg, new) = e.result(info)?;
+    let dtype = reg.dtype;
     let w = reg.words();
     let code = match init {
         None => 0,
-        Some(lit) => literal_code(dtype, lit)
-            .ok_or_else(|| e.err(format!("a float literal cannot initialise {dtype}")))?,
+        Some(lit) => literal_code(dtype, lit).ok_or_else(|| {
+            e.internal(format!("a float literal initialises a tensor of {dtype}"))
+        })?,
     };
-    let pattern = splat_words(code, dtype.bits(), layout.local_size());
+    let pattern = splat_words(code, dtype.bits(), reg.layout.local_size());
     if new {
         e.line(&format!("u32 {}[{w}];", reg.cname));
         e.define(dst, Var::Register(reg.clone()));
@@ -65,9 +66,6 @@ pub(in crate::codegen) fn alloc_shared(
     dtype: DType,
     layout: &SharedLayout,
 ) -> R<()> {
-    if e.lookup(dst).is_some() {
-        return Err(e.err(format!("%{dst} is already defined")));
-    }
     let span = layout.span();
     let bits = span
         .checked_mul(dtype.bits() as usize)

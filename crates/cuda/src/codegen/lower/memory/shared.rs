@@ -15,7 +15,7 @@
 
 use anybit_layout::fragments::{mma_m16n8k16_a, mma_m16n8k16_b_pair};
 use anybit_layout::{RegisterLayout, SharedLayout};
-use anybit_vm::Expr;
+use anybit_vm::{Expr, StmtInfo};
 
 use super::vector::{
     group_start_alignment, read_group, run_length, thread_bases, tile_coords, write_group, Plan,
@@ -24,20 +24,15 @@ use super::vector::{
 use crate::codegen::emitter::{Emitter, Reg, Shared, R};
 use crate::codegen::layout::{contiguous, pow2_factor, shared_offset_expr, Terms};
 
-/// Checks a shared tile access and returns the offsets as C.
+/// The offsets of a shared tile access as C. The verifier checked ranks, and that the tile
+/// fits at literal offsets; an offset the divisibility facts make a constant (through `let`)
+/// is known only here, and a tile outside the tensor there is an error.
 fn shared_tile(
     e: &Emitter,
     sh: &Shared,
     offsets: &[Expr],
     layout: &RegisterLayout,
 ) -> R<Vec<String>> {
-    if layout.rank() != sh.layout.rank() {
-        return Err(e.err(format!(
-            "layout {layout} has rank {}, the shared tensor rank {}",
-            layout.rank(),
-            sh.layout.rank()
-        )));
-    }
     for (d, o) in offsets.iter().enumerate() {
         if let Some(c) = e.facts.constant(o) {
             if c < 0 || c as usize + layout.shape()[d] > sh.layout.shape()[d] {
@@ -49,30 +44,31 @@ fn shared_tile(
             }
         }
     }
-    e.offsets(offsets, layout.rank())
+    Ok(e.offsets(offsets))
 }
 
-/// Lowers `%dst = load_shared(%src[offsets]) : layout`.
+/// Lowers `%dst = load_shared(%src[offsets]) : layout` (the layout is the result's, in
+/// `info`).
 pub(in crate::codegen) fn load_shared(
     e: &mut Emitter,
     dst: &str,
+    info: &StmtInfo,
     src: &str,
     offsets: &[Expr],
-    layout: &RegisterLayout,
 ) -> R<()> {
     let sh = e.shared(src)?;
-    e.check_threads(layout)?;
-    let o = shared_tile(e, &sh, offsets, layout)?;
-    let (reg, new) = e.result(dst, sh.dtype, layout)?;
+    let (reg, new) = e.result(info)?;
+    let layout = reg.layout.clone();
+    let o = shared_tile(e, &sh, offsets, &layout)?;
     let offsets = offsets.to_vec();
     e.with_result(dst, &reg, new, |e, t| {
-        if try_ldmatrix(e, &sh, &offsets, layout, t)? {
+        if try_ldmatrix(e, &sh, &offsets, &layout, t)? {
             return Ok(());
         }
-        let terms = Terms::new(layout);
+        let terms = Terms::new(&layout);
         let bases = thread_bases(e, &terms, &o);
         let plan = plan_shared(e, &sh.layout, sh.dtype.bits() as usize, &offsets, &terms);
-        emit_load_shared(e, &sh, layout, &terms, &bases, &plan, t);
+        emit_load_shared(e, &sh, &layout, &terms, &bases, &plan, t);
         Ok(())
     })
 }
@@ -86,12 +82,6 @@ pub(in crate::codegen) fn store_shared(
 ) -> R<()> {
     let sh = e.shared(dst)?;
     let x = e.register(src)?;
-    if x.dtype != sh.dtype {
-        return Err(e.err(format!(
-            "storing {} into a shared tensor of {}",
-            x.dtype, sh.dtype
-        )));
-    }
     let o = shared_tile(e, &sh, offsets, &x.layout)?;
     let terms = Terms::new(&x.layout);
     e.open("{");
