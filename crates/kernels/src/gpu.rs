@@ -51,6 +51,22 @@ pub enum MatmulError {
     Mismatch { what: String, call: String },
 }
 
+/// The CUDA of `spec` for `target`: its program, verified once and generated.
+fn generate_kernel(
+    spec: &DecodeKernel,
+    target: anybit_cuda::Target,
+) -> Result<anybit_cuda::GeneratedKernel, MatmulError> {
+    let program = spec.program().program;
+    let verified = anybit_vm::verify(&program).map_err(|error| MatmulError::Verify {
+        kernel: spec.name(),
+        error,
+    })?;
+    generate(&verified, target).map_err(|error| MatmulError::Codegen {
+        kernel: spec.name(),
+        error,
+    })
+}
+
 /// A prepared weight in device memory.
 pub struct DeviceWeight {
     pub format: QuantFormat,
@@ -125,13 +141,7 @@ impl<'g> Matmul<'g> {
                             let Some(spec) = specs.get(index) else {
                                 return Ok(());
                             };
-                            let generated =
-                                generate(&spec.program().program, target).map_err(|error| {
-                                    MatmulError::Codegen {
-                                        kernel: spec.name(),
-                                        error,
-                                    }
-                                })?;
+                            let generated = generate_kernel(spec, target)?;
                             cache.compile(&generated.source, &generated.name, target)?;
                         }
                     })
@@ -156,16 +166,7 @@ impl<'g> Matmul<'g> {
     pub fn load(&mut self, spec: &DecodeKernel) -> Result<&Kernel, MatmulError> {
         let name = spec.name();
         if !self.kernels.contains_key(&name) {
-            let program = spec.program().program;
-            let verified = anybit_vm::verify(&program).map_err(|error| MatmulError::Verify {
-                kernel: name.clone(),
-                error,
-            })?;
-            let generated =
-                generate(&verified, self.gpu.target()).map_err(|error| MatmulError::Codegen {
-                    kernel: name.clone(),
-                    error,
-                })?;
+            let generated = generate_kernel(spec, self.gpu.target())?;
             let module =
                 self.cache
                     .compile(&generated.source, &generated.name, self.gpu.target())?;

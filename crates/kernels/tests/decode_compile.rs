@@ -100,7 +100,9 @@ fn library_kernels_compile_with_vector_loads_and_hmma() {
                         let mut source = PRELUDE.to_string();
                         for kernel in batch {
                             let program = kernel.program().program;
-                            let generated = generate(&program, *target)
+                            let verified = anybit_vm::verify(&program)
+                                .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+                            let generated = generate(&verified, *target)
                                 .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
                             source.push_str(generated.kernel_source());
                         }
