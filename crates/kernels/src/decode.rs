@@ -87,12 +87,12 @@ impl DecodeSchedule {
 
 /// Warps the heuristic wants in flight over the whole GPU (132 SMs with ~24 warps each on an
 /// H100): below this, K is split inside the block.
-const WARPS_WANTED: usize = 3072;
+const WARPS_WANTED: usize = 2048;
 
 impl DecodeSchedule {
-    /// The library's schedule when nothing is tuned: one row tile per warp, enough token tiles
-    /// for `m`, about 64 codes per lane and step (two chunks of 4-bit codes, four of 8-bit, one
-    /// of the rest), and K split over as few warps (1, 2, 4 or 8) as give about
+    /// The library's schedule when nothing is tuned: two row warps of two row tiles each, enough
+    /// token tiles for `m`, about 64 codes per lane and step (two chunks of 4-bit codes, four of
+    /// 8-bit, one of the rest), and K split over as few warps (1, 2, 4 or 8) as give about
     /// [`WARPS_WANTED`] warps for an `[n, k]` weight, among the splits the shape allows; at
     /// most 16 warps per block, so that a thread keeps 128 registers and nothing spills (8 when
     /// a step's dequantized codes take more than 48 registers).
@@ -104,36 +104,42 @@ impl DecodeSchedule {
         activation: Activation,
     ) -> DecodeSchedule {
         let lane_codes = 8 * steps_per_chunk(format.weight.bits());
-        // Registers of one step's dequantized codes per thread (f32 for the formats the
-        // activation type cannot hold): above 48, blocks keep to 8 warps (255 registers each).
+        let token_tiles = m.div_ceil(8).next_power_of_two().clamp(1, 8);
         let chunks = (64 / lane_codes).max(1);
+        // Registers of one step's dequantized codes per thread and row tile (f32 for the
+        // formats the activation type cannot hold).
         let dequant_bits = if exact_in(format.weight, activation) {
             16
         } else {
             32
         };
-        let max_warps = if chunks * lane_codes * dequant_bits / 32 > 48 {
-            8
+        let words = chunks * lane_codes * dequant_bits / 32;
+        // Two row tiles per warp share each B fragment of x (tuning on an H100 chose two for
+        // nearly every width at M <= 16), where their codes and accumulators fit.
+        let tiles_per_warp = if token_tiles <= 2 && 2 * words <= 64 {
+            2
         } else {
-            16
+            1
         };
+        // Above 48 registers of codes a block keeps to 8 warps (255 registers a thread).
+        let max_warps = if tiles_per_warp * words > 48 { 8 } else { 16 };
         let mut schedule = DecodeSchedule {
-            warps: 4,
+            warps: 2,
             k_warps: 1,
-            tiles_per_warp: 1,
-            token_tiles: m.div_ceil(8).next_power_of_two().clamp(1, 8),
+            tiles_per_warp,
+            token_tiles,
             chunks_per_step: chunks,
             prefetch: false,
             stages: 0,
         };
-        let tiles = n.div_ceil(TILE_ROWS);
+        let warp_rows = n.div_ceil(TILE_ROWS * schedule.tiles_per_warp);
         for k_warps in [2, 4, 8] {
-            if tiles * schedule.k_warps >= WARPS_WANTED {
+            if warp_rows * schedule.k_warps >= WARPS_WANTED {
                 break;
             }
             let candidate = DecodeSchedule {
                 k_warps,
-                warps: (max_warps / k_warps).clamp(1, 4),
+                warps: (max_warps / k_warps).clamp(1, 2),
                 ..schedule
             };
             let kernel = DecodeKernel {
