@@ -6,6 +6,7 @@
 //! (tests check both). They are the reference programs for the interpreter and code generation.
 
 use anybit_dtype::DType;
+use anybit_layout::fragments::{mma_m16n8k16_a, mma_m16n8k16_b, mma_m16n8k16_c};
 use anybit_layout::{LayoutError, RegisterLayout, SharedLayout};
 
 use crate::builder::{block_x, block_y, ProgramBuilder};
@@ -41,34 +42,6 @@ fn chain(parts: &[RegisterLayout]) -> Result<RegisterLayout, LayoutError> {
     layouts.try_fold(first.clone(), |outer, inner| outer.compose(inner))
 }
 
-/// The A operand (16×16, row-major `[M, K]`) of `mma.m16n8k16` for 16-bit inputs:
-/// `column_local(2,2).spatial(8,4).local(1,2)`; 32 threads, 8 elements each.
-pub fn mma_a() -> Result<RegisterLayout, LayoutError> {
-    chain(&[
-        RegisterLayout::column_local(&[2, 2]),
-        RegisterLayout::spatial(&[8, 4]),
-        RegisterLayout::local(&[1, 2]),
-    ])
-}
-
-/// The B operand (16×8, `[K, N]`) of `mma.m16n8k16`: `local(2,1).column_spatial(4,8).local(2,1)`.
-pub fn mma_b() -> Result<RegisterLayout, LayoutError> {
-    chain(&[
-        RegisterLayout::local(&[2, 1]),
-        RegisterLayout::column_spatial(&[4, 8]),
-        RegisterLayout::local(&[2, 1]),
-    ])
-}
-
-/// The C/D operand (16×8, `[M, N]`) of `mma.m16n8k16`: `local(2,1).spatial(8,4).local(1,2)`.
-pub fn mma_c() -> Result<RegisterLayout, LayoutError> {
-    chain(&[
-        RegisterLayout::local(&[2, 1]),
-        RegisterLayout::spatial(&[8, 4]),
-        RegisterLayout::local(&[1, 2]),
-    ])
-}
-
 /// `c = a + b` for f16 vectors of length `n`: 128 threads, 8 contiguous elements per thread,
 /// 1024 elements per block.
 pub fn vector_add() -> Result<Program, ExampleError> {
@@ -102,18 +75,18 @@ pub fn matmul_f16() -> Result<Program, ExampleError> {
         RegisterLayout::spatial(&[2, 1]),
         RegisterLayout::replicate(2, 2),
         RegisterLayout::local(&[2, 2]),
-        mma_a()?,
+        mma_m16n8k16_a(),
     ])?;
     let warps_b = chain(&[
         RegisterLayout::replicate(2, 2),
         RegisterLayout::spatial(&[1, 2]),
         RegisterLayout::local(&[2, 4]),
-        mma_b()?,
+        mma_m16n8k16_b(),
     ])?;
     let warps_c = chain(&[
         RegisterLayout::spatial(&[2, 2]),
         RegisterLayout::local(&[2, 4]),
-        mma_c()?,
+        mma_m16n8k16_c(),
     ])?;
     let (bm, bn, bk) = (64, 64, 32);
 
@@ -232,18 +205,18 @@ pub fn quantized_matmul(weight: DType, group_size: usize) -> Result<Program, Exa
     let layout_x = chain(&[
         RegisterLayout::replicate(2, 4),
         RegisterLayout::local(&[1, bk / 16]),
-        mma_a()?,
+        mma_m16n8k16_a(),
     ])?;
     let layout_w = chain(&[
         RegisterLayout::spatial(&[1, 4]),
         RegisterLayout::local(&[bk / 16, 2]),
-        mma_b()?,
+        mma_m16n8k16_b(),
     ])?;
     let layout_group = layout_w.reduce(0);
     let layout_y = chain(&[
         RegisterLayout::spatial(&[1, 4]),
         RegisterLayout::local(&[1, 2]),
-        mma_c()?,
+        mma_m16n8k16_c(),
     ])?;
     let with_zeros = matches!(weight, DType::Unsigned(_));
 
