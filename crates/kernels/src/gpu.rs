@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use anybit_cuda::{
-    generate, CodegenError, CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache,
-    Launch, RuntimeError,
+    generate, BufferCheckError, CodegenError, CompileError, DeviceBuffer, GeneratedKernel, Gpu,
+    Kernel, KernelArgument, KernelCache, Launch, RuntimeError,
 };
 use anybit_vm::VerifyError;
 
@@ -47,6 +47,8 @@ pub enum MatmulError {
         kernel: QuantFormat,
         weight: QuantFormat,
     },
+    #[error(transparent)]
+    Buffers(#[from] BufferCheckError),
     #[error("the kernel {what}, and the call {call}")]
     Mismatch { what: String, call: String },
 }
@@ -106,8 +108,9 @@ impl DeviceWeight {
 pub struct Matmul<'g> {
     gpu: &'g Gpu,
     cache: KernelCache,
-    /// Loaded kernels by name, with the dynamic shared memory each launch needs.
-    kernels: HashMap<String, (Kernel, u32)>,
+    /// Loaded kernels by name, with what generation said about them (dynamic shared memory,
+    /// the views the launch check reads).
+    kernels: HashMap<String, (Kernel, GeneratedKernel)>,
 }
 
 /// One launch, ready to enqueue or time.
@@ -171,10 +174,7 @@ impl<'g> Matmul<'g> {
                 self.cache
                     .compile(&generated.source, &generated.name, self.gpu.target())?;
             let kernel = self.gpu.load(&module, &generated.name)?;
-            self.kernels.insert(
-                name.clone(),
-                (kernel, generated.dynamic_shared_bytes as u32),
-            );
+            self.kernels.insert(name.clone(), (kernel, generated));
         }
         Ok(&self.kernels[&name].0)
     }
@@ -261,7 +261,8 @@ impl<'g> Matmul<'g> {
         let blocks = n.div_ceil(rows) as u32;
         let threads = spec.schedule.threads() as u32;
         self.load(spec)?;
-        let dynamic_shared_bytes = self.kernels[&spec.name()].1;
+        let generated = &self.kernels[&spec.name()].1;
+        let dynamic_shared_bytes = generated.dynamic_shared_bytes as u32;
         let mut arguments = vec![
             KernelArgument::Buffer(x),
             KernelArgument::Buffer(&weight.codes),
@@ -279,6 +280,15 @@ impl<'g> Matmul<'g> {
             KernelArgument::I32(n as i32),
             KernelArgument::I32(k as i32),
         ]);
+        // The check every launch makes: no view of the program reaches past a buffer.
+        let lengths: Vec<usize> = arguments
+            .iter()
+            .filter_map(|argument| match argument {
+                KernelArgument::Buffer(buffer) => Some(buffer.len()),
+                KernelArgument::I32(_) => None,
+            })
+            .collect();
+        generated.check_buffers(&[m as i32, n as i32, k as i32], &lengths)?;
         Ok(Prepared {
             launch: Launch {
                 grid: [blocks, 1, 1],

@@ -145,6 +145,19 @@ fn run_on_gpu(
         gpu.target(),
     )?;
     let kernel = gpu.load(&module, &generated.name)?;
+    // Refuse buffers smaller than the program's views reach before anything runs.
+    let mut ints = Vec::new();
+    let mut lengths = Vec::new();
+    for index in 0..program.params.len() {
+        match arguments.get_at(index) {
+            Some(Argument::Buffer(bytes)) => lengths.push(bytes.len()),
+            Some(Argument::Int(value)) => ints.push(*value),
+            None => bail!("parameter `{}` has no --arg", program.params[index].name),
+        }
+    }
+    generated
+        .check_buffers(&ints, &lengths)
+        .context("the GPU launch is refused")?;
     let mut values = Vec::new();
     for index in 0..program.params.len() {
         match arguments.get_at(index) {
