@@ -227,13 +227,37 @@ impl DecodeSchedule {
                 }
             }
         }
-        // Each of them also with `x` staged in shared memory, or without, where it fits.
+        // Each of them also with twice the chunks per step, and with `x` staged in shared
+        // memory or without, where it fits.
         let chunk_cols = STEP_COLS * steps_per_chunk(format.weight.bits());
         let twins: Vec<DecodeSchedule> = candidates
             .iter()
-            .map(|c| DecodeSchedule {
-                shared_x: !c.shared_x,
-                ..*c
+            .flat_map(|c| {
+                let wider = DecodeSchedule {
+                    chunks_per_step: 2 * c.chunks_per_step,
+                    ..*c
+                };
+                let wider_kernel = DecodeKernel {
+                    format,
+                    activation,
+                    scale_dtype: DType::F16,
+                    bias: false,
+                    schedule: wider,
+                };
+                // At most 128 codes per lane and row tile in a step (registers).
+                let lane_codes = chunk_cols / STEP_COLS * 8;
+                let wider = (wider.chunks_per_step * lane_codes <= 128 && wider_kernel.supports(k))
+                    .then_some(wider);
+                [Some(*c), wider].into_iter().flatten()
+            })
+            .flat_map(|c| {
+                [
+                    c,
+                    DecodeSchedule {
+                        shared_x: !c.shared_x,
+                        ..c
+                    },
+                ]
             })
             .filter(|c| {
                 c.stages == 0
