@@ -110,8 +110,10 @@ impl DecodeSchedule {
     }
 }
 
-/// Static shared memory a block may take without opting in to more.
-pub const MAX_SHARED_BYTES: usize = 48 * 1024;
+/// Shared memory a schedule's tiles may take per block: above 48 KB the kernel's shared memory
+/// is dynamic and the launch opts in to it (every GPU from sm_80 on has at least 99 KB per
+/// block), and three such blocks still fit an H100's SM.
+pub const MAX_SHARED_BYTES: usize = 64 * 1024;
 
 /// Warps the heuristic wants in flight over the whole GPU at M > 8 (132 SMs with ~12 warps
 /// each on an H100): below this, K is split inside the block.
@@ -129,7 +131,8 @@ impl DecodeSchedule {
     /// - two row tiles per warp on wide layers (N ≥ 16384) where their codes fit in 64
     ///   registers (each B fragment then serves twice the weights), else one (narrow layers
     ///   need the warps more);
-    /// - `x` staged in shared memory wherever its tiles fit [`MAX_SHARED_BYTES`];
+    /// - `x` staged in shared memory wherever its tiles fit [`MAX_SHARED_BYTES`], splitting K
+    ///   over fewer warps where that makes them fit;
     /// - two row warps at M ≤ 8, four above; K split over as few warps (1, 2, 4 or 8) as give
     ///   [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`] for more, among
     ///   the splits the shape allows;
@@ -196,11 +199,18 @@ impl DecodeSchedule {
                 schedule = candidate;
             }
         }
-        let staged = DecodeSchedule {
+        // `x` in shared memory, with K split over fewer warps where its tiles would not fit
+        // (few warps that share x beat many that each load their own).
+        let chunk_cols = STEP_COLS * steps_per_chunk(bits);
+        let mut staged = DecodeSchedule {
             shared_x: true,
             ..schedule
         };
-        if staged.shared_bytes(STEP_COLS * steps_per_chunk(bits), bits) <= MAX_SHARED_BYTES {
+        while staged.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES && staged.k_warps > 1 {
+            staged.k_warps /= 2;
+            staged.warps = (max_warps / staged.k_warps).clamp(1, row_warps);
+        }
+        if staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES && supported(staged) {
             schedule = staged;
         }
         schedule
