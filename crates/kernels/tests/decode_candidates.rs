@@ -52,7 +52,11 @@ fn check(weight: DType) -> usize {
                 "the heuristic is the first quick candidate"
             );
             assert!(quick.len() <= 13, "{} quick candidates", quick.len());
-            candidates.extend(quick.into_iter().filter(|q| !candidates.contains(q)));
+            for schedule in quick {
+                if !candidates.contains(&schedule) {
+                    candidates.push(schedule);
+                }
+            }
             assert_eq!(
                 candidates[0], heuristic,
                 "the heuristic is the first candidate"
