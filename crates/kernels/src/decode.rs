@@ -128,11 +128,12 @@ impl DecodeSchedule {
     /// within about 6 % of the best candidate on the benchmark shapes):
     /// - enough token tiles for `m`; about 64 codes per lane and step (two chunks of 4-bit
     ///   codes, four of 8-bit, one of the rest);
-    /// - two row tiles per warp on wide layers (N ≥ 16384) where their codes fit in 64
-    ///   registers (each B fragment then serves twice the weights), else one (narrow layers
-    ///   need the warps more);
+    /// - two row tiles per warp on wide layers (N ≥ 16384) at M ≤ 32 where their codes fit in
+    ///   64 registers (each B fragment then serves twice the weights), else one (narrow layers
+    ///   need the warps more; at M = 64 the accumulators need the registers);
     /// - `x` staged in shared memory wherever its tiles fit [`MAX_SHARED_BYTES`], splitting K
-    ///   over fewer warps where that makes them fit;
+    ///   over fewer warps where that makes them fit, unless a step's registers (accumulators,
+    ///   dequantized codes, zero points, B fragments) already come to about 150;
     /// - two row warps at M ≤ 8, four above; K split over as few warps (1, 2, 4 or 8) as give
     ///   [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`] for more, among
     ///   the splits the shape allows;
@@ -157,7 +158,11 @@ impl DecodeSchedule {
             32
         };
         let words = chunks * lane_codes * dequant_bits / 32;
-        let tiles_per_warp = if n >= 16384 && 2 * words <= 64 { 2 } else { 1 };
+        let tiles_per_warp = if n >= 16384 && 2 * words <= 64 && token_tiles <= 4 {
+            2
+        } else {
+            1
+        };
         // Above 48 registers of codes a block keeps to 8 warps (255 registers a thread).
         let max_warps = if tiles_per_warp * words > 48 { 8 } else { 16 };
         let (row_warps, wanted) = if token_tiles == 1 {
@@ -210,7 +215,23 @@ impl DecodeSchedule {
             staged.k_warps /= 2;
             staged.warps = (max_warps / staged.k_warps).clamp(1, row_warps);
         }
-        if staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES && supported(staged) {
+        // The two-step loop of staged x keeps more registers live: where a step already needs
+        // about 150 (accumulators, dequantized codes, zero points, B fragments), it would spill.
+        let dot_steps = (16 / token_tiles).min(steps_per_chunk(bits) * chunks);
+        let zero_words = if format.zeros == ZeroPoints::None {
+            0
+        } else {
+            words / 2
+        };
+        let live =
+            tiles_per_warp * (4 * token_tiles + words + zero_words) + 2 * dot_steps * token_tiles;
+        // At M = 64 the 6-bit gathers and the f32 conversions spilled too (CI's SASS check).
+        let spills_at_64 = token_tiles == 8 && (bits == 6 || dequant_bits == 32);
+        if live <= 150
+            && !spills_at_64
+            && staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES
+            && supported(staged)
+        {
             schedule = staged;
         }
         schedule
