@@ -422,6 +422,13 @@ impl ErrorStatistics {
         Ok(())
     }
 
+    /// Adds the sums of another part (compared separately), as if its elements followed.
+    pub fn merge(&mut self, other: &ErrorStatistics) {
+        self.max_abs = self.max_abs.max(other.max_abs);
+        self.difference_squared += other.difference_squared;
+        self.original_squared += other.original_squared;
+    }
+
     /// The report of everything added so far.
     pub fn report(&self) -> ErrorReport {
         let relative_frobenius = if self.original_squared > 0.0 {
