@@ -51,6 +51,9 @@ pub enum CheckpointError {
     /// An `--include` pattern selects no tensor: most likely a typo.
     #[error("the pattern `{pattern}` matches no tensor of the checkpoint")]
     UnmatchedPattern { pattern: String },
+    /// A request that cannot be carried out whatever the checkpoint (an option out of range).
+    #[error("{0}")]
+    Request(String),
     /// The request is refused before anything is written (the output would overwrite the input,
     /// or is a kind of path that cannot hold the output).
     #[error("refusing to write {}: {reason}", path.display())]

@@ -125,6 +125,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::quantize::Search::None)]
         search: commands::quantize::Search,
     },
+    /// Dequantize an anybit quantized checkpoint into a plain safetensors checkpoint.
+    ///
+    /// Every quantized weight becomes a tensor of its original name and shape (in its original
+    /// column order) holding exactly the library's dequantized values; every other tensor is
+    /// copied unchanged. Example: anybit dequantize model-u3.safetensors -o model-u3-f16.safetensors
+    Dequantize {
+        /// The quantized checkpoint: a .safetensors file, or a sharded checkpoint's index.
+        input: PathBuf,
+        /// The output: a .safetensors file, or for a sharded input a new or empty directory.
+        /// Written atomically; never the input.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The type of the dequantized weights (default: each weight's original type).
+        #[arg(long, value_enum)]
+        dtype: Option<commands::dequantize::OutputDtype>,
+    },
     /// Compile a program to CUDA C++, PTX, a cubin or SASS (no GPU needed).
     Compile {
         /// The program file.
@@ -318,6 +334,11 @@ fn main() -> ExitCode {
             exclude,
             search,
         }),
+        Command::Dequantize {
+            input,
+            output,
+            dtype,
+        } => commands::dequantize::run(input, output, dtype),
         Command::Check { files } => commands::program::check(&files),
         Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
         Command::Run {

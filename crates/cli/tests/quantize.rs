@@ -633,3 +633,109 @@ fn refuses_bad_files_and_outputs_without_writing() {
         ("F8_E4M3", f8_bytes.as_slice())
     );
 }
+
+#[test]
+fn dequantize_gives_back_the_library_dequantization() {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (index, tensors) = sharded_model(&input);
+    let quantized = root.path().join("quantized");
+    let result = anybit(&[
+        "quantize",
+        index.to_str().unwrap(),
+        "-o",
+        quantized.to_str().unwrap(),
+        "--dtype",
+        "u3",
+        "--group",
+        "32",
+        "--search",
+        "mse",
+    ]);
+    assert!(result.status.success());
+    let checkpoint = QuantizedCheckpoint::open(&quantized).unwrap();
+    for (dtype, argument) in [(None, None), (Some(Dtype::F32), Some("f32"))] {
+        let output = root.path().join(format!("plain-{argument:?}"));
+        let mut arguments = vec![
+            "dequantize",
+            quantized.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ];
+        if let Some(argument) = argument {
+            arguments.extend(["--dtype", argument]);
+        }
+        let result = anybit(&arguments);
+        let stdout = String::from_utf8(result.stdout).unwrap();
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let into = if dtype.is_some() {
+            "to F32"
+        } else {
+            "to their original types"
+        };
+        assert!(
+            stdout.starts_with(&format!(
+                "dequantized 3 weights {into}; copied 3 unchanged\ntensor data: "
+            )),
+            "{stdout}"
+        );
+        assert_eq!(
+            names(&output),
+            [SHARDS[0], SHARDS[1], "model.safetensors.index.json"]
+        );
+        for tensor in &tensors {
+            let shard = if tensor.name.contains("layers.1") || tensor.name == "model.norm.weight" {
+                SHARDS[1]
+            } else {
+                SHARDS[0]
+            };
+            let bytes = std::fs::read(output.join(shard)).unwrap();
+            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let view = file.tensor(tensor.name).unwrap();
+            assert_eq!(view.shape(), tensor.shape);
+            match checkpoint.matrix(tensor.name) {
+                Ok(matrix) => {
+                    let values = matrix.dequantize();
+                    let dtype = dtype.unwrap_or(tensor.dtype);
+                    assert_eq!(view.dtype(), dtype, "{}", tensor.name);
+                    let expected = Tensor {
+                        name: tensor.name,
+                        dtype,
+                        shape: tensor.shape.clone(),
+                        values,
+                    };
+                    assert_eq!(view.data(), expected.bytes(), "{}", tensor.name);
+                }
+                Err(_) => assert_eq!(view.data(), tensor.bytes(), "{} copied", tensor.name),
+            }
+        }
+    }
+    // A plain checkpoint is not an anybit one; the output cannot be the input.
+    refused(
+        root.path(),
+        &input,
+        &[
+            "dequantize",
+            index.to_str().unwrap(),
+            "-o",
+            root.path().join("again").to_str().unwrap(),
+        ],
+        "not an anybit quantized checkpoint (no `anybit.format_version` in its metadata)",
+    );
+    refused(
+        root.path(),
+        &quantized,
+        &[
+            "dequantize",
+            quantized.to_str().unwrap(),
+            "-o",
+            quantized.to_str().unwrap(),
+        ],
+        "it is the directory of the input checkpoint",
+    );
+}

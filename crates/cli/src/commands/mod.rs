@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod compile;
+pub mod dequantize;
 pub mod doctor;
 pub mod dtype;
 pub mod kernel;
