@@ -42,6 +42,10 @@ pub enum CheckpointError {
     /// An anybit quantized checkpoint's metadata is missing, malformed or of another version.
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
+    /// The quantization settings of a checkpoint to import are missing, malformed or not
+    /// supported.
+    #[error("{}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
     /// A glob pattern of `--include`/`--exclude` does not parse.
     #[error("invalid tensor name pattern `{pattern}`: {source}")]
     Pattern {

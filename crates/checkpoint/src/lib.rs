@@ -19,6 +19,7 @@ mod checkpoint;
 mod dequantize;
 mod error;
 pub mod format;
+pub mod import;
 mod index;
 mod output;
 mod quantize;
@@ -32,6 +33,7 @@ pub use error::CheckpointError;
 pub use format::{
     QuantizedCheckpoint, QuantizedParts, QuantizedTensorInfo, FORMAT_VERSION, FORMAT_VERSION_KEY,
 };
+pub use import::{import_checkpoint, ImportConfig, ImportFormat, ImportSettings, ZeroStorage};
 pub use index::ShardIndex;
 pub use output::{AtomicDir, AtomicFile};
 pub use quantize::{

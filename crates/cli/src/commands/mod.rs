@@ -5,6 +5,7 @@ pub mod compile;
 pub mod dequantize;
 pub mod doctor;
 pub mod dtype;
+pub mod import;
 pub mod kernel;
 pub mod program;
 pub mod quantize;
