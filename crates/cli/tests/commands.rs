@@ -340,3 +340,45 @@ fn run_verifies_before_it_runs_on_either_device() {
     }
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+#[test]
+fn run_refuses_a_buffer_it_cannot_make_with_a_message() {
+    let output = anybit(&[
+        "run",
+        "../../examples/vector_add.anybit",
+        "--arg",
+        "n=8",
+        "--arg",
+        "a=random:100000000000",
+        "--arg",
+        "b=random:8",
+        "--arg",
+        "c=zeros:8",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("100000000000 elements of f16 take 200000000000 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anybit"))
+        .args(["dtypes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the anybit binary runs");
+    // Close the reading end before anything is read.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(String::from_utf8(output.stderr).unwrap(), "");
+}

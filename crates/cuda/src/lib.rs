@@ -12,7 +12,9 @@ mod sass;
 mod target;
 mod toolkit;
 
-pub use codegen::{generate, CodegenError, GeneratedKernel, KernelParam, KernelParamKind};
+pub use codegen::{
+    generate, BufferCheckError, CodegenError, GeneratedKernel, KernelParam, KernelParamKind,
+};
 pub use compile::{compile, CompileError, CompiledModule, KernelCache};
 pub use driver::{probe_driver, DriverStatus, GpuInfo};
 pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};

@@ -481,3 +481,35 @@ pub fn vector_width_types() -> Vec<DType> {
     }
     types
 }
+
+/// The cases `anybit-gpu-check` runs, in its order: the examples, the quantized matmul of every
+/// weight type, every cast, the vector-width cases, `corpus`, then `random` random programs.
+pub fn all_cases(rng: &mut impl Rng, random: usize, corpus: Vec<Case>) -> Vec<Case> {
+    let mut cases = vec![vector_add_case(rng)];
+    cases.extend((0..3).map(|_| matmul_case(rng)));
+    cases.push(softmax_case(rng, 256));
+    cases.push(softmax_case(rng, 1024));
+    for weight in weight_types() {
+        for group in [32, 128] {
+            cases.push(quantized_matmul_case(rng, weight, group));
+        }
+    }
+    for source in DType::all_small() {
+        for target in [DType::F16, DType::Bf16] {
+            for per_thread in [1, 8] {
+                cases.push(cast_case(rng, source, target, per_thread));
+            }
+        }
+    }
+    for dtype in vector_width_types() {
+        for per_thread in [32, 128] {
+            for with_shared in [false, true] {
+                cases.push(vector_width_case(rng, dtype, per_thread, with_shared));
+            }
+        }
+        cases.push(copy_async_width_case(rng, dtype));
+    }
+    cases.extend(corpus);
+    cases.extend((0..random).map(|index| random_program_case(rng, index)));
+    cases
+}

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use anybit_cuda::codegen::{generate, CodegenError, GeneratedKernel, GridError};
 use anybit_cuda::{
-    CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache, Launch, RuntimeError,
+    BufferCheckError, CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache, Launch,
+    RuntimeError,
 };
 
 use anybit_vm::VerifyError;
@@ -25,6 +26,8 @@ pub enum GpuCaseError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Grid(#[from] GridError),
+    #[error(transparent)]
+    Buffers(#[from] BufferCheckError),
     /// The kernel changed bytes of the padding after a buffer (see [`GpuRunner::run`]).
     #[error("the kernel wrote past the end of buffer argument {position}")]
     WrotePastTheEnd { position: usize },
@@ -116,6 +119,16 @@ impl GpuRunner {
                 Value::Buffer(_) => None,
             })
             .collect();
+        // The buffers as the case made them (without the padding) must hold what the views
+        // reach: the same check every launch of the project makes.
+        let lengths: Vec<usize> = values
+            .iter()
+            .filter_map(|value| match value {
+                Value::Buffer(bytes) => Some(bytes.len()),
+                Value::I32(_) => None,
+            })
+            .collect();
+        generated.check_buffers(&ints, &lengths)?;
         let launch = Launch {
             grid: generated.grid(&ints)?,
             block: [generated.threads, 1, 1],

@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 
 use anybit_cuda::{
-    generate, CodegenError, CompileError, DeviceBuffer, Gpu, Kernel, KernelArgument, KernelCache,
-    Launch, RuntimeError,
+    generate, BufferCheckError, CodegenError, CompileError, DeviceBuffer, GeneratedKernel, Gpu,
+    Kernel, KernelArgument, KernelCache, Launch, RuntimeError,
 };
 use anybit_vm::VerifyError;
 
-use crate::decode::DecodeKernel;
-use crate::format::QuantFormat;
+use crate::decode::{DecodeKernel, DecodeSchedule};
+use crate::format::{Activation, QuantFormat};
+use crate::tuning::{DeviceKey, TunedSchedule, TuningCache, TuningKey, TuningTable};
 use crate::weight::PreparedWeight;
 
 /// A product that cannot run.
@@ -47,6 +48,8 @@ pub enum MatmulError {
         kernel: QuantFormat,
         weight: QuantFormat,
     },
+    #[error(transparent)]
+    Buffers(#[from] BufferCheckError),
     #[error("the kernel {what}, and the call {call}")]
     Mismatch { what: String, call: String },
 }
@@ -106,8 +109,11 @@ impl DeviceWeight {
 pub struct Matmul<'g> {
     gpu: &'g Gpu,
     cache: KernelCache,
-    /// Loaded kernels by name, with the dynamic shared memory each launch needs.
-    kernels: HashMap<String, (Kernel, u32)>,
+    /// Loaded kernels by name, with what generation said about them (dynamic shared memory,
+    /// the views the launch check reads).
+    kernels: HashMap<String, (Kernel, GeneratedKernel)>,
+    /// The tuning cache's entries for this GPU, read on first use.
+    tuned: Option<TuningTable>,
 }
 
 /// One launch, ready to enqueue or time.
@@ -123,7 +129,45 @@ impl<'g> Matmul<'g> {
             gpu,
             cache: KernelCache::default_location(),
             kernels: HashMap::new(),
+            tuned: None,
         }
+    }
+
+    /// The schedule the library launches for `m` tokens and an `[n, k]` weight: the tuning
+    /// cache's entry for this GPU, driver and library version where `anybit tune` made one,
+    /// else [`DecodeSchedule::heuristic`]. An unreadable cache counts as empty (`anybit tune`
+    /// reports and replaces it).
+    pub fn schedule_for(
+        &mut self,
+        format: QuantFormat,
+        activation: Activation,
+        scale_dtype: anybit_dtype::DType,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> DecodeSchedule {
+        let gpu = self.gpu;
+        let tuned = self.tuned.get_or_insert_with(|| {
+            TuningCache::default_location()
+                .load(&DeviceKey::of(gpu))
+                .unwrap_or_default()
+        });
+        let key = TuningKey::new(format, activation, scale_dtype, n, k, m);
+        let fits = |schedule: &DecodeSchedule| {
+            let kernel = DecodeKernel {
+                format,
+                activation,
+                scale_dtype,
+                bias: false,
+                schedule: *schedule,
+            };
+            schedule.max_tokens() >= m && kernel.supports(k)
+        };
+        tuned
+            .get(&key)
+            .and_then(TunedSchedule::parsed)
+            .filter(fits)
+            .unwrap_or_else(|| DecodeSchedule::heuristic(m, n, k, format, activation))
     }
 
     /// Generates and compiles `specs` into the kernel cache on `threads` threads (NVRTC runs
@@ -171,10 +215,7 @@ impl<'g> Matmul<'g> {
                 self.cache
                     .compile(&generated.source, &generated.name, self.gpu.target())?;
             let kernel = self.gpu.load(&module, &generated.name)?;
-            self.kernels.insert(
-                name.clone(),
-                (kernel, generated.dynamic_shared_bytes as u32),
-            );
+            self.kernels.insert(name.clone(), (kernel, generated));
         }
         Ok(&self.kernels[&name].0)
     }
@@ -261,7 +302,8 @@ impl<'g> Matmul<'g> {
         let blocks = n.div_ceil(rows) as u32;
         let threads = spec.schedule.threads() as u32;
         self.load(spec)?;
-        let dynamic_shared_bytes = self.kernels[&spec.name()].1;
+        let generated = &self.kernels[&spec.name()].1;
+        let dynamic_shared_bytes = generated.dynamic_shared_bytes as u32;
         let mut arguments = vec![
             KernelArgument::Buffer(x),
             KernelArgument::Buffer(&weight.codes),
@@ -279,6 +321,15 @@ impl<'g> Matmul<'g> {
             KernelArgument::I32(n as i32),
             KernelArgument::I32(k as i32),
         ]);
+        // The check every launch makes: no view of the program reaches past a buffer.
+        let lengths: Vec<usize> = arguments
+            .iter()
+            .filter_map(|argument| match argument {
+                KernelArgument::Buffer(buffer) => Some(buffer.len()),
+                KernelArgument::I32(_) => None,
+            })
+            .collect();
+        generated.check_buffers(&[m as i32, n as i32, k as i32], &lengths)?;
         Ok(Prepared {
             launch: Launch {
                 grid: [blocks, 1, 1],

@@ -145,6 +145,19 @@ fn run_on_gpu(
         gpu.target(),
     )?;
     let kernel = gpu.load(&module, &generated.name)?;
+    // Refuse buffers smaller than the program's views reach before anything runs.
+    let mut ints = Vec::new();
+    let mut lengths = Vec::new();
+    for index in 0..program.params.len() {
+        match arguments.get_at(index) {
+            Some(Argument::Buffer(bytes)) => lengths.push(bytes.len()),
+            Some(Argument::Int(value)) => ints.push(*value),
+            None => bail!("parameter `{}` has no --arg", program.params[index].name),
+        }
+    }
+    generated
+        .check_buffers(&ints, &lengths)
+        .context("the GPU launch is refused")?;
     let mut values = Vec::new();
     for index in 0..program.params.len() {
         match arguments.get_at(index) {
@@ -215,10 +228,28 @@ fn pointer_dtype(program: &Program, name: &str) -> Result<DType> {
     }
 }
 
+/// The largest buffer `--arg` makes (packed bytes).
+const MAX_BUFFER_BYTES: usize = 4 << 30;
+
 fn buffer_value(dtype: DType, name: &str, value: &str, rng: &mut StdRng) -> Result<Vec<u8>> {
+    // An element count whose buffer `anybit run` can make: at most MAX_BUFFER_BYTES, and
+    // memory the machine gives (asked for without aborting on failure).
     let count = |text: &str| -> Result<usize> {
-        text.parse()
-            .map_err(|_| anyhow!("`{name}={value}`: `{text}` is not an element count"))
+        let count: usize = text
+            .parse()
+            .map_err(|_| anyhow!("`{name}={value}`: `{text}` is not an element count"))?;
+        let bytes = (count as u128 * dtype.bits() as u128).div_ceil(8);
+        if bytes > MAX_BUFFER_BYTES as u128 {
+            bail!(
+                "`{name}={value}`: {count} elements of {dtype} take {bytes} bytes; `anybit run` makes buffers of at most {} GiB",
+                MAX_BUFFER_BYTES >> 30
+            );
+        }
+        let mut probe: Vec<u32> = Vec::new();
+        probe.try_reserve_exact(count).map_err(|_| {
+            anyhow!("`{name}={value}`: not enough memory for {count} elements of {dtype}")
+        })?;
+        Ok(count)
     };
     if let Some(text) = value.strip_prefix("zeros:") {
         return Ok(vec![0; packed_bytes(count(text)?, dtype.bits())]);

@@ -48,6 +48,27 @@ pub enum CodegenError {
     },
 }
 
+/// A launch whose buffers do not hold what the program's views reach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BufferCheckError {
+    #[error("expected {expected} buffers (one per pointer parameter), got {got}")]
+    BufferCount { expected: usize, got: usize },
+    #[error("buffer `{pointer}` holds {found} bytes, but the program's view of it reaches {needed} bytes ({elements} elements of {bits} bits) for these arguments")]
+    TooSmall {
+        pointer: String,
+        found: usize,
+        needed: u64,
+        elements: u64,
+        bits: u32,
+    },
+    #[error("the program's view of `{pointer}` reaches {elements} elements before the pointer for these arguments (a negative stride); no buffer can hold that")]
+    BeforeStart { pointer: String, elements: i64 },
+    #[error("the extent of the view of `{pointer}`: {error}")]
+    Eval { pointer: String, error: EvalError },
+    #[error(transparent)]
+    Grid(#[from] GridError),
+}
+
 /// A grid could not be computed from the arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GridError {

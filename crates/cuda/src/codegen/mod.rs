@@ -31,6 +31,7 @@ pub mod cast;
 mod element;
 mod emitter;
 mod error;
+pub mod extents;
 pub(crate) mod layout;
 mod lower;
 pub mod prelude;
@@ -44,7 +45,7 @@ use crate::target::Target;
 
 pub use cast::{cast_test_program, reference_cast, FastCast};
 pub use emitter::{shared_memory_limit, STATIC_SHARED_LIMIT};
-pub use error::{CodegenError, GridError};
+pub use error::{BufferCheckError, CodegenError, GridError};
 pub use scalar::EvalError;
 
 /// The kind of a kernel parameter, in launch order.
@@ -86,6 +87,7 @@ pub struct GeneratedKernel {
     /// What instruction selection chose, one line per decision (`line:column mnemonic: …`).
     pub selections: Vec<String>,
     grid: Vec<Expr>,
+    views: Vec<extents::ViewExtent>,
 }
 
 impl GeneratedKernel {
@@ -101,6 +103,71 @@ impl GeneratedKernel {
         self.params
             .iter()
             .filter(|p| matches!(p.kind, KernelParamKind::Int { .. }))
+    }
+
+    /// Checks that every pointer argument's buffer holds what the program's views of it can
+    /// reach for the integer arguments (`int_args` in parameter order, pointers skipped;
+    /// `buffer_bytes` one length per pointer parameter, in order). Views that depend on a loop
+    /// variable or a block index are not checked (`extents` module).
+    pub fn check_buffers(
+        &self,
+        int_args: &[i32],
+        buffer_bytes: &[usize],
+    ) -> Result<(), BufferCheckError> {
+        // Also checks the argument count and the `multiple_of` promises.
+        self.grid(int_args)?;
+        let ints: Vec<&KernelParam> = self.int_params().collect();
+        let pointers: Vec<&KernelParam> = self
+            .params
+            .iter()
+            .filter(|p| matches!(p.kind, KernelParamKind::Pointer(_)))
+            .collect();
+        if pointers.len() != buffer_bytes.len() {
+            return Err(BufferCheckError::BufferCount {
+                expected: pointers.len(),
+                got: buffer_bytes.len(),
+            });
+        }
+        let lookup = |name: &str| {
+            ints.iter()
+                .position(|p| p.name == name)
+                .map(|i| int_args[i])
+        };
+        for view in &self.views {
+            let Some(reach) = view.reach(&lookup) else {
+                continue;
+            };
+            let pointer = view.pointer().to_string();
+            let reach = reach.map_err(|error| BufferCheckError::Eval {
+                pointer: pointer.clone(),
+                error,
+            })?;
+            let extents::Reach::Elements { lowest, highest } = reach else {
+                continue;
+            };
+            if lowest < 0 {
+                return Err(BufferCheckError::BeforeStart {
+                    pointer,
+                    elements: -lowest,
+                });
+            }
+            let Some(index) = pointers.iter().position(|p| p.name == pointer) else {
+                continue;
+            };
+            let elements = highest as u64 + 1;
+            let bits = view.bits();
+            let needed = (elements * u64::from(bits)).div_ceil(8);
+            if (buffer_bytes[index] as u64) < needed {
+                return Err(BufferCheckError::TooSmall {
+                    pointer,
+                    found: buffer_bytes[index],
+                    needed,
+                    elements,
+                    bits,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The grid `[x, y, z]` for the values of the integer parameters, given in parameter order
@@ -172,6 +239,7 @@ pub fn generate(verified: &Verified<'_>, target: Target) -> Result<GeneratedKern
         target,
         selections: output.selections,
         grid: program.grid.clone(),
+        views: extents::view_extents(program),
     })
 }
 

@@ -15,14 +15,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anybit_cuda::KernelCache;
-use anybit_difftest::cases::{
-    cast_case, copy_async_width_case, matmul_case, quantized_matmul_case, random_program_case,
-    softmax_case, vector_add_case, vector_width_case, vector_width_types, weight_types,
-};
+use anybit_difftest::cases::all_cases;
 use anybit_difftest::corpus::{corpus_paths, CorpusFile, GpuSpec};
 use anybit_difftest::gpu::GpuRunner;
 use anybit_difftest::{compare, run_on_interpreter, Case};
-use anybit_dtype::DType;
 use anyhow::{Context, Result};
 use clap::Parser;
 use rand::prelude::*;
@@ -73,36 +69,6 @@ fn corpus_cases(dir: &std::path::Path) -> Result<(Vec<Case>, Vec<Skipped>)> {
         }
     }
     Ok((cases, skipped))
-}
-
-fn all_cases(rng: &mut StdRng, random: usize, corpus: Vec<Case>) -> Vec<Case> {
-    let mut cases = vec![vector_add_case(rng)];
-    cases.extend((0..3).map(|_| matmul_case(rng)));
-    cases.push(softmax_case(rng, 256));
-    cases.push(softmax_case(rng, 1024));
-    for weight in weight_types() {
-        for group in [32, 128] {
-            cases.push(quantized_matmul_case(rng, weight, group));
-        }
-    }
-    for source in DType::all_small() {
-        for target in [DType::F16, DType::Bf16] {
-            for per_thread in [1, 8] {
-                cases.push(cast_case(rng, source, target, per_thread));
-            }
-        }
-    }
-    for dtype in vector_width_types() {
-        for per_thread in [32, 128] {
-            for with_shared in [false, true] {
-                cases.push(vector_width_case(rng, dtype, per_thread, with_shared));
-            }
-        }
-        cases.push(copy_async_width_case(rng, dtype));
-    }
-    cases.extend(corpus);
-    cases.extend((0..random).map(|index| random_program_case(rng, index)));
-    cases
 }
 
 /// Runs one case; `Ok(summary)` when it passed, `Err(reason)` otherwise.
