@@ -2,10 +2,13 @@
 
 pub mod bench;
 pub mod compile;
+pub mod dequantize;
 pub mod doctor;
 pub mod dtype;
+pub mod import;
 pub mod kernel;
 pub mod program;
+pub mod quantize;
 pub mod run;
 
 use std::path::{Path, PathBuf};
