@@ -77,6 +77,13 @@ def _matmul_fake(x, codes, scales, zeros, bias, weight_type, group_size, zero_mo
     return x.new_empty((*x.shape[:-1], n))
 
 
+def _aligned(tensor: torch.Tensor) -> bool:
+    """Whether a tensor starts 16 bytes into its storage or a multiple of it (PyTorch's own
+    allocations are aligned; the native side checks the address itself too). Uses the storage
+    offset rather than data_ptr(), which torch.compile cannot trace."""
+    return (tensor.storage_offset() * tensor.element_size()) % 16 == 0
+
+
 def _check(x, qweight, bias) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, not {type(x).__name__}")
@@ -103,6 +110,11 @@ def _check(x, qweight, bias) -> None:
         )
     if not x.is_contiguous():
         raise ValueError("x must be contiguous: call x.contiguous() first")
+    if not _aligned(x):
+        raise ValueError(
+            "x starts inside its storage at a byte offset that is not aligned to 16 bytes "
+            "(a view such as x[:, 1:]): the kernels load 16 bytes at a time; pass x.clone()"
+        )
     if bias is not None:
         if not isinstance(bias, torch.Tensor):
             raise TypeError(f"bias must be a torch.Tensor or None, not {type(bias).__name__}")
@@ -116,6 +128,8 @@ def _check(x, qweight, bias) -> None:
             raise ValueError(f"bias is on {bias.device}, but x is on {x.device}")
         if not bias.is_contiguous():
             raise ValueError("bias must be contiguous: call bias.contiguous() first")
+        if not _aligned(bias):
+            raise ValueError("bias is a view not aligned to 16 bytes: pass bias.clone()")
 
 
 def _arguments(x, qweight: QuantizedWeight, bias):

@@ -277,6 +277,11 @@ class QuantizedWeight:
         """This weight with its kernel layout on ``device`` (prepared once, on the first move
         to a GPU; moves between GPUs copy it). ``cpu`` drops the kernel layout."""
         device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"cannot move the weight to {device}: CUDA is not available here (no GPU, no "
+                "driver, or a PyTorch without CUDA)"
+            )
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         if device.type not in ("cpu", "cuda"):
@@ -304,7 +309,7 @@ class QuantizedWeight:
 
     def cuda(self, device=None) -> "QuantizedWeight":
         if device is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+            device = torch.device("cuda")
         elif isinstance(device, int):
             device = torch.device("cuda", device)
         return self.to(device)

@@ -10,7 +10,7 @@ from typing import Dict, Iterable, List, Optional, Union
 import torch
 from torch import nn
 
-from ._ops import _ACTIVATIONS, matmul
+from ._ops import _ACTIVATIONS, _aligned, matmul
 from ._weight import QuantizedWeight, load, quantize
 
 
@@ -88,7 +88,7 @@ class QuantizedLinear(nn.Module):
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
         x = x.contiguous()
-        if x.data_ptr() % 16:
+        if not _aligned(x):
             # A view that starts inside an allocation: the kernels load 16 bytes at a time.
             x = x.clone()
         return matmul(x, self.qweight, bias)

@@ -43,8 +43,10 @@ def test_traced_graph_holds_the_op():
     graph = make_fx(product, tracing_mode="fake")(*args[:4])
     text = str(graph.graph)
     assert "anybit.matmul" in text
-    outputs = [node for node in graph.graph.nodes if node.op == "output"]
-    assert outputs[0].args[0][0].meta["val"].shape == (4, 256)
+    products = [node for node in graph.graph.nodes if "anybit.matmul" in str(node.target)]
+    assert len(products) == 1
+    value = products[0].meta["val"]
+    assert value.shape == (4, 256) and value.dtype == torch.float16
 
 
 def test_matmul_input_errors():
@@ -104,5 +106,44 @@ def test_warm_up_and_matmul_need_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     weight = anybit.quantize(torch.randn(64, 128), "u4", 128)
-    with pytest.raises(ValueError, match="CPU or a CUDA device|cuda"):
-        weight.to("cuda")
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            weight.to(device)
+    with pytest.raises(RuntimeError):
+        anybit.nn.QuantizedLinear(weight).cuda()
+
+
+def test_the_cuda_path_under_fake_tensor_mode():
+    """anybit.matmul and QuantizedLinear on fake CUDA tensors: the checks, the arguments of the
+    op and its fake implementation, with no GPU."""
+    weight = anybit.quantize(torch.randn(256, 512), "u4", 128)
+    host = weight._prepare_on_host()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        weight._prepared = tuple(torch.empty(t.shape, dtype=t.dtype, device="cuda") for t in host)
+        weight.device = torch.device("cuda:0")
+        x = torch.empty(3, 5, 512, dtype=torch.bfloat16, device="cuda")
+        bias = torch.empty(256, dtype=torch.bfloat16, device="cuda")
+        y = anybit.matmul(x, weight, bias)
+        assert (y.shape, y.dtype, y.device) == ((3, 5, 256), torch.bfloat16, torch.device("cuda:0"))
+        module = anybit.nn.QuantizedLinear(weight, torch.zeros(256, device="cuda"))
+        assert module(x).shape == (3, 5, 256)
+        # A view that starts off a 16-byte boundary: refused by matmul, copied by the module.
+        view = torch.empty(2, 513, dtype=torch.float16, device="cuda")[:, 1:]
+        with pytest.raises(ValueError, match="contiguous"):
+            anybit.matmul(view, weight)
+        offset = torch.empty(1, 513, dtype=torch.float16, device="cuda")[:, 1:]
+        with pytest.raises(ValueError, match="not aligned to 16 bytes"):
+            anybit.matmul(offset, weight)
+        assert module(offset).shape == (1, 256)
+        cases = [
+            (lambda: anybit.matmul(x[..., :256], weight), ValueError, r"\[\.\.\., 512\]"),
+            (lambda: anybit.matmul(x, weight, bias.half()), TypeError, "bias is torch.float16"),
+            (lambda: anybit.matmul(x, weight, bias[:255]), ValueError, r"bias must be \[256\]"),
+            (lambda: anybit.matmul(x, weight, torch.empty(256, dtype=torch.bfloat16)), ValueError, "bias is on cpu"),
+            (lambda: anybit.matmul(x.float(), weight), TypeError, "float16 or bfloat16"),
+            (lambda: anybit.matmul(x.to("cuda:1"), weight), ValueError, "move the weight"),
+            (lambda: module(x.float()), TypeError, "convert the model"),
+        ]
+        for call, kind, text in cases:
+            with pytest.raises(kind, match=text):
+                call()

@@ -291,7 +291,10 @@ mod tests {
         // Before it: both layouts of the empty folder, then the CUDA 13 layout of this one.
         assert_eq!(searched.len(), 3, "{searched:?}");
         assert!(searched[0].ends_with("empty/nvidia/cu13"), "{searched:?}");
-        assert!(searched[1].contains("empty/nvidia/cuda_nvrtc"), "{searched:?}");
+        assert!(
+            searched[1].contains("empty/nvidia/cuda_nvrtc"),
+            "{searched:?}"
+        );
         assert!(searched[2].ends_with("split/nvidia/cu13"), "{searched:?}");
 
         // In one folder, the CUDA 13 layout comes before the per-library one.

@@ -105,7 +105,10 @@ unsafe fn host_slice_mut<'a>(
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|value| value.to_le_bytes()).collect()
+    values
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect()
 }
 
 fn f32_values(bytes: &[u8]) -> Vec<f32> {
@@ -324,15 +327,7 @@ fn prepare(
     };
     let prepared = py
         .detach(|| {
-            PreparedWeight::from_parts(
-                format,
-                n,
-                k,
-                codes,
-                &scales,
-                zeros.as_deref(),
-                scale_dtype,
-            )
+            PreparedWeight::from_parts(format, n, k, codes, &scales, zeros.as_deref(), scale_dtype)
         })
         .map_err(value_error)?;
     let out = unsafe {
@@ -402,7 +397,14 @@ fn dequantize(
     };
     let groups = n * groups_per_row(&format, n, k)?;
     // SAFETY: the package passes contiguous CPU tensors of these sizes, alive for the call.
-    let codes = unsafe { host_slice("codes", codes, codes_bytes, packed_bytes(n * k, dtype.bits()))? };
+    let codes = unsafe {
+        host_slice(
+            "codes",
+            codes,
+            codes_bytes,
+            packed_bytes(n * k, dtype.bits()),
+        )?
+    };
     let scales = unsafe { host_slice("scales", scales, scales_bytes, groups * 4)? };
     let zeros = if unsigned {
         Some(unsafe { host_slice("zeros", zeros, zeros_bytes, groups)? })
@@ -691,11 +693,9 @@ impl Checkpoint {
 
     /// `(torch dtype name, shape)` of a tensor that is not quantized.
     fn plain_info(&self, name: &str) -> PyResult<(String, Vec<usize>)> {
-        let (file, entry) = self
-            .inner
-            .checkpoint()
-            .find(name)
-            .ok_or_else(|| PyValueError::new_err(format!("no tensor `{name}` in the checkpoint")))?;
+        let (file, entry) = self.inner.checkpoint().find(name).ok_or_else(|| {
+            PyValueError::new_err(format!("no tensor `{name}` in the checkpoint"))
+        })?;
         let dtype = torch_dtype_name(entry.dtype).ok_or_else(|| {
             PyValueError::new_err(format!(
                 "{}: tensor `{name}` is {}, which torch has no dtype for",
@@ -708,11 +708,9 @@ impl Checkpoint {
 
     /// Copies the bytes of a tensor that is not quantized into a host buffer.
     fn read_plain(&self, name: &str, out: usize, out_bytes: usize) -> PyResult<()> {
-        let (file, entry) = self
-            .inner
-            .checkpoint()
-            .find(name)
-            .ok_or_else(|| PyValueError::new_err(format!("no tensor `{name}` in the checkpoint")))?;
+        let (file, entry) = self.inner.checkpoint().find(name).ok_or_else(|| {
+            PyValueError::new_err(format!("no tensor `{name}` in the checkpoint"))
+        })?;
         let data = file.data(entry);
         // SAFETY: the package passes a contiguous CPU tensor of this size, alive for the call.
         let out = unsafe { host_slice_mut(name, out, out_bytes, data.len())? };
