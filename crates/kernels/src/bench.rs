@@ -70,6 +70,10 @@ pub struct BenchRow {
     pub relative_error: f64,
     /// Candidate schedules timed to choose this one (1 without tuning).
     pub candidates: usize,
+    /// When tuning: every candidate's schedule and median time in microseconds (fewer
+    /// repeats than the winner's final timing), fastest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<(String, f64)>,
 }
 
 /// A benchmark run.
@@ -391,6 +395,14 @@ pub fn run(
                     timed.push((ms, spec, error));
                 }
                 timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let tried: Vec<(String, f64)> = if tuning {
+                    timed
+                        .iter()
+                        .map(|(ms, spec, _)| (spec.schedule.tag(), ms * 1e3))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let reported: Vec<(f64, DecodeKernel, f64)> = if tuning {
                     // The winner, timed again in full.
                     let (_, spec, error) = timed[0];
@@ -429,6 +441,7 @@ pub fn run(
                         copy_fraction: tbps / copy_tbps,
                         relative_error: error,
                         candidates: if tuning { schedules.len() } else { 1 },
+                        tried: tried.clone(),
                     };
                     progress(&format!(
                         "{:>8} m {:>3} {:>6}x{:<6} {:<14} {:>9.1} us {:>6.2} TB/s {:>5.1}% of copy  err {:.1e}  ({:.1} s)",
