@@ -430,7 +430,9 @@ def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[Quantize
     tensors.path = os.fspath(path)
     for name in native.quantized_names():
         dtype, group_size, n, k, scale_dtype, zero_points, _search = native.quantized_info(name)
-        group = None if group_size == k else group_size
+        # The format writes K for one group per row; a K that is itself a group size reads as
+        # that group size (the same weight).
+        group = group_size if group_size in GROUP_SIZES else None
         groups = k // group_size
         codes = torch.empty((n * k * _bits(dtype) + 7) // 8, dtype=torch.uint8)
         scales = torch.empty((n, groups), dtype=torch.float32)

@@ -22,7 +22,7 @@ def _digest(path):
 
 def test_load_reads_quantized_and_plain_tensors(tmp_path, generator):
     up = anybit.quantize(torch.randn(64, 128, generator=generator), "u3", 32)
-    down = anybit.quantize(torch.randn(128, 64, generator=generator), "f6e3m2", None, scale_dtype=torch.bfloat16)
+    down = anybit.quantize(torch.randn(128, 100, generator=generator), "f6e3m2", None, scale_dtype=torch.bfloat16)
     norm = torch.randn(128, generator=generator).half()
     path = tmp_path / "model.safetensors"
     write_quantized_checkpoint(path, {"mlp.up.weight": up, "mlp.down.weight": down}, {"norm.weight": norm})
@@ -62,19 +62,37 @@ def test_load_a_file_written_by_the_quantize_command(tmp_path, generator):
     binary = os.environ.get("ANYBIT_BIN") or shutil.which("anybit")
     if not binary or subprocess.run([binary, "quantize", "--help"], capture_output=True).returncode:
         pytest.skip("no `anybit quantize` command here (set ANYBIT_BIN)")
-    weight = torch.randn(64, 256, generator=generator).half()
-    source = tmp_path / "in.safetensors"
-    write_safetensors(source, {"layer.weight": weight, "layer.bias": torch.randn(64).half()}, {})
-    output = tmp_path / "out.safetensors"
+    import json
+
+    up = torch.randn(64, 256, generator=generator).half()
+    down = torch.randn(256, 64, generator=generator).half()
+    bias = torch.randn(64, generator=generator).half()
+    source = tmp_path / "in"
+    source.mkdir()
+    # A sharded checkpoint: one shard larger than the other.
+    write_safetensors(source / "model-00001-of-00002.safetensors", {"layers.0.up.weight": up, "layers.0.up.bias": bias}, {})
+    write_safetensors(source / "model-00002-of-00002.safetensors", {"layers.0.down.weight": down}, {})
+    index = source / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {
+        "layers.0.up.weight": "model-00001-of-00002.safetensors",
+        "layers.0.up.bias": "model-00001-of-00002.safetensors",
+        "layers.0.down.weight": "model-00002-of-00002.safetensors",
+    }}))
+    before = {path.name: _digest(path) for path in source.iterdir()}
+    output = tmp_path / "out"
     subprocess.run(
-        [binary, "quantize", str(source), "-o", str(output), "--dtype", "u3", "--group", "128"],
+        [binary, "quantize", str(index), "-o", str(output), "--dtype", "u3", "--group", "64"],
         check=True,
         capture_output=True,
     )
+    assert {path.name: _digest(path) for path in source.iterdir()} == before
     tensors = anybit.load(output)
-    assert torch.equal(
-        tensors["layer.weight"].dequantize(), anybit.quantize(weight, "u3", 128).dequantize()
-    )
+    assert sorted(tensors) == ["layers.0.down.weight", "layers.0.up.bias", "layers.0.up.weight"]
+    assert torch.equal(tensors["layers.0.up.bias"], bias)
+    for name, weight in (("layers.0.up.weight", up), ("layers.0.down.weight", down)):
+        loaded = tensors[name]
+        assert (loaded.dtype, loaded.group_size, loaded.shape) == ("u3", 64, tuple(weight.shape))
+        assert torch.equal(loaded.dequantize(), anybit.quantize(weight, "u3", 64).dequantize())
 
 
 def test_quantized_linear_on_the_cpu(generator):
