@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from . import _native
-from ._weight import QuantizedWeight, _SCALE_DTYPES
+from ._weight import QuantizedWeight
 
 #: The most tokens one kernel launch takes; larger M is split into launches of this many.
 MAX_TOKENS_PER_LAUNCH = _native.MAX_TOKENS_PER_LAUNCH
@@ -91,7 +91,7 @@ def _check(x, qweight, bias) -> None:
         raise TypeError(
             f"qweight must be an anybit.QuantizedWeight (from anybit.quantize or anybit.load), not {type(qweight).__name__}"
         )
-    if x.dtype not in _ACTIVATIONS:
+    if x.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(
             f"x is {x.dtype}; the anybit kernels take float16 or bfloat16 activations"
         )
@@ -146,7 +146,7 @@ def _arguments(x, qweight: QuantizedWeight, bias):
         qweight.zero_mode,
         n,
         k,
-        _SCALE_DTYPES[qweight.scale_dtype],
+        qweight.scale_name,
     )
 
 

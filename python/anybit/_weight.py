@@ -197,6 +197,8 @@ class QuantizedWeight:
         self.scales = scales.detach().to("cpu").contiguous()
         self.zeros = None if zeros is None else zeros.detach().to("cpu").contiguous()
         self.scale_dtype = self.scales.dtype
+        # The scale type's name as the native side spells it (a plain str: cheap to trace).
+        self.scale_name = _SCALE_DTYPES[self.scale_dtype]
         # (codes, scales, zeros) in the kernel layout, on `device`.
         self._prepared = prepared
         self.device = torch.device("cpu") if device is None else torch.device(device)
@@ -238,13 +240,10 @@ class QuantizedWeight:
 
     # -- devices -------------------------------------------------------------------------
 
-    def _scale_name(self) -> str:
-        return _SCALE_DTYPES[self.scale_dtype]
-
     def _prepare_on_host(self):
         n, k = self.shape
         codes_bytes, scales_bytes = _native.prepared_sizes(
-            self.dtype, self.group_size, n, k, self._scale_name()
+            self.dtype, self.group_size, n, k, self.scale_name
         )
         codes = torch.empty(codes_bytes, dtype=torch.uint8)
         scales = torch.empty(scales_bytes, dtype=torch.uint8)
@@ -257,7 +256,7 @@ class QuantizedWeight:
             self.zero_mode,
             n,
             k,
-            self._scale_name(),
+            self.scale_name,
             _address(self.codes),
             _nbytes(self.codes),
             _address(plain_scales),
@@ -330,7 +329,7 @@ class QuantizedWeight:
             self.group_size,
             n,
             k,
-            self._scale_name(),
+            self.scale_name,
             _address(self.codes),
             _nbytes(self.codes),
             _address(scales),

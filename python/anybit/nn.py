@@ -10,7 +10,7 @@ from typing import Dict, Iterable, List, Optional, Union
 import torch
 from torch import nn
 
-from ._ops import _ACTIVATIONS, _aligned, matmul
+from ._ops import _aligned, matmul
 from ._weight import QuantizedWeight, load, quantize
 
 
@@ -80,7 +80,7 @@ class QuantizedLinear(nn.Module):
         if x.device.type != "cuda":
             weight = self.qweight.dequantize(dtype=x.dtype, device=x.device)
             return nn.functional.linear(x, weight, None if bias is None else bias.to(x.dtype))
-        if x.dtype not in _ACTIVATIONS:
+        if x.dtype not in (torch.float16, torch.bfloat16):
             raise TypeError(
                 f"x is {x.dtype}; the anybit kernels take float16 or bfloat16 activations: "
                 "convert the model with .half() or .to(torch.bfloat16)"

@@ -35,7 +35,7 @@ def _poisoned_product(x, weight, bias):
         weight.zero_mode,
         n,
         k,
-        {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}[weight.scale_dtype],
+        weight.scale_name,
         codes.data_ptr(),
         scales.data_ptr(),
         None if zeros is None else zeros.data_ptr(),
