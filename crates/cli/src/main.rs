@@ -125,6 +125,40 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::quantize::Search::None)]
         search: commands::quantize::Search,
     },
+    /// Dequantize an anybit quantized checkpoint into a plain safetensors checkpoint.
+    ///
+    /// Every quantized weight becomes a tensor of its original name and shape (in its original
+    /// column order) holding exactly the library's dequantized values; every other tensor is
+    /// copied unchanged. Example: anybit dequantize model-u3.safetensors -o model-u3-f16.safetensors
+    Dequantize {
+        /// The quantized checkpoint: a .safetensors file, or a sharded checkpoint's index.
+        input: PathBuf,
+        /// The output: a .safetensors file, or for a sharded input a new or empty directory.
+        /// Written atomically; never the input.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The type of the dequantized weights (default: each weight's original type).
+        #[arg(long, value_enum)]
+        dtype: Option<commands::dequantize::OutputDtype>,
+    },
+    /// Import a GPTQ or AWQ checkpoint into anybit's format (docs/quantize.md, "Import").
+    ///
+    /// Every layer P with P.qweight becomes the anybit weight P.weight (u<bits> with zero
+    /// points, the same scales), with exactly the same dequantized values; GPTQ act-order
+    /// columns are permuted once (P.weight.perm). Every other tensor is copied unchanged. The
+    /// bits and group size come from quantize_config.json or config.json beside the weights.
+    /// Example: anybit import --from gptq model.safetensors -o model-anybit.safetensors
+    Import {
+        /// The format of the checkpoint.
+        #[arg(long, value_enum)]
+        from: commands::import::From,
+        /// The checkpoint: a .safetensors file, or a sharded checkpoint's index.
+        input: PathBuf,
+        /// The output: a .safetensors file, or for a sharded input a new or empty directory.
+        /// Written atomically; never the input.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Compile a program to CUDA C++, PTX, a cubin or SASS (no GPU needed).
     Compile {
         /// The program file.
@@ -213,10 +247,15 @@ enum BenchCommand {
         /// Decode schedules to time instead of the library's choice, e.g. w4k1r1t1c2,w2k8r2t1c1.
         #[arg(long)]
         schedule: Option<String>,
-        /// Time the library's candidate schedules for every configuration and report the
-        /// fastest.
-        #[arg(long, conflicts_with = "schedule")]
-        tune: bool,
+        /// Time candidate schedules for every configuration, report the fastest and keep it in
+        /// the tuning cache (`--tune` or `--tune quick`: about a dozen candidates;
+        /// `--tune thorough`: several dozen). Without it, the library's choice: the tuning
+        /// cache's entry, else the heuristic.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "quick", conflicts_with = "schedule")]
+        tune: Option<commands::bench::TuneMode>,
+        /// Ignore the tuning cache and time the heuristic's schedule.
+        #[arg(long, conflicts_with_all = ["schedule", "tune"])]
+        heuristic: bool,
         /// Untimed launches before timing.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
@@ -254,6 +293,7 @@ fn main() -> ExitCode {
                     zeros,
                     schedule,
                     tune,
+                    heuristic,
                     warmup,
                     repeats,
                     json,
@@ -268,7 +308,8 @@ fn main() -> ExitCode {
             activation: act,
             zeros,
             schedules: schedule,
-            tune,
+            tune: tune.map(Into::into),
+            heuristic,
             warmup,
             repeats,
             json,
@@ -318,6 +359,16 @@ fn main() -> ExitCode {
             exclude,
             search,
         }),
+        Command::Dequantize {
+            input,
+            output,
+            dtype,
+        } => commands::dequantize::run(input, output, dtype),
+        Command::Import {
+            from,
+            input,
+            output,
+        } => commands::import::run(from, input, output),
         Command::Check { files } => commands::program::check(&files),
         Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
         Command::Run {

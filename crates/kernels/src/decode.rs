@@ -110,20 +110,34 @@ impl DecodeSchedule {
     }
 }
 
-/// Static shared memory a block may take without opting in to more.
-pub const MAX_SHARED_BYTES: usize = 48 * 1024;
+/// Shared memory a schedule's tiles may take per block: above 48 KB the kernel's shared memory
+/// is dynamic and the launch opts in to it (every GPU from sm_80 on has at least 99 KB per
+/// block), and three such blocks still fit an H100's SM.
+pub const MAX_SHARED_BYTES: usize = 64 * 1024;
 
-/// Warps the heuristic wants in flight over the whole GPU (132 SMs with ~24 warps each on an
-/// H100): below this, K is split inside the block.
-const WARPS_WANTED: usize = 2048;
+/// Warps the heuristic wants in flight over the whole GPU at M > 8 (132 SMs with ~12 warps
+/// each on an H100): below this, K is split inside the block.
+pub const WARPS_WANTED: usize = 1536;
+
+/// Warps the heuristic wants at M ≤ 8, where each warp has less work per byte and more of
+/// them hide more latency.
+pub const WARPS_WANTED_ONE_TILE: usize = 4096;
 
 impl DecodeSchedule {
-    /// The library's schedule when nothing is tuned: two row warps of two row tiles each, enough
-    /// token tiles for `m`, about 64 codes per lane and step (two chunks of 4-bit codes, four of
-    /// 8-bit, one of the rest), and K split over as few warps (1, 2, 4 or 8) as give about
-    /// [`WARPS_WANTED`] warps for an `[n, k]` weight, among the splits the shape allows; at
-    /// most 16 warps per block, so that a thread keeps 128 registers and nothing spills (8 when
-    /// a step's dequantized codes take more than 48 registers).
+    /// The library's schedule when nothing is tuned (what tuning on an H100 chose most often,
+    /// within about 6 % of the best candidate on the benchmark shapes):
+    /// - enough token tiles for `m`; about 64 codes per lane and step (two chunks of 4-bit
+    ///   codes, four of 8-bit, one of the rest);
+    /// - two row tiles per warp on wide layers (N ≥ 16384) where their codes fit in 64
+    ///   registers (each B fragment then serves twice the weights), else one (narrow layers
+    ///   need the warps more);
+    /// - `x` staged in shared memory wherever its tiles fit [`MAX_SHARED_BYTES`], splitting K
+    ///   over fewer warps where that makes them fit;
+    /// - two row warps at M ≤ 8, four above; K split over as few warps (1, 2, 4 or 8) as give
+    ///   [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`] for more, among
+    ///   the splits the shape allows;
+    /// - at most 16 warps per block, so that a thread keeps 128 registers and nothing spills
+    ///   (8 when a step's dequantized codes take more than 48 registers).
     pub fn heuristic(
         m: usize,
         n: usize,
@@ -131,7 +145,8 @@ impl DecodeSchedule {
         format: QuantFormat,
         activation: Activation,
     ) -> DecodeSchedule {
-        let lane_codes = 8 * steps_per_chunk(format.weight.bits());
+        let bits = format.weight.bits();
+        let lane_codes = 8 * steps_per_chunk(bits);
         let token_tiles = m.div_ceil(8).next_power_of_two().clamp(1, 8);
         let chunks = (64 / lane_codes).max(1);
         // Registers of one step's dequantized codes per thread and row tile (f32 for the
@@ -142,17 +157,26 @@ impl DecodeSchedule {
             32
         };
         let words = chunks * lane_codes * dequant_bits / 32;
-        // Two row tiles per warp share each B fragment of x (tuning on an H100 chose two for
-        // nearly every width at M <= 16), where their codes and accumulators fit.
-        let tiles_per_warp = if token_tiles <= 2 && 2 * words <= 64 {
-            2
-        } else {
-            1
-        };
+        let tiles_per_warp = if n >= 16384 && 2 * words <= 64 { 2 } else { 1 };
         // Above 48 registers of codes a block keeps to 8 warps (255 registers a thread).
         let max_warps = if tiles_per_warp * words > 48 { 8 } else { 16 };
+        let (row_warps, wanted) = if token_tiles == 1 {
+            (2, WARPS_WANTED_ONE_TILE)
+        } else {
+            (4, WARPS_WANTED)
+        };
+        let supported = |schedule: DecodeSchedule| {
+            DecodeKernel {
+                format,
+                activation,
+                scale_dtype: DType::F16,
+                bias: false,
+                schedule,
+            }
+            .supports(k)
+        };
         let mut schedule = DecodeSchedule {
-            warps: 2,
+            warps: row_warps,
             k_warps: 1,
             tiles_per_warp,
             token_tiles,
@@ -163,24 +187,31 @@ impl DecodeSchedule {
         };
         let warp_rows = n.div_ceil(TILE_ROWS * schedule.tiles_per_warp);
         for k_warps in [2, 4, 8] {
-            if warp_rows * schedule.k_warps >= WARPS_WANTED {
+            if warp_rows * schedule.k_warps >= wanted {
                 break;
             }
             let candidate = DecodeSchedule {
                 k_warps,
-                warps: (max_warps / k_warps).clamp(1, 2),
+                warps: (max_warps / k_warps).clamp(1, row_warps),
                 ..schedule
             };
-            let kernel = DecodeKernel {
-                format,
-                activation,
-                scale_dtype: DType::F16,
-                bias: false,
-                schedule: candidate,
-            };
-            if kernel.supports(k) {
+            if supported(candidate) {
                 schedule = candidate;
             }
+        }
+        // `x` in shared memory, with K split over fewer warps where its tiles would not fit
+        // (few warps that share x beat many that each load their own).
+        let chunk_cols = STEP_COLS * steps_per_chunk(bits);
+        let mut staged = DecodeSchedule {
+            shared_x: true,
+            ..schedule
+        };
+        while staged.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES && staged.k_warps > 1 {
+            staged.k_warps /= 2;
+            staged.warps = (max_warps / staged.k_warps).clamp(1, row_warps);
+        }
+        if staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES && supported(staged) {
+            schedule = staged;
         }
         schedule
     }
@@ -200,17 +231,22 @@ impl DecodeSchedule {
         activation: Activation,
     ) -> Vec<DecodeSchedule> {
         let base = DecodeSchedule::heuristic(m, n, k, format, activation);
+        let bits = format.weight.bits();
+        let chunk_cols = STEP_COLS * steps_per_chunk(bits);
         let mut candidates = vec![base];
         let splits = [base.k_warps / 2, base.k_warps, base.k_warps * 2];
         for tiles_per_warp in [1, 2] {
             for &k_warps in splits.iter().filter(|&&kw| (1..=16).contains(&kw)) {
                 for warps in [1, 2, 4] {
-                    let candidate = DecodeSchedule {
+                    let mut candidate = DecodeSchedule {
                         tiles_per_warp,
                         k_warps,
                         warps,
                         ..base
                     };
+                    if candidate.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES {
+                        candidate.shared_x = false;
+                    }
                     let kernel = DecodeKernel {
                         format,
                         activation,
@@ -229,7 +265,6 @@ impl DecodeSchedule {
         }
         // Each of them also with twice the chunks per step, and with `x` staged in shared
         // memory or without, where it fits.
-        let chunk_cols = STEP_COLS * steps_per_chunk(format.weight.bits());
         let twins: Vec<DecodeSchedule> = candidates
             .iter()
             .flat_map(|c| {
@@ -267,6 +302,54 @@ impl DecodeSchedule {
         for twin in twins {
             if !candidates.contains(&twin) {
                 candidates.push(twin);
+            }
+        }
+        candidates
+    }
+}
+
+impl DecodeSchedule {
+    /// The few schedules quick tuning times (about a dozen, so that tuning a layer for every M
+    /// bucket takes seconds): the heuristic's, with K split over half or twice as many warps,
+    /// one or two row tiles per warp and two or four row warps, `x` staged in shared memory
+    /// where it fits; each supported by the shape and at most 16 warps.
+    pub fn quick_candidates(
+        m: usize,
+        n: usize,
+        k: usize,
+        format: QuantFormat,
+        activation: Activation,
+    ) -> Vec<DecodeSchedule> {
+        let base = DecodeSchedule::heuristic(m, n, k, format, activation);
+        let bits = format.weight.bits();
+        let chunk_cols = STEP_COLS * steps_per_chunk(bits);
+        let mut candidates = vec![base];
+        for tiles_per_warp in [1, 2] {
+            for k_warps in [base.k_warps / 2, base.k_warps, base.k_warps * 2] {
+                for warps in [2, 4] {
+                    let candidate = DecodeSchedule {
+                        tiles_per_warp,
+                        k_warps,
+                        warps,
+                        shared_x: true,
+                        ..base
+                    };
+                    let kernel = DecodeKernel {
+                        format,
+                        activation,
+                        scale_dtype: DType::F16,
+                        bias: false,
+                        schedule: candidate,
+                    };
+                    if (1..=16).contains(&(warps * k_warps))
+                        && k_warps >= 1
+                        && kernel.supports(k)
+                        && candidate.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES
+                        && !candidates.contains(&candidate)
+                    {
+                        candidates.push(candidate);
+                    }
+                }
             }
         }
         candidates

@@ -12,6 +12,7 @@
 //! - [`launch`]: products on device pointers and a stream the caller owns (PyTorch's), with
 //!   kernels loaded once per process and device.
 //! - [`reference`]: the f64 reference the kernels are checked against.
+//! - [`tuning`]: the persistent cache of tuned schedules per device and product.
 
 pub mod bench;
 pub mod decode;
@@ -20,6 +21,7 @@ pub mod gpu;
 pub mod launch;
 pub mod prepared;
 pub mod reference;
+pub mod tuning;
 pub mod weight;
 
 pub use decode::{DecodeKernel, DecodeSchedule, KernelProgram};

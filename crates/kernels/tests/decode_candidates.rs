@@ -1,6 +1,6 @@
 //! Every schedule the library may tune or choose is a valid program: for one weight type of
 //! every width (and two small floats), M across the token-tile counts and the benchmark shapes,
-//! the heuristic and every tuning candidate generate a program the verifier accepts and whose
+//! the heuristic and every tuning candidate (quick and thorough) generate a program the verifier accepts and whose
 //! tiles fit the shared memory a block may take.
 
 use anybit_dtype::DType;
@@ -45,7 +45,18 @@ fn check(weight: DType) -> usize {
     for m in [1, 16, 64] {
         for (n, k) in [(57344, 8192), (8192, 8192)] {
             let heuristic = DecodeSchedule::heuristic(m, n, k, format, Activation::F16);
-            let candidates = DecodeSchedule::candidates(m, n, k, format, Activation::F16);
+            let mut candidates = DecodeSchedule::candidates(m, n, k, format, Activation::F16);
+            let quick = DecodeSchedule::quick_candidates(m, n, k, format, Activation::F16);
+            assert_eq!(
+                quick[0], heuristic,
+                "the heuristic is the first quick candidate"
+            );
+            assert!(quick.len() <= 13, "{} quick candidates", quick.len());
+            for schedule in quick {
+                if !candidates.contains(&schedule) {
+                    candidates.push(schedule);
+                }
+            }
             assert_eq!(
                 candidates[0], heuristic,
                 "the heuristic is the first candidate"
