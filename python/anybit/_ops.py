@@ -162,6 +162,9 @@ def matmul(
     (NVRTC, once per process, cached on disk), so warm up before capturing a CUDA graph.
     """
     _check(x, qweight, bias)
+    if qweight.device_perm is not None:
+        # An act-order weight: its stored columns are the weight's permuted (a gather of x).
+        x = x.index_select(-1, qweight.device_perm)
     return torch.ops.anybit.matmul(*_arguments(x, qweight, bias))
 
 

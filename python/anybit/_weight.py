@@ -136,6 +136,9 @@ class QuantizedWeight:
         scales: ``[N, groups]`` in :attr:`scale_dtype`; on the CPU.
         zeros: ``[N, groups]`` ``uint8`` zero-point codes for unsigned types (the weight is
             ``(q − z) · s``), else ``None``; on the CPU.
+        perm: for weights imported with GPTQ's act-order, the column permutation (``int64``
+            ``[K]``: column ``j`` of the stored codes is column ``perm[j]`` of the weight; the
+            activations are gathered as ``x[..., perm]`` before the product), else ``None``.
         device: where the prepared layout is (``cpu`` when there is none).
     """
 
@@ -149,6 +152,7 @@ class QuantizedWeight:
         shape,
         prepared=None,
         device=None,
+        perm: Optional[torch.Tensor] = None,
     ):
         n, k = (int(size) for size in shape)
         self.dtype = _check_weight_type(dtype)
@@ -193,6 +197,13 @@ class QuantizedWeight:
                 raise ValueError(
                     f"zero point {int(zeros.max())} is beyond the largest {dtype} code {(1 << bits) - 1}"
                 )
+        if perm is not None:
+            if not isinstance(perm, torch.Tensor) or perm.dtype not in (torch.int32, torch.int64):
+                raise TypeError("perm must be an int32 or int64 tensor of column indices")
+            perm = perm.detach().to("cpu", torch.int64).reshape(-1)
+            if perm.numel() != k or not torch.equal(perm.sort().values, torch.arange(k)):
+                raise ValueError(f"perm must be a permutation of 0..{k - 1} (one entry per input feature)")
+        self.perm = perm
         self.codes = codes.detach().to("cpu").contiguous().reshape(_codes_shape(n, k, bits))
         self.scales = scales.detach().to("cpu").contiguous()
         self.zeros = None if zeros is None else zeros.detach().to("cpu").contiguous()
@@ -202,6 +213,8 @@ class QuantizedWeight:
         # (codes, scales, zeros) in the kernel layout, on `device`.
         self._prepared = prepared
         self.device = torch.device("cpu") if device is None else torch.device(device)
+        # The permutation on `device`, for the gather of the activations.
+        self.device_perm = None if perm is None else perm.to(self.device)
 
     # -- what it is ----------------------------------------------------------------------
 
@@ -304,6 +317,7 @@ class QuantizedWeight:
             self.shape,
             prepared=prepared,
             device=device,
+            perm=self.perm,
         )
 
     def cuda(self, device=None) -> "QuantizedWeight":
@@ -339,6 +353,10 @@ class QuantizedWeight:
             _address(out),
             _nbytes(out),
         )
+        if self.perm is not None:
+            # Stored column j is the weight's column perm[j].
+            stored, out = out, torch.empty_like(out)
+            out[:, self.perm] = stored
         return out.to(device=self.device if device is None else device, dtype=dtype)
 
 
@@ -428,7 +446,7 @@ def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[Quantize
     tensors = Checkpoint()
     tensors.path = os.fspath(path)
     for name in native.quantized_names():
-        dtype, group_size, n, k, scale_dtype, zero_points, _search = native.quantized_info(name)
+        dtype, group_size, n, k, scale_dtype, zero_points, _search, permuted = native.quantized_info(name)
         # The format writes K for one group per row; a K that is itself a group size reads as
         # that group size (the same weight).
         group = group_size if group_size in GROUP_SIZES else None
@@ -445,8 +463,12 @@ def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[Quantize
             _address(zeros),
             _nbytes(zeros),
         )
+        perm = None
+        if permuted:
+            perm = torch.empty(k, dtype=torch.int64)
+            native.read_permutation(name, _address(perm), _nbytes(perm))
         weight = QuantizedWeight(
-            codes, scales.to(_SCALE_DTYPE_NAMES[scale_dtype]), zeros, dtype, group, (n, k)
+            codes, scales.to(_SCALE_DTYPE_NAMES[scale_dtype]), zeros, dtype, group, (n, k), perm=perm
         )
         tensors[name] = weight if device is None else weight.to(device)
     for name in native.plain_names():

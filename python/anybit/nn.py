@@ -99,12 +99,14 @@ class QuantizedLinear(nn.Module):
         destination[prefix + "weight.scales"] = self.qweight.scales
         if self.qweight.zeros is not None:
             destination[prefix + "weight.zeros"] = self.qweight.zeros
+        if self.qweight.perm is not None:
+            destination[prefix + "weight.perm"] = self.qweight.perm
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         parts = {}
-        for part in ("codes", "scales", "zeros"):
+        for part in ("codes", "scales", "zeros", "perm"):
             key = prefix + "weight." + part
             if key in state_dict:
                 parts[part] = state_dict.pop(key)
@@ -117,6 +119,7 @@ class QuantizedLinear(nn.Module):
                 old.dtype,
                 old.group_size,
                 old.shape,
+                perm=parts.get("perm"),
             ).to(old.device)
         elif strict:
             missing_keys.extend(

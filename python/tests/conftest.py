@@ -92,6 +92,7 @@ _SAFETENSORS_DTYPES = {
     torch.float32: "F32",
     torch.uint8: "U8",
     torch.int64: "I64",
+    torch.int32: "I32",
 }
 
 
@@ -128,8 +129,13 @@ def write_quantized_checkpoint(path, quantized, plain):
         tensors[name + ".scales"] = weight.scales
         if weight.zeros is not None:
             tensors[name + ".zeros"] = weight.zeros
+        extra = {}
+        if weight.perm is not None:
+            tensors[name + ".perm"] = weight.perm.to(torch.int32)
+            extra["permuted"] = True
         metadata["anybit." + name] = json.dumps(
             {
+                **extra,
                 "dtype": weight.dtype,
                 "group_size": weight.group_size or k,
                 "shape": [n, k],

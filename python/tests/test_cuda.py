@@ -113,6 +113,16 @@ def test_quantized_linear_under_torch_compile_and_cuda_graphs():
     assert torch.equal(out, module(fresh))
 
 
+def test_act_order_weight_gathers_x():
+    w = torch.randn(256, 512)
+    perm = torch.randperm(512)
+    stored = anybit.quantize(w[:, perm], "u3", 128)
+    weight = anybit.QuantizedWeight(stored.codes, stored.scales, stored.zeros, "u3", 128, (256, 512), perm=perm).cuda()
+    x = torch.randn(9, 512, device="cuda", dtype=torch.float16)
+    expected = x.float() @ weight.dequantize(torch.float32).T
+    assert _relative_error(anybit.matmul(x, weight), expected) <= TOLERANCE
+
+
 def test_opcheck():
     weight = anybit.quantize(torch.randn(256, 256, device="cuda"), "i4", 64)
     x = torch.randn(3, 256, device="cuda", dtype=torch.float16)

@@ -39,6 +39,30 @@ def test_load_reads_quantized_and_plain_tensors(tmp_path, generator):
     assert torch.equal(tensors["norm.weight"], norm)
 
 
+def test_act_order_weights_carry_their_permutation(tmp_path, generator):
+    """A weight imported with GPTQ's act-order: stored column j is the weight's column perm[j];
+    dequantize() gives the weight in its own order and the product gathers x."""
+    w = torch.randn(32, 128, generator=generator)
+    perm = torch.randperm(128, generator=generator)
+    stored = anybit.quantize(w[:, perm], "u4", 32)
+    weight = anybit.QuantizedWeight(stored.codes, stored.scales, stored.zeros, "u4", 32, (32, 128), perm=perm)
+    dense = weight.dequantize()
+    assert torch.equal(dense[:, perm], stored.dequantize())
+    assert (dense - w).abs().max() <= stored.scales.float().max()
+    path = tmp_path / "act_order.safetensors"
+    write_quantized_checkpoint(path, {"layer.weight": weight}, {})
+    loaded = anybit.load(path)["layer.weight"]
+    assert torch.equal(loaded.perm, perm) and torch.equal(loaded.dequantize(), dense)
+    module = QuantizedLinear(loaded)
+    x = torch.randn(3, 128, generator=generator)
+    assert torch.allclose(module(x), x @ dense.T, atol=1e-5)
+    again = QuantizedLinear(anybit.quantize(w, "u4", 32))
+    again.load_state_dict(module.state_dict())
+    assert torch.equal(again.qweight.perm, perm)
+    with pytest.raises(ValueError, match="permutation of 0..127"):
+        anybit.QuantizedWeight(stored.codes, stored.scales, stored.zeros, "u4", 32, (32, 128), perm=perm.clamp(max=126))
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(OSError):
         anybit.load(tmp_path / "missing.safetensors")

@@ -639,11 +639,13 @@ impl Checkpoint {
             .collect()
     }
 
-    /// `(dtype, group_size, n, k, scale_dtype, zero_points, search)` of a quantized weight.
+    /// `(dtype, group_size, n, k, scale_dtype, zero_points, search, permuted)` of a quantized
+    /// weight.
+    #[allow(clippy::type_complexity)]
     fn quantized_info(
         &self,
         name: &str,
-    ) -> PyResult<(String, usize, usize, usize, String, bool, String)> {
+    ) -> PyResult<(String, usize, usize, usize, String, bool, String, bool)> {
         let info = self.inner.info(name).ok_or_else(|| {
             PyValueError::new_err(format!("no quantized weight `{name}` in the checkpoint"))
         })?;
@@ -655,7 +657,32 @@ impl Checkpoint {
             info.scale_dtype.clone(),
             info.zero_points,
             info.search.clone(),
+            info.permuted,
         ))
+    }
+
+    /// Reads the column permutation of an act-order weight (column `j` of the stored matrix is
+    /// column `perm[j]` of the original) into a host buffer of `K` int64 values.
+    fn read_permutation(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        out: usize,
+        out_bytes: usize,
+    ) -> PyResult<()> {
+        let parts = py
+            .detach(|| self.inner.parts(name))
+            .map_err(checkpoint_error)?;
+        let permutation = parts.permutation.ok_or_else(|| {
+            PyValueError::new_err(format!("the weight `{name}` has no column permutation"))
+        })?;
+        // SAFETY: the package passes a contiguous CPU tensor of this size, alive for the call.
+        let out =
+            unsafe { host_slice_mut("the permutation", out, out_bytes, permutation.len() * 8)? };
+        for (chunk, &column) in out.chunks_exact_mut(8).zip(&permutation) {
+            chunk.copy_from_slice(&i64::from(column).to_le_bytes());
+        }
+        Ok(())
     }
 
     /// Reads a quantized weight (checked against its metadata) into host buffers: packed
