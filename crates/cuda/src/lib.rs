@@ -21,4 +21,6 @@ pub use nvrtc::{load_nvrtc, nvrtc_version, NvrtcError};
 pub use runtime::{DeviceBuffer, Gpu, Kernel, KernelArgument, Launch, RuntimeError};
 pub use sass::{disassemble, sass_by_function, SassError};
 pub use target::{ParseTargetError, Target};
-pub use toolkit::{locate_toolkit, Toolkit, ToolkitError, NVRTC_LIBRARY, PROJECT_CACHE};
+pub use toolkit::{
+    add_python_site_packages, locate_toolkit, Toolkit, ToolkitError, NVRTC_LIBRARY, PROJECT_CACHE,
+};

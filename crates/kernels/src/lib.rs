@@ -9,6 +9,8 @@
 //! - [`prepared`]: the prepared layout (codes in tensor-core fragment order) and its inverse.
 //! - [`weight`]: [`PreparedWeight`], made once per weight on the host.
 //! - [`decode`]: the decode schedule (M ≤ 64) as anybit programs.
+//! - [`launch`]: products on device pointers and a stream the caller owns (PyTorch's), with
+//!   kernels loaded once per process and device.
 //! - [`reference`]: the f64 reference the kernels are checked against.
 //! - [`tuning`]: the persistent cache of tuned schedules per device and product.
 
@@ -16,6 +18,7 @@ pub mod bench;
 pub mod decode;
 pub mod format;
 pub mod gpu;
+pub mod launch;
 pub mod prepared;
 pub mod reference;
 pub mod tuning;

@@ -1,0 +1,479 @@
+"""Quantized weights: quantization, the prepared kernel layout, and checkpoints.
+
+A :class:`QuantizedWeight` holds the plain form of a quantized ``[N, K]`` weight (the codes
+packed as the dtype crate packs them, one scale per group and, for unsigned types, one
+zero-point code per group) on the CPU, and, once moved to a CUDA device, the prepared layout
+the kernels read, on that device. The plain form is what files hold; the prepared one is made
+once, when the weight is moved to a GPU, and kept.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Union
+
+import torch
+
+from . import _native
+
+#: The weight types the kernels take: integers of 1 to 8 bits (``i1`` excepted: no symmetric
+#: range fits it) and every small float ``f{bits}e{E}m{M}`` of at most 8 bits.
+WEIGHT_TYPES = tuple(
+    [f"u{bits}" for bits in range(1, 9)]
+    + [f"i{bits}" for bits in range(2, 9)]
+    + [
+        f"f{1 + e + m}e{e}m{m}"
+        for e in range(1, 8)
+        for m in range(0, 7)
+        if 2 <= 1 + e + m <= 8
+    ]
+)
+
+#: Group sizes along K; ``None`` means one group per row (per channel).
+GROUP_SIZES = (16, 32, 64, 128, 256, None)
+
+_SCALE_DTYPES = {
+    torch.float16: "f16",
+    torch.bfloat16: "bf16",
+    torch.float32: "f32",
+}
+_SCALE_DTYPE_NAMES = {
+    "f16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "f32": torch.float32,
+    "float32": torch.float32,
+}
+_WEIGHT_SOURCE = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+
+
+def _bits(dtype: str) -> int:
+    return int(dtype[1:].split("e")[0])
+
+
+def _is_weight_type(dtype: str) -> bool:
+    try:
+        _native.code_values(dtype)
+    except ValueError:
+        return False
+    return dtype != "i1"
+
+
+def _check_weight_type(dtype) -> str:
+    if not isinstance(dtype, str):
+        raise TypeError(
+            f"dtype must be a weight type name such as 'u4', 'i3' or 'f6e3m2', not {type(dtype).__name__}"
+        )
+    if dtype not in WEIGHT_TYPES and not _is_weight_type(dtype):
+        raise ValueError(
+            f"weight type {dtype!r} is not supported: use u1..u8, i2..i8 or a small float "
+            f"f{{bits}}e{{E}}m{{M}} of at most 8 bits (for example f4e2m1, f6e3m2, f8e4m3)"
+        )
+    return dtype
+
+
+def _check_group(group_size, k: int) -> Optional[int]:
+    if group_size is not None and (
+        isinstance(group_size, bool) or not isinstance(group_size, int)
+    ):
+        raise TypeError(
+            f"group_size must be an int or None (per channel), not {type(group_size).__name__}"
+        )
+    if group_size is not None and group_size not in GROUP_SIZES:
+        raise ValueError(
+            f"group size {group_size} is not supported: use 16, 32, 64, 128, 256 or None (per channel)"
+        )
+    if group_size is not None and k % group_size != 0:
+        raise ValueError(
+            f"K = {k} (the weight's second dimension) is not a multiple of the group size "
+            f"{group_size}: choose a group size that divides K, or None (per channel)"
+        )
+    return group_size
+
+
+def _scale_dtype(scale_dtype, default: torch.dtype) -> torch.dtype:
+    if scale_dtype is None:
+        return default
+    if isinstance(scale_dtype, str):
+        if scale_dtype not in _SCALE_DTYPE_NAMES:
+            raise ValueError(
+                f"scale_dtype {scale_dtype!r} is not supported: use torch.float16, torch.bfloat16 or torch.float32"
+            )
+        return _SCALE_DTYPE_NAMES[scale_dtype]
+    if scale_dtype not in _SCALE_DTYPES:
+        raise TypeError(
+            f"scale_dtype {scale_dtype} is not supported: use torch.float16, torch.bfloat16 or torch.float32"
+        )
+    return scale_dtype
+
+
+def _codes_shape(n: int, k: int, bits: int):
+    row_bits = k * bits
+    if row_bits % 8 == 0:
+        return (n, row_bits // 8)
+    return ((n * k * bits + 7) // 8,)
+
+
+def _address(tensor: Optional[torch.Tensor]) -> int:
+    return 0 if tensor is None else tensor.data_ptr()
+
+
+def _nbytes(tensor: Optional[torch.Tensor]) -> int:
+    return 0 if tensor is None else tensor.numel() * tensor.element_size()
+
+
+class QuantizedWeight:
+    """A quantized ``[N, K]`` weight (``N`` output features, ``K`` input features).
+
+    Attributes:
+        dtype: the weight type name (``"u4"``, ``"f6e3m2"``, …).
+        group_size: elements per group along K, or ``None`` for one group per row.
+        shape: ``(N, K)``.
+        codes: ``uint8`` packed codes (element ``i`` of the row-major matrix at bits
+            ``[i·b, (i+1)·b)`` of a little-endian bit stream), ``[N, K·b/8]`` when a row is a
+            whole number of bytes, else ``[⌈N·K·b/8⌉]``; always on the CPU.
+        scales: ``[N, groups]`` in :attr:`scale_dtype`; on the CPU.
+        zeros: ``[N, groups]`` ``uint8`` zero-point codes for unsigned types (the weight is
+            ``(q − z) · s``), else ``None``; on the CPU.
+        perm: for weights imported with GPTQ's act-order, the column permutation (``int64``
+            ``[K]``: column ``j`` of the stored codes is column ``perm[j]`` of the weight; the
+            activations are gathered as ``x[..., perm]`` before the product), else ``None``.
+        device: where the prepared layout is (``cpu`` when there is none).
+    """
+
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: Optional[torch.Tensor],
+        dtype: str,
+        group_size: Optional[int],
+        shape,
+        prepared=None,
+        device=None,
+        perm: Optional[torch.Tensor] = None,
+    ):
+        n, k = (int(size) for size in shape)
+        self.dtype = _check_weight_type(dtype)
+        self.group_size = _check_group(group_size, k)
+        self.shape = (n, k)
+        for name, tensor in (("codes", codes), ("scales", scales)):
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, not {type(tensor).__name__}")
+        groups = 1 if group_size is None else k // group_size
+        bits = _bits(dtype)
+        if codes.dtype != torch.uint8:
+            raise TypeError(f"codes must be torch.uint8, not {codes.dtype}")
+        expected = (n * k * bits + 7) // 8
+        if codes.numel() != expected:
+            raise ValueError(
+                f"codes hold {codes.numel()} bytes, but a {n}×{k} {dtype} weight packs into {expected}"
+            )
+        if scales.dtype not in _SCALE_DTYPES:
+            raise TypeError(
+                f"scales must be float16, bfloat16 or float32, not {scales.dtype}"
+            )
+        if tuple(scales.shape) != (n, groups):
+            raise ValueError(
+                f"scales have shape {tuple(scales.shape)}, but a {n}×{k} weight with group size "
+                f"{group_size} needs ({n}, {groups})"
+            )
+        unsigned = dtype.startswith("u")
+        if unsigned and zeros is None:
+            raise ValueError(f"{dtype} weights need zero points (zeros of shape ({n}, {groups}))")
+        if not unsigned and zeros is not None:
+            raise ValueError(f"{dtype} weights are symmetric and take no zero points; pass zeros=None")
+        if zeros is not None:
+            if not isinstance(zeros, torch.Tensor):
+                raise TypeError(f"zeros must be a torch.Tensor, not {type(zeros).__name__}")
+            if zeros.dtype != torch.uint8:
+                raise TypeError(f"zeros must be torch.uint8 zero-point codes, not {zeros.dtype}")
+            if tuple(zeros.shape) != (n, groups):
+                raise ValueError(
+                    f"zeros have shape {tuple(zeros.shape)}, but ({n}, {groups}) are needed"
+                )
+            if int(zeros.max()) > (1 << bits) - 1:
+                raise ValueError(
+                    f"zero point {int(zeros.max())} is beyond the largest {dtype} code {(1 << bits) - 1}"
+                )
+        if perm is not None:
+            if not isinstance(perm, torch.Tensor) or perm.dtype not in (torch.int32, torch.int64):
+                raise TypeError("perm must be an int32 or int64 tensor of column indices")
+            perm = perm.detach().to("cpu", torch.int64).reshape(-1)
+            if perm.numel() != k or not torch.equal(perm.sort().values, torch.arange(k)):
+                raise ValueError(f"perm must be a permutation of 0..{k - 1} (one entry per input feature)")
+        self.perm = perm
+        self.codes = codes.detach().to("cpu").contiguous().reshape(_codes_shape(n, k, bits))
+        self.scales = scales.detach().to("cpu").contiguous()
+        self.zeros = None if zeros is None else zeros.detach().to("cpu").contiguous()
+        self.scale_dtype = self.scales.dtype
+        # The scale type's name as the native side spells it (a plain str: cheap to trace).
+        self.scale_name = _SCALE_DTYPES[self.scale_dtype]
+        # (codes, scales, zeros) in the kernel layout, on `device`.
+        self._prepared = prepared
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        # The permutation on `device`, for the gather of the activations.
+        self.device_perm = None if perm is None else perm.to(self.device)
+
+    # -- what it is ----------------------------------------------------------------------
+
+    @property
+    def bits(self) -> int:
+        return _bits(self.dtype)
+
+    @property
+    def zero_mode(self) -> str:
+        return "codes" if self.zeros is not None else "none"
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def prepared(self):
+        """``(codes, scales, zeros)`` in the kernel layout on :attr:`device`, or ``None``."""
+        return self._prepared
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the plain form: codes, scales and zero points."""
+        return _nbytes(self.codes) + _nbytes(self.scales) + _nbytes(self.zeros)
+
+    def __repr__(self) -> str:
+        group = "per-channel" if self.group_size is None else self.group_size
+        return (
+            f"QuantizedWeight({self.dtype}, shape={self.shape}, group_size={group}, "
+            f"scale_dtype={self.scale_dtype}, device={self.device})"
+        )
+
+    # -- devices -------------------------------------------------------------------------
+
+    def _prepare_on_host(self):
+        n, k = self.shape
+        codes_bytes, scales_bytes = _native.prepared_sizes(
+            self.dtype, self.group_size, n, k, self.scale_name
+        )
+        codes = torch.empty(codes_bytes, dtype=torch.uint8)
+        scales = torch.empty(scales_bytes, dtype=torch.uint8)
+        zeros = None if self.zeros is None else torch.empty(scales_bytes, dtype=torch.uint8)
+        plain_scales = self.scales.float().contiguous()
+        plain_zeros = None if self.zeros is None else self.zeros.float().contiguous()
+        _native.prepare(
+            self.dtype,
+            self.group_size,
+            self.zero_mode,
+            n,
+            k,
+            self.scale_name,
+            _address(self.codes),
+            _nbytes(self.codes),
+            _address(plain_scales),
+            _nbytes(plain_scales),
+            _address(plain_zeros),
+            _nbytes(plain_zeros),
+            _address(codes),
+            _nbytes(codes),
+            _address(scales),
+            _nbytes(scales),
+            _address(zeros),
+            _nbytes(zeros),
+        )
+        return codes, scales, zeros
+
+    def to(self, device) -> "QuantizedWeight":
+        """This weight with its kernel layout on ``device`` (prepared once, on the first move
+        to a GPU; moves between GPUs copy it). ``cpu`` drops the kernel layout."""
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"cannot move the weight to {device}: CUDA is not available here (no GPU, no "
+                "driver, or a PyTorch without CUDA)"
+            )
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"anybit weights live on the CPU or a CUDA device, not {device}"
+            )
+        if device == self.device:
+            return self
+        prepared = None
+        if device.type == "cuda":
+            source = self._prepared if self._prepared is not None else self._prepare_on_host()
+            prepared = tuple(
+                None if part is None else part.to(device) for part in source
+            )
+        return QuantizedWeight(
+            self.codes,
+            self.scales,
+            self.zeros,
+            self.dtype,
+            self.group_size,
+            self.shape,
+            prepared=prepared,
+            device=device,
+            perm=self.perm,
+        )
+
+    def cuda(self, device=None) -> "QuantizedWeight":
+        if device is None:
+            device = torch.device("cuda")
+        elif isinstance(device, int):
+            device = torch.device("cuda", device)
+        return self.to(device)
+
+    def cpu(self) -> "QuantizedWeight":
+        return self.to("cpu")
+
+    # -- values --------------------------------------------------------------------------
+
+    def dequantize(self, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+        """The ``[N, K]`` weight the kernels multiply by, ``(decode(q) − z) · s``, computed in
+        f64 and rounded to ``dtype``, on ``device`` (default: :attr:`device`)."""
+        n, k = self.shape
+        out = torch.empty((n, k), dtype=torch.float32)
+        scales = self.scales.float().contiguous()
+        _native.dequantize(
+            self.dtype,
+            self.group_size,
+            n,
+            k,
+            self.scale_name,
+            _address(self.codes),
+            _nbytes(self.codes),
+            _address(scales),
+            _nbytes(scales),
+            _address(self.zeros),
+            _nbytes(self.zeros),
+            _address(out),
+            _nbytes(out),
+        )
+        if self.perm is not None:
+            # Stored column j is the weight's column perm[j].
+            stored, out = out, torch.empty_like(out)
+            out[:, self.perm] = stored
+        return out.to(device=self.device if device is None else device, dtype=dtype)
+
+
+def quantize(
+    w: torch.Tensor,
+    dtype: str = "u3",
+    group_size: Optional[int] = 128,
+    scale_dtype=None,
+    search: Optional[str] = None,
+) -> QuantizedWeight:
+    """Quantizes the ``[N, K]`` weight ``w`` (float32, float16 or bfloat16; CPU or CUDA) to
+    ``dtype`` with one scale per ``group_size`` elements along K (``None``: per channel).
+
+    Integers are rounded to nearest with a scale that just covers each group (symmetric for
+    ``i2``–``i8`` and small floats; unsigned types get a zero point over ``[min(w, 0),
+    max(w, 0)]``); ``search="mse"`` also tries each group's range shrunk by 0.95 … 0.5 and
+    keeps the least squared error. Scales are stored as ``scale_dtype`` (default: ``w``'s
+    dtype for 16-bit weights, float16 for float32 ones), rounded up. The result is on ``w``'s
+    device (a CUDA weight is prepared for the kernels at once).
+    """
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w must be a torch.Tensor, not {type(w).__name__}")
+    if w.dim() != 2:
+        raise ValueError(
+            f"w must be a 2-D weight [out_features, in_features], but it has shape {tuple(w.shape)}"
+        )
+    if w.dtype not in _WEIGHT_SOURCE:
+        raise TypeError(
+            f"w is {w.dtype}; quantize takes float32, float16 or bfloat16 weights"
+        )
+    if w.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"w is on {w.device}; quantize takes CPU or CUDA tensors")
+    n, k = w.shape
+    if n == 0 or k == 0:
+        raise ValueError(f"w has shape {tuple(w.shape)}; both sizes must be at least 1")
+    dtype = _check_weight_type(dtype)
+    group_size = _check_group(group_size, k)
+    default_scale = w.dtype if w.dtype in (torch.float16, torch.bfloat16) else torch.float16
+    scale_dtype = _scale_dtype(scale_dtype, default_scale)
+    if search not in (None, "mse"):
+        raise ValueError(f"search {search!r} is not supported: use None (round to nearest) or 'mse'")
+    source = w.detach().to("cpu").contiguous()
+    groups = 1 if group_size is None else k // group_size
+    codes = torch.empty((n * k * _bits(dtype) + 7) // 8, dtype=torch.uint8)
+    scales = torch.empty((n, groups), dtype=torch.float32)
+    zeros = torch.empty((n, groups), dtype=torch.uint8) if dtype.startswith("u") else None
+    _native.quantize(
+        _address(source),
+        _nbytes(source),
+        _WEIGHT_SOURCE[source.dtype],
+        n,
+        k,
+        dtype,
+        group_size,
+        _SCALE_DTYPES[scale_dtype],
+        search or "none",
+        _address(codes),
+        _nbytes(codes),
+        _address(scales),
+        _nbytes(scales),
+        _address(zeros),
+        _nbytes(zeros),
+    )
+    weight = QuantizedWeight(
+        codes, scales.to(scale_dtype), zeros, dtype, group_size, (n, k)
+    )
+    return weight.to(w.device) if w.device.type == "cuda" else weight
+
+
+class Checkpoint(dict):
+    """The tensors of a checkpoint by name: :class:`QuantizedWeight` values for the quantized
+    weights (under the weight's own name, e.g. ``model.layers.0.mlp.up_proj.weight``) and
+    ``torch.Tensor`` values for every other tensor. ``path`` is where it was read from."""
+
+    path: str = ""
+
+
+def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[QuantizedWeight, torch.Tensor]]:
+    """Reads a checkpoint written by ``anybit quantize`` (a ``.safetensors`` file, a
+    ``*.safetensors.index.json`` of shards, or a folder holding one): every quantized weight as
+    a :class:`QuantizedWeight` (checked against its metadata) and every other tensor as a
+    ``torch.Tensor``, on ``device`` (default: the CPU). Files that cannot be read raise
+    ``OSError``; malformed ones ``ValueError`` naming the file and tensor."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    native = _native.Checkpoint(os.fspath(path))
+    tensors = Checkpoint()
+    tensors.path = os.fspath(path)
+    for name in native.quantized_names():
+        dtype, group_size, n, k, scale_dtype, zero_points, _search, permuted = native.quantized_info(name)
+        # The format writes K for one group per row; a K that is itself a group size reads as
+        # that group size (the same weight).
+        group = group_size if group_size in GROUP_SIZES else None
+        groups = k // group_size
+        codes = torch.empty((n * k * _bits(dtype) + 7) // 8, dtype=torch.uint8)
+        scales = torch.empty((n, groups), dtype=torch.float32)
+        zeros = torch.empty((n, groups), dtype=torch.uint8) if zero_points else None
+        native.read_quantized(
+            name,
+            _address(codes),
+            _nbytes(codes),
+            _address(scales),
+            _nbytes(scales),
+            _address(zeros),
+            _nbytes(zeros),
+        )
+        perm = None
+        if permuted:
+            perm = torch.empty(k, dtype=torch.int64)
+            native.read_permutation(name, _address(perm), _nbytes(perm))
+        weight = QuantizedWeight(
+            codes, scales.to(_SCALE_DTYPE_NAMES[scale_dtype]), zeros, dtype, group, (n, k), perm=perm
+        )
+        tensors[name] = weight if device is None else weight.to(device)
+    for name in native.plain_names():
+        dtype, shape = native.plain_info(name)
+        tensor = torch.empty(shape, dtype=getattr(torch, dtype))
+        native.read_plain(name, _address(tensor), _nbytes(tensor))
+        tensors[name] = tensor if device is None else tensor.to(device)
+    return tensors

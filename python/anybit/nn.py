@@ -1,0 +1,242 @@
+"""Modules: :class:`QuantizedLinear`, and :func:`quantize_model` / :func:`load_quantized`,
+which put it in place of a model's ``nn.Linear`` layers."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from typing import Dict, Iterable, List, Optional, Union
+
+import torch
+from torch import nn
+
+from ._ops import _aligned, matmul
+from ._weight import QuantizedWeight, load, quantize
+
+
+class QuantizedLinear(nn.Module):
+    """``y = x @ W.T + bias`` with a quantized ``W``: the anybit kernels on CUDA, and on the CPU
+    a product with the dequantized weight (for checks and CPU-only runs, not for speed).
+
+    ``module.to(device)``/``.cuda()`` move the weight (preparing its kernel layout on the first
+    move to a GPU); ``.half()``/``.to(torch.bfloat16)`` cast the bias only. The state dict holds
+    ``weight.codes``, ``weight.scales``, ``weight.zeros`` (unsigned types) and ``bias``.
+    """
+
+    def __init__(self, qweight: QuantizedWeight, bias: Optional[torch.Tensor] = None):
+        super().__init__()
+        if not isinstance(qweight, QuantizedWeight):
+            raise TypeError(
+                f"qweight must be an anybit.QuantizedWeight, not {type(qweight).__name__}"
+            )
+        n, k = qweight.shape
+        if bias is not None:
+            if not isinstance(bias, torch.Tensor):
+                raise TypeError(f"bias must be a torch.Tensor or None, not {type(bias).__name__}")
+            if tuple(bias.shape) != (n,):
+                raise ValueError(f"bias has shape {tuple(bias.shape)}, but [{n}] is needed")
+            bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.qweight = qweight
+        self.in_features = k
+        self.out_features = n
+        self.register_parameter("bias", bias)
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        dtype: str = "u4",
+        group_size: Optional[int] = 128,
+        scale_dtype=None,
+        search: Optional[str] = None,
+    ) -> "QuantizedLinear":
+        """Quantizes ``linear``'s weight (see :func:`anybit.quantize`) on its device."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, not {type(linear).__name__}")
+        qweight = quantize(linear.weight, dtype, group_size, scale_dtype, search)
+        return cls(qweight, linear.bias)
+
+    @property
+    def weight(self) -> QuantizedWeight:
+        return self.qweight
+
+    def extra_repr(self) -> str:
+        group = "per-channel" if self.qweight.group_size is None else self.qweight.group_size
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, dtype={self.qweight.dtype}, group_size={group}"
+        )
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # The device `fn` moves tensors to (a uint8 probe is never cast).
+        probe = fn(torch.empty(0, dtype=torch.uint8, device=self.qweight.device))
+        if probe.device != self.qweight.device:
+            self.qweight = self.qweight.to(probe.device)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias
+        if x.device.type != "cuda":
+            weight = self.qweight.dequantize(dtype=x.dtype, device=x.device)
+            return nn.functional.linear(x, weight, None if bias is None else bias.to(x.dtype))
+        if x.dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"x is {x.dtype}; the anybit kernels take float16 or bfloat16 activations: "
+                "convert the model with .half() or .to(torch.bfloat16)"
+            )
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        x = x.contiguous()
+        if not _aligned(x):
+            # A view that starts inside an allocation: the kernels load 16 bytes at a time.
+            x = x.clone()
+        return matmul(x, self.qweight, bias)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight.codes"] = self.qweight.codes
+        destination[prefix + "weight.scales"] = self.qweight.scales
+        if self.qweight.zeros is not None:
+            destination[prefix + "weight.zeros"] = self.qweight.zeros
+        if self.qweight.perm is not None:
+            destination[prefix + "weight.perm"] = self.qweight.perm
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        parts = {}
+        for part in ("codes", "scales", "zeros", "perm"):
+            key = prefix + "weight." + part
+            if key in state_dict:
+                parts[part] = state_dict.pop(key)
+        if "codes" in parts and "scales" in parts:
+            old = self.qweight
+            self.qweight = QuantizedWeight(
+                parts["codes"],
+                parts["scales"],
+                parts.get("zeros"),
+                old.dtype,
+                old.group_size,
+                old.shape,
+                perm=parts.get("perm"),
+            ).to(old.device)
+        elif strict:
+            missing_keys.extend(
+                prefix + "weight." + part for part in ("codes", "scales") if part not in parts
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+def _skipped(name: str, patterns: Iterable[str]) -> bool:
+    return any(
+        name == pattern
+        or fnmatch.fnmatchcase(name, pattern)
+        or name.endswith("." + pattern)
+        for pattern in patterns
+    )
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def quantize_model(
+    model: nn.Module,
+    dtype: str = "u4",
+    group_size: Optional[int] = 128,
+    skip: Iterable[str] = ("lm_head",),
+    scale_dtype=None,
+    search: Optional[str] = None,
+) -> List[str]:
+    """Replaces every ``nn.Linear`` of ``model`` (in place, on its device) by a
+    :class:`QuantizedLinear` of its weight quantized to ``dtype``, except those whose qualified
+    name matches a pattern of ``skip`` (the name itself, a glob such as ``"*.gate"``, or its
+    last components such as ``"lm_head"``). Returns the names of the replaced layers. A layer
+    whose input features the group size does not divide raises ``ValueError`` naming it (skip
+    it, or choose another group size)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if isinstance(skip, str):
+        skip = (skip,)
+    skip = tuple(skip)
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name and not _skipped(name, skip)
+    ]
+    replaced = []
+    for name, linear in targets:
+        if group_size is not None and linear.in_features % group_size != 0:
+            raise ValueError(
+                f"layer {name!r} has {linear.in_features} input features, which the group size "
+                f"{group_size} does not divide: add it to skip=, or choose another group size"
+            )
+        try:
+            quantized = QuantizedLinear.from_linear(linear, dtype, group_size, scale_dtype, search)
+        except ValueError as error:
+            raise ValueError(f"layer {name!r}: {error}") from None
+        _replace(model, name, quantized)
+        replaced.append(name)
+    return replaced
+
+
+def load_quantized(
+    model: nn.Module,
+    checkpoint: Union[str, os.PathLike, Dict[str, object]],
+    strict: bool = True,
+) -> List[str]:
+    """Loads a checkpoint written by ``anybit quantize`` (a path, or what :func:`anybit.load`
+    returned) into ``model``: each ``nn.Linear`` whose ``NAME.weight`` is quantized there
+    becomes a :class:`QuantizedLinear` (keeping its bias from the checkpoint or the model), and
+    every other tensor is loaded into the model's parameters and buffers (``strict``: all of
+    them must match). Returns the names of the replaced layers."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    tensors = load(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else dict(checkpoint)
+    modules = dict(model.named_modules())
+    replaced = []
+    for key, value in list(tensors.items()):
+        if not isinstance(value, QuantizedWeight):
+            continue
+        if not key.endswith(".weight") or not isinstance(modules.get(key[: -len(".weight")]), nn.Linear):
+            if strict:
+                raise ValueError(
+                    f"the checkpoint quantizes {key!r}, which is not the weight of an nn.Linear of the model"
+                )
+            continue
+        name = key[: -len(".weight")]
+        linear = modules[name]
+        if (linear.out_features, linear.in_features) != value.shape:
+            raise ValueError(
+                f"{key!r} is {value.shape[0]}×{value.shape[1]} in the checkpoint, but the model's "
+                f"layer is {linear.out_features}×{linear.in_features}"
+            )
+        bias = tensors.pop(name + ".bias", None)
+        if bias is None and linear.bias is not None and linear.bias.device.type != "meta":
+            bias = linear.bias
+        device = linear.weight.device
+        module = QuantizedLinear(value, bias)
+        if device.type == "cuda":
+            module = module.to(device)
+        _replace(model, name, module)
+        del tensors[key]
+        replaced.append(name)
+    plain = {key: value for key, value in tensors.items() if isinstance(value, torch.Tensor)}
+    result = model.load_state_dict(plain, strict=False, assign=True)
+    if strict:
+        missing = [
+            key
+            for key in result.missing_keys
+            if not any(key.startswith(name + ".") for name in replaced)
+        ]
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"the checkpoint does not match the model: missing {missing[:8]}, "
+                f"unexpected {list(result.unexpected_keys)[:8]}"
+            )
+    return replaced
