@@ -89,6 +89,42 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Quantize the weights of a safetensors checkpoint into anybit's format (docs/quantize.md).
+    ///
+    /// Quantizes every 2-D f16/bf16/f32 tensor whose name does not contain `embed` or `lm_head`
+    /// (or, with --include, exactly the tensors that match), copies every other tensor
+    /// unchanged, and prints the error of each quantized weight and the sizes before and after.
+    /// Example: anybit quantize model.safetensors -o model-u3.safetensors --dtype u3 --group 128
+    Quantize {
+        /// The checkpoint: a .safetensors file, or a sharded checkpoint's
+        /// *.safetensors.index.json (its shards are read from its directory).
+        input: PathBuf,
+        /// The output: a .safetensors file, or for a sharded input a new or empty directory
+        /// that receives shards of the same names and the index. Written atomically; never the
+        /// input.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Weight type: u1..u8, i2..i8 or a small float such as f6e3m2 or f4e2m1.
+        #[arg(long)]
+        dtype: String,
+        /// Group size along K (the last dimension): 16, 32, 64, 128, 256 or per-channel.
+        #[arg(long, default_value = "128")]
+        group: String,
+        /// The type scales are stored in: f16, bf16 or f32.
+        #[arg(long, default_value = "f16")]
+        scales: String,
+        /// Quantize exactly the tensors whose names match this glob (repeatable; `*` matches
+        /// any characters), e.g. --include 'model.layers.*' --include lm_head.weight. Each
+        /// must be a 2-D f16/bf16/f32 tensor.
+        #[arg(long, value_name = "GLOB")]
+        include: Vec<String>,
+        /// Leave the tensors whose names match this glob unquantized (repeatable).
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// How each group's scale (and zero point) is chosen.
+        #[arg(long, value_enum, default_value_t = commands::quantize::Search::None)]
+        search: commands::quantize::Search,
+    },
     /// Compile a program to CUDA C++, PTX, a cubin or SASS (no GPU needed).
     Compile {
         /// The program file.
@@ -262,6 +298,25 @@ fn main() -> ExitCode {
             bias,
             scale_dtype: scales,
             schedule,
+        }),
+        Command::Quantize {
+            input,
+            output,
+            dtype,
+            group,
+            scales,
+            include,
+            exclude,
+            search,
+        } => commands::quantize::run(commands::quantize::QuantizeRequest {
+            input,
+            output,
+            dtype,
+            group,
+            scales,
+            include,
+            exclude,
+            search,
         }),
         Command::Check { files } => commands::program::check(&files),
         Command::Fmt { file, write, check } => commands::program::format(&file, write, check),

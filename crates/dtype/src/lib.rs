@@ -7,7 +7,8 @@
 //! - [`DType::encode`] converts from f32 with round-to-nearest-even and saturation (see its docs
 //!   for NaN, infinities and the 16-bit floats).
 //! - [`pack`] stores n-bit codes little-endian, element i at bits `[i·n, (i+1)·n)`.
-//! - [`quantize`] does group-wise quantization of matrices, with dequantization and error reports.
+//! - [`quantize`] does group-wise quantization of matrices, with dequantization and error reports;
+//!   [`quantize_with_search`] can search each group's scale for the least squared error.
 
 mod convert;
 mod dtype;
@@ -23,6 +24,6 @@ pub use packing::{
     PackError,
 };
 pub use quantize::{
-    error_report, quantize, ErrorReport, GroupSize, QuantizeError, QuantizeOptions,
-    QuantizedMatrix, Weights,
+    error_report, quantize, quantize_with_search, ErrorReport, ErrorStatistics, GroupSize,
+    QuantizeError, QuantizeOptions, QuantizedMatrix, ScaleSearch, Weights, MSE_SHRINK_FACTORS,
 };

@@ -14,6 +14,12 @@
 //! group's extreme values still fit and every element is within half a quantization step of
 //! its original (times the scale). A group of zeros gets scale 1. `i1` (values −1 and 0) cannot
 //! hold a symmetric range and is refused; use `u1`.
+//!
+//! [`quantize`] rounds every element to the nearest level of the scale that just covers its
+//! group. [`quantize_with_search`] with [`ScaleSearch::Mse`] also tries that range shrunk by each
+//! factor of [`MSE_SHRINK_FACTORS`] (extremes then saturate) and keeps, per group, the candidate
+//! with the least squared error; the first candidate is the round-to-nearest one and a later one
+//! must be strictly better, so the search is never worse than [`quantize`] on any group.
 
 use half::{bf16, f16};
 
@@ -118,6 +124,23 @@ pub enum QuantizeError {
     },
 }
 
+/// How each group's scale (and zero point) is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScaleSearch {
+    /// The scale that just covers the group's range: every element rounds to nearest.
+    #[default]
+    None,
+    /// The candidate of [`MSE_SHRINK_FACTORS`] with the least squared error of the group.
+    Mse,
+}
+
+/// The range shrink factors [`ScaleSearch::Mse`] tries, in this order: 1.0 (the
+/// round-to-nearest scale), 0.95, …, 0.5. A factor f scales the group's range: the symmetric
+/// scale becomes f·max|w| / max code, and for unsigned types the range [min, max] (which holds
+/// 0) becomes [f·min, f·max], with the zero point recomputed from it.
+pub const MSE_SHRINK_FACTORS: [f64; 11] =
+    [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5];
+
 /// A quantized matrix: packed codes, one scale (and zero point) per group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedMatrix {
@@ -145,12 +168,23 @@ pub struct ErrorReport {
     pub relative_frobenius: f64,
 }
 
-/// Quantizes a row-major `[rows, cols]` matrix.
+/// Quantizes a row-major `[rows, cols]` matrix, rounding every element to nearest.
 pub fn quantize(
     weights: Weights<'_>,
     rows: usize,
     cols: usize,
     options: QuantizeOptions,
+) -> Result<QuantizedMatrix, QuantizeError> {
+    quantize_with_search(weights, rows, cols, options, ScaleSearch::None)
+}
+
+/// Quantizes a row-major `[rows, cols]` matrix, choosing each group's scale as `search` says.
+pub fn quantize_with_search(
+    weights: Weights<'_>,
+    rows: usize,
+    cols: usize,
+    options: QuantizeOptions,
+    search: ScaleSearch,
 ) -> Result<QuantizedMatrix, QuantizeError> {
     let QuantizeOptions {
         dtype,
@@ -206,39 +240,93 @@ pub fn quantize(
                 }
                 *slot = value as f64;
             }
-            let exact_scale = group_scale(dtype, &group);
-            let scale = round_scale_up(exact_scale, scale_dtype).ok_or_else(|| {
-                QuantizeError::ScaleOverflow {
-                    row,
-                    group: group_index,
-                    scale: exact_scale,
-                    scale_dtype,
-                    max: scale_dtype.max_value(),
-                }
-            })?;
-            let zero_point = matches!(dtype, DType::Unsigned(_)).then(|| {
-                let lowest = group.iter().copied().fold(0.0, f64::min);
-                (-lowest / scale)
-                    .round_ties_even()
-                    .clamp(0.0, dtype.max_value())
-            });
-            for (offset, &value) in group.iter().enumerate() {
-                let code = match zero_point {
-                    Some(zero) => {
-                        let level = (value / scale).round_ties_even() + zero;
-                        level.clamp(0.0, dtype.max_value()) as u32
+            let levels_for = |factor: f64| {
+                GroupLevels::new(dtype, scale_dtype, &group, factor).map_err(|scale| {
+                    QuantizeError::ScaleOverflow {
+                        row,
+                        group: group_index,
+                        scale,
+                        scale_dtype,
+                        max: scale_dtype.max_value(),
                     }
-                    None => dtype.encode_f64(value / scale),
-                };
+                })
+            };
+            // The whole range first (round to nearest); a shrunk one must be strictly better.
+            let mut levels = levels_for(1.0)?;
+            if search == ScaleSearch::Mse {
+                let mut least = levels.squared_error(dtype, &group);
+                for &factor in &MSE_SHRINK_FACTORS[1..] {
+                    let candidate = levels_for(factor)?;
+                    let error = candidate.squared_error(dtype, &group);
+                    if error < least {
+                        (levels, least) = (candidate, error);
+                    }
+                }
+            }
+            for (offset, &value) in group.iter().enumerate() {
+                let code = levels.code(dtype, value);
                 write_code(&mut quantized.codes, dtype.bits(), first + offset, code);
             }
-            quantized.scales.push(scale as f32);
-            if let (Some(zero_points), Some(zero)) = (&mut quantized.zero_points, zero_point) {
+            quantized.scales.push(levels.scale as f32);
+            if let (Some(zero_points), Some(zero)) = (&mut quantized.zero_points, levels.zero_point)
+            {
                 zero_points.push(zero as u32);
             }
         }
     }
     Ok(quantized)
+}
+
+/// One group's scale (stored value) and zero point (unsigned types).
+struct GroupLevels {
+    scale: f64,
+    zero_point: Option<f64>,
+}
+
+impl GroupLevels {
+    /// The levels for the group's range shrunk by `factor` (1 for the whole range), or the
+    /// exact scale that overflows `scale_dtype`.
+    fn new(dtype: DType, scale_dtype: DType, group: &[f64], factor: f64) -> Result<Self, f64> {
+        let exact_scale = group_scale(dtype, group) * factor;
+        let scale = round_scale_up(exact_scale, scale_dtype).ok_or(exact_scale)?;
+        let zero_point = matches!(dtype, DType::Unsigned(_)).then(|| {
+            let lowest = group.iter().copied().fold(0.0, f64::min) * factor;
+            (-lowest / scale)
+                .round_ties_even()
+                .clamp(0.0, dtype.max_value())
+        });
+        Ok(GroupLevels { scale, zero_point })
+    }
+
+    /// The code of `value`: round to nearest, saturating at the type's extremes.
+    fn code(&self, dtype: DType, value: f64) -> u32 {
+        match self.zero_point {
+            Some(zero) => {
+                let level = (value / self.scale).round_ties_even() + zero;
+                level.clamp(0.0, dtype.max_value()) as u32
+            }
+            None => dtype.encode_f64(value / self.scale),
+        }
+    }
+
+    /// The value `code` stands for, computed as [`QuantizedMatrix::dequantize_element`] does.
+    fn value(&self, dtype: DType, code: u32) -> f64 {
+        match self.zero_point {
+            Some(zero) => (code as f64 - zero) * self.scale,
+            None => dtype.decode(code) * self.scale,
+        }
+    }
+
+    /// The sum of squared differences between the group and its dequantized codes.
+    fn squared_error(&self, dtype: DType, group: &[f64]) -> f64 {
+        group
+            .iter()
+            .map(|&value| {
+                let difference = self.value(dtype, self.code(dtype, value)) - value;
+                difference * difference
+            })
+            .sum()
+    }
 }
 
 /// The exact (unrounded) scale of one group.
@@ -301,30 +389,58 @@ impl QuantizedMatrix {
 
 /// Compares an approximation with the original, element by element.
 pub fn error_report(original: &[f32], approximation: &[f32]) -> Result<ErrorReport, QuantizeError> {
-    if original.len() != approximation.len() {
-        return Err(QuantizeError::LengthMismatch {
-            original: original.len(),
-            approximation: approximation.len(),
-        });
+    let mut statistics = ErrorStatistics::default();
+    statistics.add(original, approximation)?;
+    Ok(statistics.report())
+}
+
+/// Sums for an [`ErrorReport`] of a matrix compared in parts (for example row blocks), so that
+/// neither the whole original nor the whole approximation needs to be in memory at once. Adding
+/// the parts in order gives the same report as [`error_report`] on the whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ErrorStatistics {
+    max_abs: f64,
+    difference_squared: f64,
+    original_squared: f64,
+}
+
+impl ErrorStatistics {
+    /// Adds one part: equally long slices of the original and its approximation.
+    pub fn add(&mut self, original: &[f32], approximation: &[f32]) -> Result<(), QuantizeError> {
+        if original.len() != approximation.len() {
+            return Err(QuantizeError::LengthMismatch {
+                original: original.len(),
+                approximation: approximation.len(),
+            });
+        }
+        for (&a, &b) in original.iter().zip(approximation) {
+            let difference = (a as f64 - b as f64).abs();
+            self.max_abs = self.max_abs.max(difference);
+            self.difference_squared += difference * difference;
+            self.original_squared += (a as f64) * (a as f64);
+        }
+        Ok(())
     }
-    let mut max_abs = 0f64;
-    let mut difference_squared = 0f64;
-    let mut original_squared = 0f64;
-    for (&a, &b) in original.iter().zip(approximation) {
-        let difference = (a as f64 - b as f64).abs();
-        max_abs = max_abs.max(difference);
-        difference_squared += difference * difference;
-        original_squared += (a as f64) * (a as f64);
+
+    /// Adds the sums of another part (compared separately), as if its elements followed.
+    pub fn merge(&mut self, other: &ErrorStatistics) {
+        self.max_abs = self.max_abs.max(other.max_abs);
+        self.difference_squared += other.difference_squared;
+        self.original_squared += other.original_squared;
     }
-    let relative_frobenius = if original_squared > 0.0 {
-        (difference_squared / original_squared).sqrt()
-    } else if difference_squared > 0.0 {
-        f64::INFINITY
-    } else {
-        0.0
-    };
-    Ok(ErrorReport {
-        max_abs,
-        relative_frobenius,
-    })
+
+    /// The report of everything added so far.
+    pub fn report(&self) -> ErrorReport {
+        let relative_frobenius = if self.original_squared > 0.0 {
+            (self.difference_squared / self.original_squared).sqrt()
+        } else if self.difference_squared > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        };
+        ErrorReport {
+            max_abs: self.max_abs,
+            relative_frobenius,
+        }
+    }
 }

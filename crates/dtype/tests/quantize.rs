@@ -2,7 +2,8 @@
 //! errors for bad requests.
 
 use anybit_dtype::{
-    error_report, quantize, DType, GroupSize, QuantizeError, QuantizeOptions, Weights,
+    error_report, quantize, quantize_with_search, DType, ErrorStatistics, GroupSize, QuantizeError,
+    QuantizeOptions, QuantizedMatrix, ScaleSearch, Weights,
 };
 use half::{bf16, f16};
 use proptest::prelude::*;
@@ -228,4 +229,111 @@ fn bad_requests_are_clear_errors() {
         options("u8", GroupSize::PerChannel, DType::F16)
     ))
     .contains("beyond the largest f16"));
+}
+
+/// The squared error of each group, computed from the dequantized elements in f64.
+fn group_squared_errors(quantized: &QuantizedMatrix, values: &[f32]) -> Vec<f64> {
+    let groups = quantized.groups_per_row();
+    let mut errors = vec![0f64; quantized.rows * groups];
+    for row in 0..quantized.rows {
+        for col in 0..quantized.cols {
+            let difference =
+                quantized.dequantize_element(row, col) - values[row * quantized.cols + col] as f64;
+            errors[row * groups + col / quantized.group_size] += difference * difference;
+        }
+    }
+    errors
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// The search starts from the round-to-nearest levels and only takes strictly better ones,
+    /// so no group ends up worse, for every weight type, group size and scale type.
+    #[test]
+    fn mse_search_is_never_worse_than_round_to_nearest(
+        (dtype, group, rows, cols, scale_dtype, values) in case(),
+        outlier in proptest::option::of((0usize..1024, -64f32..64.0)),
+    ) {
+        let mut values = values;
+        if let Some((index, factor)) = outlier {
+            // A large weight in one group is where shrinking the range pays off.
+            let index = index % values.len();
+            values[index] *= factor;
+        }
+        let options = QuantizeOptions {
+            dtype,
+            group_size: GroupSize::Elements(group),
+            scale_dtype,
+        };
+        let nearest = quantize(Weights::F32(&values), rows, cols, options).unwrap();
+        let searched =
+            quantize_with_search(Weights::F32(&values), rows, cols, options, ScaleSearch::Mse)
+                .unwrap();
+        prop_assert_eq!(searched.scales.len(), nearest.scales.len());
+        let nearest_errors = group_squared_errors(&nearest, &values);
+        let searched_errors = group_squared_errors(&searched, &values);
+        for (group, (searched, nearest)) in searched_errors.iter().zip(&nearest_errors).enumerate() {
+            prop_assert!(searched <= nearest, "{}: group {}: {} > {}", dtype, group, searched, nearest);
+        }
+    }
+}
+
+#[test]
+fn search_none_is_round_to_nearest() {
+    let values: Vec<f32> = (0..256)
+        .map(|i| ((i * 53) % 97) as f32 / 13.0 - 3.5)
+        .collect();
+    for dtype in ["u3", "i4", "f6e3m2"] {
+        let options = QuantizeOptions {
+            dtype: dtype.parse().unwrap(),
+            group_size: GroupSize::Elements(64),
+            scale_dtype: DType::F16,
+        };
+        let nearest = quantize(Weights::F32(&values), 2, 128, options).unwrap();
+        let none = quantize_with_search(Weights::F32(&values), 2, 128, options, ScaleSearch::None)
+            .unwrap();
+        assert_eq!(nearest, none, "{dtype}");
+    }
+}
+
+#[test]
+fn mse_search_shrinks_the_range_around_an_outlier() {
+    // One group of 32: small values (0 to 1.75) and one outlier of 10. At u2 the
+    // round-to-nearest scale 10/3 leaves the small values only the levels 0 and 3.33; a shrunk
+    // range gives them finer steps at the outlier's expense, with less error overall.
+    let mut values: Vec<f32> = (0..32).map(|i| (i % 8) as f32 * 0.25).collect();
+    values[5] = 10.0;
+    let options = QuantizeOptions {
+        dtype: DType::Unsigned(2),
+        group_size: GroupSize::PerChannel,
+        scale_dtype: DType::F32,
+    };
+    let nearest = quantize(Weights::F32(&values), 1, 32, options).unwrap();
+    let searched =
+        quantize_with_search(Weights::F32(&values), 1, 32, options, ScaleSearch::Mse).unwrap();
+    let nearest_error = group_squared_errors(&nearest, &values)[0];
+    let searched_error = group_squared_errors(&searched, &values)[0];
+    assert!(
+        searched_error < nearest_error * 0.9,
+        "{searched_error} vs {nearest_error}"
+    );
+    assert!(searched.scales[0] < nearest.scales[0]);
+    // The round-to-nearest scale is 10/3 rounded up to f32: [0, 10] in 3 steps.
+    let scale = nearest.scales[0];
+    assert!(scale as f64 >= 10.0 / 3.0 && (scale.next_down() as f64) < 10.0 / 3.0);
+    assert_eq!(nearest.zero_points, Some(vec![0]));
+}
+
+#[test]
+fn error_statistics_in_parts_equal_the_whole() {
+    let original: Vec<f32> = (0..100).map(|i| i as f32 * 0.37 - 11.0).collect();
+    let approximation: Vec<f32> = original.iter().map(|v| (v * 2.0).round() / 2.0).collect();
+    let whole = error_report(&original, &approximation).unwrap();
+    let mut statistics = ErrorStatistics::default();
+    for (part, approximate_part) in original.chunks(30).zip(approximation.chunks(30)) {
+        statistics.add(part, approximate_part).unwrap();
+    }
+    assert_eq!(statistics.report(), whole);
+    assert!(whole.max_abs > 0.2 && whole.max_abs <= 0.25, "{whole:?}");
+    assert!(statistics.add(&[1.0], &[]).is_err());
 }

@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod dtype;
 pub mod kernel;
 pub mod program;
+pub mod quantize;
 pub mod run;
 
 use std::path::{Path, PathBuf};

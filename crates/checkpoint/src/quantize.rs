@@ -1,0 +1,716 @@
+//! Quantizing a checkpoint, tensor by tensor, into the anybit format.
+//!
+//! [`quantize_checkpoint`] reads a `.safetensors` file or a sharded checkpoint, quantizes the
+//! selected weights with `anybit_dtype::quantize_with_search`, and writes every other tensor
+//! unchanged. What it promises:
+//! - **Nothing is written before everything that can be checked is**: the input's headers, the
+//!   selection (each selected tensor 2-D, f16/bf16/f32, with K divisible by the group), the
+//!   options, the output's names and the output path. Only a weight that cannot be quantized
+//!   (a NaN, a scale beyond the scale type) is found while writing.
+//! - **The input is never written**: an output that is an input file (by path, through links,
+//!   or as another hard link), or the directory of a sharded input, is refused.
+//! - **The output appears whole or not at all**: it is written under a temporary name in its
+//!   directory and renamed into place; on any error the temporary file is removed.
+//! - **Memory stays small**: the input is memory-mapped, a weight is quantized in blocks of rows
+//!   (about a million elements each, one block per thread at a time), copied tensors are copied
+//!   in 64 MiB pieces, and the pages of a finished tensor are released. Only a weight's scales
+//!   and zero points are held whole until it is written.
+//!
+//! Tensors are chosen by [`Selection`]; the output is laid out by [`crate::FileLayout`] from
+//! the shapes alone, so its header is written first and the data follows in any order.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anybit_dtype::{
+    quantize_with_search, ErrorReport, ErrorStatistics, GroupSize, QuantizeError, QuantizeOptions,
+    ScaleSearch, Weights,
+};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+
+use crate::checkpoint::{Checkpoint, INDEX_SUFFIX};
+use crate::format::{
+    codes_name, codes_shape, metadata_key, scales_name, zeros_name, QuantizedTensorInfo,
+    FORMAT_VERSION, FORMAT_VERSION_KEY,
+};
+use crate::output::{AtomicDir, AtomicFile};
+use crate::tensor_file::{decode_floats, TensorDtype, TensorEntry, TensorFile};
+use crate::writer::{FileLayout, PlannedTensor, TensorFileWriter};
+use crate::CheckpointError;
+
+/// Elements of a weight quantized at once by one thread.
+const BLOCK_ELEMENTS: usize = 1 << 20;
+
+/// Bytes of an unchanged tensor copied at once.
+const COPY_CHUNK_BYTES: usize = 64 << 20;
+
+/// Which tensors to quantize.
+///
+/// Without `include` patterns, the default: every 2-D f16, bf16 or f32 tensor whose name does
+/// not look like an embedding (see [`looks_like_embedding`]). With them, exactly the tensors
+/// whose names match one (each must then be a 2-D f16, bf16 or f32 tensor, and each pattern must
+/// match some tensor). Either way, tensors matching an `exclude` pattern are left out. Patterns
+/// are globs on the whole name (`*` matches any characters, dots included):
+/// `model.layers.*.mlp.*`, `lm_head.weight`.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    include: Vec<(String, GlobMatcher)>,
+    exclude: GlobSet,
+}
+
+impl Selection {
+    /// A selection from `include` patterns (none: the default rule) and `exclude` patterns.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, CheckpointError> {
+        let glob = |pattern: &String| {
+            Glob::new(pattern).map_err(|source| CheckpointError::Pattern {
+                pattern: pattern.clone(),
+                source,
+            })
+        };
+        let include = include
+            .iter()
+            .map(|pattern| Ok((pattern.clone(), glob(pattern)?.compile_matcher())))
+            .collect::<Result<Vec<_>, CheckpointError>>()?;
+        let mut builder = GlobSetBuilder::new();
+        for pattern in exclude {
+            builder.add(glob(pattern)?);
+        }
+        let exclude = builder.build().map_err(|source| CheckpointError::Pattern {
+            pattern: exclude.join(", "),
+            source,
+        })?;
+        Ok(Selection { include, exclude })
+    }
+
+    /// Whether `entry` is to be quantized (before checking that it can be).
+    fn chooses(&self, entry: &TensorEntry) -> bool {
+        if self.exclude.is_match(&entry.name) {
+            return false;
+        }
+        if self.include.is_empty() {
+            entry.shape.len() == 2
+                && entry.dtype.as_weight_dtype().is_some()
+                && !looks_like_embedding(&entry.name)
+        } else {
+            self.include
+                .iter()
+                .any(|(_, matcher)| matcher.is_match(&entry.name))
+        }
+    }
+}
+
+/// True for names the default selection keeps unquantized: those that contain `embed` or
+/// `lm_head` (any case), such as `model.embed_tokens.weight` and `lm_head.weight`.
+pub fn looks_like_embedding(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("embed") || name.contains("lm_head")
+}
+
+/// How to quantize a checkpoint.
+#[derive(Clone, Debug)]
+pub struct QuantizeSettings {
+    pub options: QuantizeOptions,
+    pub search: ScaleSearch,
+    pub selection: Selection,
+}
+
+/// What [`quantize_checkpoint`] reports while it works.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// Everything is checked; this many tensors and bytes of tensor data will be read.
+    Planned { tensors: usize, bytes: u64 },
+    /// This many more bytes of input have been read.
+    Read { bytes: u64 },
+    /// A tensor is written.
+    Finished(&'a TensorSummary),
+}
+
+/// What happened to one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorOutcome {
+    /// Quantized; the error of its dequantized values against the original.
+    Quantized(ErrorReport),
+    /// Copied unchanged.
+    Copied,
+}
+
+/// One tensor of the input and what became of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSummary {
+    pub name: String,
+    pub dtype: TensorDtype,
+    pub shape: Vec<usize>,
+    /// Bytes of its data in the input.
+    pub bytes_in: u64,
+    /// Bytes of data it became in the output (codes, scales and zero points when quantized).
+    pub bytes_out: u64,
+    pub outcome: TensorOutcome,
+}
+
+/// What [`quantize_checkpoint`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizeSummary {
+    /// Every tensor, in the order they were written.
+    pub tensors: Vec<TensorSummary>,
+    /// Bytes of tensor data read.
+    pub bytes_in: u64,
+    /// Bytes of tensor data written (headers and the index not counted).
+    pub bytes_out: u64,
+    /// The files written: the output file, or the shards and the index in the output directory.
+    pub files: Vec<PathBuf>,
+}
+
+/// What to do with one input tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Copy,
+    Quantize { rows: usize, cols: usize },
+}
+
+/// One output file: its input, its name and layout, and what to do with each input tensor.
+struct FilePlan {
+    input: usize,
+    file_name: String,
+    layout: FileLayout,
+    /// Index into the input's tensors, and the action, in the input's order.
+    actions: Vec<(usize, Action)>,
+}
+
+/// Quantizes the checkpoint at `input` (a `.safetensors` file or a `*.safetensors.index.json`
+/// with its shards) into `output` (a file, or for a sharded input a new or empty directory that
+/// receives shards of the same names and the index). See the module docs for the guarantees.
+pub fn quantize_checkpoint(
+    input: &Path,
+    output: &Path,
+    settings: &QuantizeSettings,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<QuantizeSummary, CheckpointError> {
+    check_options(settings.options)?;
+    let checkpoint = Checkpoint::open(input)?;
+    for file in checkpoint.files() {
+        if file.metadata().contains_key(FORMAT_VERSION_KEY) {
+            return Err(CheckpointError::Format {
+                path: file.path().to_path_buf(),
+                reason: "this is already an anybit quantized checkpoint".to_string(),
+            });
+        }
+    }
+    check_output(output, &checkpoint)?;
+    let plans = plan(&checkpoint, settings)?;
+    let tensors = plans.iter().map(|plan| plan.actions.len()).sum();
+    progress(Progress::Planned {
+        tensors,
+        bytes: checkpoint.data_len(),
+    });
+    let mut summaries = Vec::with_capacity(tensors);
+    let files = match checkpoint.index() {
+        None => {
+            let plan = &plans[0];
+            let mut atomic = AtomicFile::create(output)?;
+            let temporary = atomic.temporary_path().to_path_buf();
+            let mut writer = TensorFileWriter::new(atomic.file(), &temporary, plan.layout.clone())?;
+            let input = &checkpoint.files()[plan.input];
+            write_file(input, plan, &mut writer, settings, progress, &mut summaries)?;
+            writer.finish()?;
+            atomic.commit()?;
+            vec![output.to_path_buf()]
+        }
+        Some((index_path, index)) => {
+            let directory = AtomicDir::create(output)?;
+            let mut weight_map = BTreeMap::new();
+            let mut files = Vec::new();
+            for plan in &plans {
+                let path = directory.path().join(&plan.file_name);
+                let mut file = std::fs::File::create(&path)
+                    .map_err(|error| CheckpointError::io(&path, error))?;
+                let mut writer = TensorFileWriter::new(&mut file, &path, plan.layout.clone())?;
+                let input = &checkpoint.files()[plan.input];
+                write_file(input, plan, &mut writer, settings, progress, &mut summaries)?;
+                writer.finish()?;
+                for entry in plan.layout.tensors() {
+                    weight_map.insert(entry.name.clone(), plan.file_name.clone());
+                }
+                files.push(output.join(&plan.file_name));
+            }
+            let mut metadata = index.metadata.clone();
+            let total_size: usize = plans.iter().map(|plan| plan.layout.data_len()).sum();
+            metadata.insert("total_size".to_string(), total_size.into());
+            metadata.insert(
+                FORMAT_VERSION_KEY.to_string(),
+                FORMAT_VERSION.to_string().into(),
+            );
+            let new_index = crate::ShardIndex {
+                metadata,
+                weight_map,
+            };
+            let index_name = index_path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("model{INDEX_SUFFIX}"));
+            let path = directory.path().join(&index_name);
+            std::fs::write(&path, new_index.to_json())
+                .map_err(|error| CheckpointError::io(&path, error))?;
+            directory.commit()?;
+            files.push(output.join(index_name));
+            files
+        }
+    };
+    Ok(QuantizeSummary {
+        bytes_in: summaries.iter().map(|tensor| tensor.bytes_in).sum(),
+        bytes_out: summaries.iter().map(|tensor| tensor.bytes_out).sum(),
+        tensors: summaries,
+        files,
+    })
+}
+
+/// Refuses options the dtype crate refuses, before anything is read.
+fn check_options(options: QuantizeOptions) -> Result<(), CheckpointError> {
+    // An empty matrix with one whole group per row checks the weight type, the group size and
+    // the scale type without quantizing anything.
+    let cols = match options.group_size {
+        GroupSize::Elements(size) => size,
+        GroupSize::PerChannel => 1,
+    };
+    quantize_with_search(Weights::F32(&[]), 0, cols, options, ScaleSearch::None)
+        .map(drop)
+        .map_err(CheckpointError::Options)
+}
+
+/// The canonical path `path` has or would have (its directory must exist).
+fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
+    if path.exists() {
+        return path
+            .canonicalize()
+            .map_err(|error| CheckpointError::io(path, error));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| CheckpointError::output(path, "it does not name a file or directory"))?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let parent = parent.canonicalize().map_err(|_| {
+        CheckpointError::output(
+            path,
+            format!("its directory {} does not exist", parent.display()),
+        )
+    })?;
+    Ok(parent.join(name))
+}
+
+/// Refuses an output that would overwrite or replace part of the input, or that cannot hold
+/// the output.
+fn check_output(output: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    let sharded = checkpoint.index().is_some();
+    let mut inputs: Vec<&Path> = checkpoint.files().iter().map(TensorFile::path).collect();
+    inputs.extend(checkpoint.index().map(|(path, _)| path));
+    let resolved = resolve(output)?;
+    let existing = std::fs::metadata(output).ok();
+    for input in &inputs {
+        let same_path = input
+            .canonicalize()
+            .is_ok_and(|canonical| canonical == resolved);
+        if same_path || existing.as_ref().is_some_and(|meta| same_file(meta, input)) {
+            return Err(CheckpointError::output(
+                output,
+                format!("it is the input file {}", input.display()),
+            ));
+        }
+    }
+    match existing {
+        Some(meta) if meta.is_dir() => {
+            if !sharded {
+                return Err(CheckpointError::output(
+                    output,
+                    "it is a directory; give the path of the output file",
+                ));
+            }
+            for input in &inputs {
+                let directory = input
+                    .canonicalize()
+                    .ok()
+                    .and_then(|canonical| canonical.parent().map(Path::to_path_buf));
+                if directory.is_some_and(|directory| directory == resolved) {
+                    return Err(CheckpointError::output(
+                        output,
+                        "it is the directory of the input checkpoint, whose shards it would replace",
+                    ));
+                }
+            }
+            let mut entries =
+                std::fs::read_dir(output).map_err(|error| CheckpointError::io(output, error))?;
+            if entries.next().is_some() {
+                return Err(CheckpointError::output(
+                    output,
+                    "the directory is not empty; a sharded checkpoint is written to a new or empty directory",
+                ));
+            }
+        }
+        Some(_) if sharded => {
+            return Err(CheckpointError::output(
+                output,
+                "it is a file; a sharded checkpoint is written to a new or empty directory",
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_file(output: &std::fs::Metadata, input: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(input)
+        .is_ok_and(|input| input.dev() == output.dev() && input.ino() == output.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_output: &std::fs::Metadata, _input: &Path) -> bool {
+    false
+}
+
+/// Chooses, checks and lays out every tensor of every file.
+fn plan(
+    checkpoint: &Checkpoint,
+    settings: &QuantizeSettings,
+) -> Result<Vec<FilePlan>, CheckpointError> {
+    let options = settings.options;
+    let mut matched = vec![false; settings.selection.include.len()];
+    let mut plans = Vec::with_capacity(checkpoint.files().len());
+    for (input_index, file) in checkpoint.files().iter().enumerate() {
+        let mut actions = Vec::with_capacity(file.tensors().len());
+        let mut planned = Vec::new();
+        let mut metadata = file.metadata().clone();
+        metadata.insert(FORMAT_VERSION_KEY.to_string(), FORMAT_VERSION.to_string());
+        for (position, entry) in file.tensors().iter().enumerate() {
+            for ((_, matcher), matched) in settings.selection.include.iter().zip(&mut matched) {
+                *matched |= matcher.is_match(&entry.name);
+            }
+            if !settings.selection.chooses(entry) {
+                actions.push((position, Action::Copy));
+                planned.push(PlannedTensor {
+                    name: entry.name.clone(),
+                    dtype: entry.dtype,
+                    shape: entry.shape.clone(),
+                });
+                continue;
+            }
+            let (rows, cols) = check_selected(file, entry, options)?;
+            for part in [
+                codes_name(&entry.name),
+                scales_name(&entry.name),
+                zeros_name(&entry.name),
+            ] {
+                if checkpoint.find(&part).is_some() {
+                    return Err(CheckpointError::tensor(
+                        file.path(),
+                        &entry.name,
+                        format!("its quantized form would be written as `{part}`, but the checkpoint already has a tensor of that name"),
+                    ));
+                }
+            }
+            let unsigned = matches!(options.dtype, anybit_dtype::DType::Unsigned(_));
+            let group_size = match options.group_size {
+                GroupSize::Elements(size) => size,
+                GroupSize::PerChannel => cols,
+            };
+            let scale_dtype = TensorDtype::from_scale_dtype(options.scale_dtype).ok_or(
+                CheckpointError::Options(QuantizeError::InvalidScaleDType(options.scale_dtype)),
+            )?;
+            planned.push(PlannedTensor {
+                name: codes_name(&entry.name),
+                dtype: TensorDtype::U8,
+                shape: codes_shape(rows, cols, options.dtype.bits()),
+            });
+            planned.push(PlannedTensor {
+                name: scales_name(&entry.name),
+                dtype: scale_dtype,
+                shape: vec![rows, cols / group_size],
+            });
+            if unsigned {
+                planned.push(PlannedTensor {
+                    name: zeros_name(&entry.name),
+                    dtype: TensorDtype::U8,
+                    shape: vec![rows, cols / group_size],
+                });
+            }
+            let info = QuantizedTensorInfo {
+                dtype: options.dtype.to_string(),
+                group_size,
+                shape: [rows, cols],
+                scale_dtype: options.scale_dtype.to_string(),
+                zero_points: unsigned,
+                source_dtype: entry.dtype.name().to_string(),
+                search: QuantizedTensorInfo::search_name(settings.search).to_string(),
+            };
+            metadata.insert(metadata_key(&entry.name), info.to_json());
+            actions.push((position, Action::Quantize { rows, cols }));
+        }
+        let file_name = file
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        plans.push(FilePlan {
+            input: input_index,
+            file_name,
+            layout: FileLayout::new(file.path(), planned, &metadata)?,
+            actions,
+        });
+    }
+    if let Some(((pattern, _), _)) = settings
+        .selection
+        .include
+        .iter()
+        .zip(&matched)
+        .find(|(_, matched)| !**matched)
+    {
+        return Err(CheckpointError::UnmatchedPattern {
+            pattern: pattern.clone(),
+        });
+    }
+    Ok(plans)
+}
+
+/// Checks that a selected tensor can be quantized; its rows and columns.
+fn check_selected(
+    file: &TensorFile,
+    entry: &TensorEntry,
+    options: QuantizeOptions,
+) -> Result<(usize, usize), CheckpointError> {
+    let refuse = |reason: String| {
+        Err(CheckpointError::tensor(
+            file.path(),
+            &entry.name,
+            format!("{reason}; leave it out with --exclude or narrow --include"),
+        ))
+    };
+    if entry.dtype.as_weight_dtype().is_none() {
+        return refuse(format!(
+            "it is {}; only F16, BF16 and F32 tensors can be quantized",
+            entry.dtype
+        ));
+    }
+    let &[rows, cols] = entry.shape.as_slice() else {
+        return refuse(format!(
+            "its shape is {:?}; only 2-D weights [N, K] can be quantized",
+            entry.shape
+        ));
+    };
+    if let GroupSize::Elements(size) = options.group_size {
+        if !cols.is_multiple_of(size) {
+            return Err(CheckpointError::Quantize {
+                path: file.path().to_path_buf(),
+                tensor: entry.name.clone(),
+                source: QuantizeError::GroupDoesNotDivide {
+                    cols,
+                    group_size: size,
+                },
+            });
+        }
+    }
+    if cols == 0 {
+        return refuse("it has no columns".to_string());
+    }
+    Ok((rows, cols))
+}
+
+/// Writes the tensors of one input file.
+fn write_file(
+    input: &TensorFile,
+    plan: &FilePlan,
+    writer: &mut TensorFileWriter<'_>,
+    settings: &QuantizeSettings,
+    progress: &mut dyn FnMut(Progress<'_>),
+    summaries: &mut Vec<TensorSummary>,
+) -> Result<(), CheckpointError> {
+    for &(position, action) in &plan.actions {
+        let entry = &input.tensors()[position];
+        let (bytes_out, outcome) = match action {
+            Action::Copy => {
+                let data = input.data(entry);
+                for (chunk_index, chunk) in data.chunks(COPY_CHUNK_BYTES).enumerate() {
+                    writer.write(&entry.name, chunk_index * COPY_CHUNK_BYTES, chunk)?;
+                    progress(Progress::Read {
+                        bytes: chunk.len() as u64,
+                    });
+                }
+                (entry.byte_len() as u64, TensorOutcome::Copied)
+            }
+            Action::Quantize { rows, cols } => {
+                let (bytes_out, report) =
+                    quantize_tensor(input, entry, rows, cols, writer, settings, progress)?;
+                (bytes_out, TensorOutcome::Quantized(report))
+            }
+        };
+        input.release(entry);
+        let summary = TensorSummary {
+            name: entry.name.clone(),
+            dtype: entry.dtype,
+            shape: entry.shape.clone(),
+            bytes_in: entry.byte_len() as u64,
+            bytes_out,
+            outcome,
+        };
+        progress(Progress::Finished(&summary));
+        summaries.push(summary);
+    }
+    Ok(())
+}
+
+/// Quantizes one weight in blocks of rows, writing its codes as they come and its scales and
+/// zero points at the end; the bytes written and the error report.
+fn quantize_tensor(
+    input: &TensorFile,
+    entry: &TensorEntry,
+    rows: usize,
+    cols: usize,
+    writer: &mut TensorFileWriter<'_>,
+    settings: &QuantizeSettings,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(u64, ErrorReport), CheckpointError> {
+    let options = settings.options;
+    let bits = options.dtype.bits() as usize;
+    // Blocks must start on a byte of the packed codes: split only when rows are whole bytes.
+    let block_rows = if (cols * bits).is_multiple_of(8) {
+        (BLOCK_ELEMENTS / cols).max(1)
+    } else {
+        rows.max(1)
+    };
+    let blocks: Vec<Range<usize>> = (0..rows)
+        .step_by(block_rows)
+        .map(|first| first..(first + block_rows).min(rows))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |threads| threads.get().min(16));
+    let data = input.data(entry);
+    let element_bytes = entry.dtype.bits() as usize / 8;
+    let codes = codes_name(&entry.name);
+    let mut code_offset = 0;
+    let mut scales = Vec::new();
+    let mut zeros = Vec::new();
+    let mut statistics = ErrorStatistics::default();
+    for batch in blocks.chunks(threads) {
+        let results: Vec<Result<_, CheckpointError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|block| {
+                    let bytes =
+                        &data[block.start * cols * element_bytes..block.end * cols * element_bytes];
+                    scope.spawn(move || {
+                        quantize_block(input, entry, bytes, block.clone(), cols, settings)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for (block, result) in batch.iter().zip(results) {
+            let (matrix, block_statistics) = result?;
+            writer.write(&codes, code_offset, &matrix.codes)?;
+            code_offset += matrix.codes.len();
+            scales.extend_from_slice(&matrix.scales);
+            if let Some(zero_points) = &matrix.zero_points {
+                zeros.extend(zero_points.iter().map(|&zero| zero as u8));
+            }
+            statistics.merge(&block_statistics);
+            progress(Progress::Read {
+                bytes: (block.len() * cols * element_bytes) as u64,
+            });
+        }
+    }
+    let scale_bytes = encode_scales(&scales, options.scale_dtype);
+    writer.write(&scales_name(&entry.name), 0, &scale_bytes)?;
+    let mut bytes_out = code_offset + scale_bytes.len();
+    if matches!(options.dtype, anybit_dtype::DType::Unsigned(_)) {
+        writer.write(&zeros_name(&entry.name), 0, &zeros)?;
+        bytes_out += zeros.len();
+    }
+    Ok((bytes_out as u64, statistics.report()))
+}
+
+/// Quantizes rows `block` of a weight (`bytes` are theirs) and compares the result with them.
+fn quantize_block(
+    input: &TensorFile,
+    entry: &TensorEntry,
+    bytes: &[u8],
+    block: Range<usize>,
+    cols: usize,
+    settings: &QuantizeSettings,
+) -> Result<(anybit_dtype::QuantizedMatrix, ErrorStatistics), CheckpointError> {
+    let mut values = Vec::with_capacity(block.len() * cols);
+    decode_floats(entry.dtype, bytes, &mut values).ok_or_else(|| {
+        CheckpointError::tensor(input.path(), &entry.name, "not a floating-point tensor")
+    })?;
+    let matrix = quantize_with_search(
+        Weights::F32(&values),
+        block.len(),
+        cols,
+        settings.options,
+        settings.search,
+    )
+    .map_err(|error| CheckpointError::Quantize {
+        path: input.path().to_path_buf(),
+        tensor: entry.name.clone(),
+        source: shift_rows(error, block.start),
+    })?;
+    let mut statistics = ErrorStatistics::default();
+    statistics
+        .add(&values, &matrix.dequantize())
+        .map_err(|source| CheckpointError::Quantize {
+            path: input.path().to_path_buf(),
+            tensor: entry.name.clone(),
+            source,
+        })?;
+    Ok((matrix, statistics))
+}
+
+/// An error of a block of rows, with its row numbers made those of the whole weight.
+fn shift_rows(error: QuantizeError, first_row: usize) -> QuantizeError {
+    match error {
+        QuantizeError::NonFinite { row, col, value } => QuantizeError::NonFinite {
+            row: row + first_row,
+            col,
+            value,
+        },
+        QuantizeError::ScaleOverflow {
+            row,
+            group,
+            scale,
+            scale_dtype,
+            max,
+        } => QuantizeError::ScaleOverflow {
+            row: row + first_row,
+            group,
+            scale,
+            scale_dtype,
+            max,
+        },
+        other => other,
+    }
+}
+
+/// Scales (each exactly representable in `scale_dtype`) as little-endian bytes of that type.
+fn encode_scales(scales: &[f32], scale_dtype: anybit_dtype::DType) -> Vec<u8> {
+    match scale_dtype {
+        anybit_dtype::DType::F16 => scales
+            .iter()
+            .flat_map(|&scale| half::f16::from_f32(scale).to_le_bytes())
+            .collect(),
+        anybit_dtype::DType::Bf16 => scales
+            .iter()
+            .flat_map(|&scale| half::bf16::from_f32(scale).to_le_bytes())
+            .collect(),
+        _ => scales
+            .iter()
+            .flat_map(|&scale| scale.to_le_bytes())
+            .collect(),
+    }
+}
