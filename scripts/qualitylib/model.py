@@ -149,6 +149,32 @@ def _silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+def _causal_attention(q, k, v, group, scale, block=256):
+    """Softmax attention with a causal mask; q [count, heads, len, d], k and v [count, kv, len, d].
+    Queries go in blocks that see only the keys up to their last position (half the work of a
+    full square). The `group` query heads of a key/value head share it (grouped-query)."""
+    count, heads, length, d = q.shape
+    kv = k.shape[1]
+    q = q.reshape(count, kv, group, length, d)
+    out = np.empty((count, kv, group, length, d), dtype=np.float32)
+    for start in range(0, length, block):
+        end = min(length, start + block)
+        size = end - start
+        rows_q = q[:, :, :, start:end, :].reshape(count, kv, group * size, d)
+        scores = rows_q @ k[:, :, :end, :].transpose(0, 1, 3, 2)
+        scores = scores.reshape(count, kv, group, size, end)
+        scores *= scale
+        # The diagonal block: query i sees keys up to i.
+        rows = np.arange(start, end)[:, None]
+        scores[..., np.arange(end)[None, :] > rows] = -np.inf
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        mixed = scores.reshape(count, kv, group * size, end) @ v[:, :, :end, :]
+        out[:, :, :, start:end, :] = mixed.reshape(count, kv, group, size, d)
+    return out.reshape(count, heads, length, d)
+
+
 def forward(model, windows, layers=None):
     """Logits [windows, tokens, vocab] (float32) of token windows [windows, tokens], causal
     within each window; `layers` runs only the first that many decoder layers."""
@@ -159,7 +185,6 @@ def forward(model, windows, layers=None):
     x = w["token_embd.weight"][windows.reshape(-1)]  # [count*length, hidden]
     cos, sin = _rope_tables(c, length, np.float32)
     group = c.heads // c.kv_heads
-    mask = np.triu(np.full((length, length), -np.inf, dtype=np.float32), k=1)
     scale = np.float32(1.0 / np.sqrt(c.head_dim))
     for layer in range(c.layers if layers is None else layers):
         p = f"blk.{layer}."
@@ -172,16 +197,8 @@ def forward(model, windows, layers=None):
         v = v.reshape(count, length, c.kv_heads, c.head_dim).transpose(0, 2, 1, 3)
         q = _rope_halves(q, cos, sin)
         k = _rope_halves(k, cos, sin)
-        # Grouped-query attention: the `group` query heads of a key/value head share it.
-        q = q.reshape(count, c.kv_heads, group * length, c.head_dim)
-        scores = (q @ k.transpose(0, 1, 3, 2)) * scale  # [count, kv, group*len, len]
-        scores = scores.reshape(count, c.kv_heads, group, length, length) + mask
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        attended = scores.reshape(count, c.kv_heads, group * length, length) @ v
-        attended = attended.reshape(count, c.heads, length, c.head_dim)
-        attended = attended.transpose(0, 2, 1, 3).reshape(count * length, c.hidden)
+        attended = _causal_attention(q, k, v, group, scale).transpose(0, 2, 1, 3)
+        attended = attended.reshape(count * length, c.hidden)
         x = x + attended @ w[p + "attn_output.weight"].T
         h = _rms_norm(x, w[p + "ffn_norm.weight"], c.rms_eps)
         gate = h @ w[p + "ffn_gate.weight"].T
