@@ -23,7 +23,17 @@ def code_values(binary, dtype):
 
 def unpack(packed, count, bits):
     """Codes of a little-endian bit stream, `bits` each."""
-    stream = np.unpackbits(np.asarray(packed, dtype=np.uint8).reshape(-1), bitorder="little")
+    packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
+    if count % 8 == 0:
+        # Every 8 codes fill `bits` whole bytes: read them as one little-endian integer.
+        chunks = packed[:count // 8 * bits].reshape(-1, bits).astype(np.uint64)
+        word = np.zeros(len(chunks), dtype=np.uint64)
+        for byte in range(bits):
+            word |= chunks[:, byte] << np.uint64(8 * byte)
+        shifts = np.arange(8, dtype=np.uint64) * np.uint64(bits)
+        mask = np.uint64((1 << bits) - 1)
+        return ((word[:, None] >> shifts[None, :]) & mask).astype(np.uint32).reshape(-1)
+    stream = np.unpackbits(packed, bitorder="little")
     stream = stream[:count * bits].reshape(count, bits).astype(np.uint32)
     return (stream << np.arange(bits, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
 
@@ -43,17 +53,23 @@ def dequantize(path, binary):
         rows, cols = info["shape"]
         dtype, bits, group = info["dtype"], dtype_bits(info["dtype"]), info["group_size"]
         codes = unpack(tensors[name + ".codes"], rows * cols, bits).reshape(rows, cols)
-        if dtype.startswith("u"):
-            values = codes.astype(np.float64)
-            values -= np.repeat(tensors[name + ".zeros"].astype(np.float64), group, axis=1)
-        elif dtype.startswith("i"):
-            values = codes.astype(np.int64)
-            values = np.where(values >= 1 << (bits - 1), values - (1 << bits), values)
-            values = values.astype(np.float64)
+        if dtype[0] in "ui":
+            # Integer codes times an f16/bf16 scale need at most 9 + 11 significant bits:
+            # float32 holds the exact product the format defines (computed in f64).
+            if dtype.startswith("u"):
+                zeros = tensors[name + ".zeros"].astype(np.float32)
+                values = codes.astype(np.float32) - np.repeat(zeros, group, axis=1)
+            else:
+                half = 1 << (bits - 1)
+                values = (((codes + half) & ((1 << bits) - 1)).astype(np.int32) - half)
+                values = values.astype(np.float32)
+            scales = tensors[name + ".scales"]
+            if info["scale_dtype"] == "f32":
+                values = values.astype(np.float64)
+            out[name] = (values * np.repeat(scales, group, axis=1)).astype(np.float32)
         else:
             if dtype not in tables:
                 tables[dtype] = code_values(binary, dtype)
-            values = tables[dtype][codes]
-        scales = np.repeat(tensors[name + ".scales"].astype(np.float64), group, axis=1)
-        out[name] = (values * scales).astype(np.float32)
+            scales = np.repeat(tensors[name + ".scales"].astype(np.float64), group, axis=1)
+            out[name] = (tables[dtype][codes] * scales).astype(np.float32)
     return out
