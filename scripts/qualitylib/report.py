@@ -146,8 +146,8 @@ def speed_chart(points, device, group, path):
     y_low, y_high = _log_axis([p[2] for p in points])
     x = lambda t: left + (t - x_low) / (x_high - x_low) * plot_w
     y = lambda v: top + plot_h - (math.log10(v) - y_low) / (y_high - y_low) * plot_h
-    out = _svg_open(width, height, f"KL divergence (group {group}) against decode time "
-                                   f"(M = 1, 57344 x 8192, group 128, {device})")
+    out = _svg_open(width, height, f"KL divergence (group {group}) against anybit's decode time "
+                                   f"(M = 1, 57344 x 8192, group 128)")
     for e in range(y_low, y_high + 1):
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(10 ** e):.1f}" '
                    f'y2="{y(10 ** e):.1f}" stroke="#ddd"/><text x="{left - 8}" '
@@ -155,7 +155,7 @@ def speed_chart(points, device, group, path):
     for t in range(x_low, x_high + 1, 50):
         out.append(f'<text x="{x(t):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{t}</text>')
     out.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">'
-               f'µs per product (anybit, weights not in L2)</text>')
+               f'µs per product on {device} (weights not in L2)</text>')
     for name, t, kl in points:
         out.append(f'<circle cx="{x(t):.1f}" cy="{y(kl):.1f}" r="4" fill="{COLORS[name[0]]}"/>'
                    f'<text x="{x(t) + 7:.1f}" y="{y(kl) - 5:.1f}" font-size="11">{name}</text>')
