@@ -42,6 +42,10 @@ pub enum CheckpointError {
     /// An anybit quantized checkpoint's metadata is missing, malformed or of another version.
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
+    /// The quantization settings of a checkpoint to import are missing, malformed or not
+    /// supported.
+    #[error("{}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
     /// A glob pattern of `--include`/`--exclude` does not parse.
     #[error("invalid tensor name pattern `{pattern}`: {source}")]
     Pattern {
@@ -51,6 +55,9 @@ pub enum CheckpointError {
     /// An `--include` pattern selects no tensor: most likely a typo.
     #[error("the pattern `{pattern}` matches no tensor of the checkpoint")]
     UnmatchedPattern { pattern: String },
+    /// A request that cannot be carried out whatever the checkpoint (an option out of range).
+    #[error("{0}")]
+    Request(String),
     /// The request is refused before anything is written (the output would overwrite the input,
     /// or is a kind of path that cannot hold the output).
     #[error("refusing to write {}: {reason}", path.display())]

@@ -6,10 +6,14 @@
 //!   `[N, K·b/8]`, or `[⌈N·K·b/8⌉]` when a row does not end on a byte boundary;
 //! - `NAME.scales`: `[N, K/group]` in the scale type (`F16`, `BF16` or `F32`);
 //! - `NAME.zeros`: `[N, K/group]` `U8` zero-point codes, for unsigned weight types only;
+//! - `NAME.perm`: `[K]` `I32`, only for weights imported with GPTQ's act-order: column `j` of
+//!   the stored matrix is column `perm[j]` of the original weight (so the activations are
+//!   gathered as `x[perm[j]]`);
 //!
 //! and the header's `__metadata__` holds `anybit.format_version` (`"1"`) and, for each quantized
 //! weight, `anybit.NAME`: a JSON object (as a string) with `dtype`, `group_size`, `shape`,
-//! `scale_dtype`, `zero_points`, `source_dtype` and `search`. Every other tensor is an ordinary
+//! `scale_dtype`, `zero_points`, `source_dtype`, `search` and, when `NAME.perm` exists,
+//! `permuted`. Every other tensor is an ordinary
 //! safetensors tensor. [`QuantizedCheckpoint`] reads the quantized weights back as
 //! [`QuantizedMatrix`] values.
 
@@ -49,6 +53,11 @@ pub fn zeros_name(name: &str) -> String {
     format!("{name}.zeros")
 }
 
+/// The name of the column permutation of quantized weight `name` (act-order imports).
+pub fn perm_name(name: &str) -> String {
+    format!("{name}.perm")
+}
+
 /// The shape of the codes tensor of an `[rows, cols]` matrix of `bits`-bit codes.
 pub fn codes_shape(rows: usize, cols: usize, bits: u32) -> Vec<usize> {
     let row_bits = cols * bits as usize;
@@ -74,8 +83,17 @@ pub struct QuantizedTensorInfo {
     pub zero_points: bool,
     /// The safetensors dtype of the original weight (`F16`, `BF16` or `F32`).
     pub source_dtype: String,
-    /// How scales were chosen: `none` (round to nearest) or `mse`.
+    /// How scales were chosen: `none` (round to nearest) or `mse`; for imported weights the
+    /// method of the source (`gptq`, `awq`).
     pub search: String,
+    /// Whether `NAME.perm` exists: the stored columns are the original's permuted (GPTQ
+    /// act-order). Absent in the metadata when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub permuted: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl QuantizedTensorInfo {
@@ -215,18 +233,25 @@ impl QuantizedCheckpoint {
         self.quantized.get(name).map(|(info, _)| info)
     }
 
+    /// The names of the tensors that make up quantized weight `name` (codes, scales, and zero
+    /// points and permutation when it has them).
+    pub fn part_names(info: &QuantizedTensorInfo, name: &str) -> Vec<String> {
+        let mut parts = vec![codes_name(name), scales_name(name)];
+        if info.zero_points {
+            parts.push(zeros_name(name));
+        }
+        if info.permuted {
+            parts.push(perm_name(name));
+        }
+        parts
+    }
+
     /// The tensors that are not part of a quantized weight (copied unchanged), sorted by name.
     pub fn plain_names(&self) -> Vec<&str> {
         let parts: std::collections::BTreeSet<String> = self
             .quantized
             .iter()
-            .flat_map(|(name, (info, _))| {
-                let mut parts = vec![codes_name(name), scales_name(name)];
-                if info.zero_points {
-                    parts.push(zeros_name(name));
-                }
-                parts
-            })
+            .flat_map(|(name, (info, _))| Self::part_names(info, name))
             .collect();
         self.checkpoint
             .names()
@@ -234,8 +259,22 @@ impl QuantizedCheckpoint {
             .collect()
     }
 
-    /// Loads quantized weight `name`, checking its parts against its metadata.
+    /// The index (into the checkpoint's files) of the file whose header describes quantized
+    /// weight `name`; its parts are in that file.
+    pub fn file_index(&self, name: &str) -> Option<usize> {
+        self.quantized.get(name).map(|&(_, file_index)| file_index)
+    }
+
+    /// Loads quantized weight `name`, checking its parts against its metadata. (Its column
+    /// permutation, if it has one, is [`QuantizedParts::permutation`] of [`Self::parts`].)
     pub fn matrix(&self, name: &str) -> Result<QuantizedMatrix, CheckpointError> {
+        Ok(self.parts(name)?.to_matrix())
+    }
+
+    /// The parts of quantized weight `name`, borrowed from the file, checked against its
+    /// metadata: every part present with the dtype and shape it needs, scales finite, zero
+    /// points within the weight type, the permutation (if any) one of `0..K`.
+    pub fn parts(&self, name: &str) -> Result<QuantizedParts<'_>, CheckpointError> {
         let (info, file_index) =
             self.quantized
                 .get(name)
@@ -303,20 +342,84 @@ impl QuantizedCheckpoint {
                     ),
                 ));
             }
-            Some(bytes.iter().map(|&zero| zero as u32).collect())
+            Some(bytes)
         } else {
             None
         };
-        Ok(QuantizedMatrix {
+        let permutation = if info.permuted {
+            let bytes = part(perm_name(name), TensorDtype::I32, &[vec![cols]])?;
+            let permutation: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
+                .collect();
+            let mut seen = vec![false; cols];
+            for (position, &column) in permutation.iter().enumerate() {
+                match seen.get_mut(column as usize) {
+                    Some(seen) if !*seen => *seen = true,
+                    _ => {
+                        return Err(CheckpointError::tensor(
+                            file.path(),
+                            name,
+                            format!(
+                                "`{}` is not a permutation of 0..{cols}: entry {position} is {}",
+                                perm_name(name),
+                                column as i32
+                            ),
+                        ))
+                    }
+                }
+            }
+            Some(permutation)
+        } else {
+            None
+        };
+        Ok(QuantizedParts {
             rows,
             cols,
             dtype,
             group_size,
             scale_dtype,
-            codes: codes.to_vec(),
+            codes,
             scales,
             zero_points,
+            permutation,
         })
+    }
+}
+
+/// A quantized weight's parts, checked, its codes and zero points borrowed from the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedParts<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+    pub group_size: usize,
+    pub scale_dtype: DType,
+    /// The packed codes of the stored `[rows, cols]` matrix.
+    pub codes: &'a [u8],
+    /// `[rows, cols / group_size]`, exactly representable in `scale_dtype`.
+    pub scales: Vec<f32>,
+    /// `[rows, cols / group_size]` zero-point codes, for unsigned types.
+    pub zero_points: Option<&'a [u8]>,
+    /// Column `j` of the stored matrix is column `permutation[j]` of the original weight.
+    pub permutation: Option<Vec<u32>>,
+}
+
+impl QuantizedParts<'_> {
+    /// The stored matrix (in stored column order) as a `QuantizedMatrix`.
+    pub fn to_matrix(&self) -> QuantizedMatrix {
+        QuantizedMatrix {
+            rows: self.rows,
+            cols: self.cols,
+            dtype: self.dtype,
+            group_size: self.group_size,
+            scale_dtype: self.scale_dtype,
+            codes: self.codes.to_vec(),
+            scales: self.scales.clone(),
+            zero_points: self
+                .zero_points
+                .map(|zeros| zeros.iter().map(|&zero| zero as u32).collect()),
+        }
     }
 }
 

@@ -16,21 +16,28 @@
 //! left half-written. docs/quantize.md describes the format and the command built on this.
 
 mod checkpoint;
+mod dequantize;
 mod error;
 pub mod format;
+pub mod import;
 mod index;
 mod output;
 mod quantize;
+mod rewrite;
 mod tensor_file;
 mod writer;
 
 pub use checkpoint::{Checkpoint, INDEX_SUFFIX};
+pub use dequantize::{dequantize_checkpoint, DequantizeSettings};
 pub use error::CheckpointError;
-pub use format::{QuantizedCheckpoint, QuantizedTensorInfo, FORMAT_VERSION, FORMAT_VERSION_KEY};
+pub use format::{
+    QuantizedCheckpoint, QuantizedParts, QuantizedTensorInfo, FORMAT_VERSION, FORMAT_VERSION_KEY,
+};
+pub use import::{import_checkpoint, ImportConfig, ImportFormat, ImportSettings, ZeroStorage};
 pub use index::ShardIndex;
 pub use output::{AtomicDir, AtomicFile};
 pub use quantize::{
-    looks_like_embedding, quantize_checkpoint, Progress, QuantizeSettings, QuantizeSummary,
+    looks_like_embedding, quantize_checkpoint, CheckpointSummary, Progress, QuantizeSettings,
     Selection, TensorOutcome, TensorSummary,
 };
 pub use tensor_file::{

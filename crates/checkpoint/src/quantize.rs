@@ -19,7 +19,6 @@
 //! Tensors are chosen by [`Selection`]; the output is laid out by [`crate::FileLayout`] from
 //! the shapes alone, so its header is written first and the data follows in any order.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -29,18 +28,18 @@ use anybit_dtype::{
 };
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 
-use crate::checkpoint::{Checkpoint, INDEX_SUFFIX};
+use crate::checkpoint::Checkpoint;
 use crate::format::{
     codes_name, codes_shape, metadata_key, scales_name, zeros_name, QuantizedTensorInfo,
     FORMAT_VERSION, FORMAT_VERSION_KEY,
 };
-use crate::output::{AtomicDir, AtomicFile};
+use crate::rewrite::{check_output, write_checkpoint, OutputFile};
 use crate::tensor_file::{decode_floats, TensorDtype, TensorEntry, TensorFile};
 use crate::writer::{FileLayout, PlannedTensor, TensorFileWriter};
 use crate::CheckpointError;
 
 /// Elements of a weight quantized at once by one thread.
-const BLOCK_ELEMENTS: usize = 1 << 20;
+pub(crate) const BLOCK_ELEMENTS: usize = 1 << 20;
 
 /// Bytes of an unchanged tensor copied at once.
 const COPY_CHUNK_BYTES: usize = 64 << 20;
@@ -131,26 +130,30 @@ pub enum Progress<'a> {
 pub enum TensorOutcome {
     /// Quantized; the error of its dequantized values against the original.
     Quantized(ErrorReport),
+    /// A quantized weight dequantized (it is named, typed and shaped as the weight).
+    Dequantized,
+    /// A weight of another quantized format repacked into anybit's (it is named as the weight).
+    Imported,
     /// Copied unchanged.
     Copied,
 }
 
-/// One tensor of the input and what became of it.
+/// One tensor and what became of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorSummary {
     pub name: String,
     pub dtype: TensorDtype,
     pub shape: Vec<usize>,
-    /// Bytes of its data in the input.
+    /// Bytes of its data in the input (all its parts for a quantized weight).
     pub bytes_in: u64,
-    /// Bytes of data it became in the output (codes, scales and zero points when quantized).
+    /// Bytes of data it became in the output (all its parts for a quantized weight).
     pub bytes_out: u64,
     pub outcome: TensorOutcome,
 }
 
-/// What [`quantize_checkpoint`] did.
+/// What [`quantize_checkpoint`], `dequantize_checkpoint` or `import_checkpoint` did.
 #[derive(Clone, Debug, PartialEq)]
-pub struct QuantizeSummary {
+pub struct CheckpointSummary {
     /// Every tensor, in the order they were written.
     pub tensors: Vec<TensorSummary>,
     /// Bytes of tensor data read.
@@ -159,6 +162,17 @@ pub struct QuantizeSummary {
     pub bytes_out: u64,
     /// The files written: the output file, or the shards and the index in the output directory.
     pub files: Vec<PathBuf>,
+}
+
+impl CheckpointSummary {
+    pub(crate) fn new(tensors: Vec<TensorSummary>, files: Vec<PathBuf>) -> Self {
+        CheckpointSummary {
+            bytes_in: tensors.iter().map(|tensor| tensor.bytes_in).sum(),
+            bytes_out: tensors.iter().map(|tensor| tensor.bytes_out).sum(),
+            tensors,
+            files,
+        }
+    }
 }
 
 /// What to do with one input tensor.
@@ -171,7 +185,6 @@ enum Action {
 /// One output file: its input, its name and layout, and what to do with each input tensor.
 struct FilePlan {
     input: usize,
-    file_name: String,
     layout: FileLayout,
     /// Index into the input's tensors, and the action, in the input's order.
     actions: Vec<(usize, Action)>,
@@ -185,7 +198,7 @@ pub fn quantize_checkpoint(
     output: &Path,
     settings: &QuantizeSettings,
     progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<QuantizeSummary, CheckpointError> {
+) -> Result<CheckpointSummary, CheckpointError> {
     check_options(settings.options)?;
     let checkpoint = Checkpoint::open(input)?;
     for file in checkpoint.files() {
@@ -204,64 +217,33 @@ pub fn quantize_checkpoint(
         bytes: checkpoint.data_len(),
     });
     let mut summaries = Vec::with_capacity(tensors);
-    let files = match checkpoint.index() {
-        None => {
-            let plan = &plans[0];
-            let mut atomic = AtomicFile::create(output)?;
-            let temporary = atomic.temporary_path().to_path_buf();
-            let mut writer = TensorFileWriter::new(atomic.file(), &temporary, plan.layout.clone())?;
-            let input = &checkpoint.files()[plan.input];
-            write_file(input, plan, &mut writer, settings, progress, &mut summaries)?;
-            writer.finish()?;
-            atomic.commit()?;
-            vec![output.to_path_buf()]
-        }
-        Some((index_path, index)) => {
-            let directory = AtomicDir::create(output)?;
-            let mut weight_map = BTreeMap::new();
-            let mut files = Vec::new();
-            for plan in &plans {
-                let path = directory.path().join(&plan.file_name);
-                let mut file = std::fs::File::create(&path)
-                    .map_err(|error| CheckpointError::io(&path, error))?;
-                let mut writer = TensorFileWriter::new(&mut file, &path, plan.layout.clone())?;
-                let input = &checkpoint.files()[plan.input];
-                write_file(input, plan, &mut writer, settings, progress, &mut summaries)?;
-                writer.finish()?;
-                for entry in plan.layout.tensors() {
-                    weight_map.insert(entry.name.clone(), plan.file_name.clone());
-                }
-                files.push(output.join(&plan.file_name));
-            }
-            let mut metadata = index.metadata.clone();
-            let total_size: usize = plans.iter().map(|plan| plan.layout.data_len()).sum();
-            metadata.insert("total_size".to_string(), total_size.into());
+    let outputs: Vec<OutputFile> = plans
+        .iter()
+        .map(|plan| OutputFile::new(&checkpoint, plan.input, plan.layout.clone()))
+        .collect();
+    let files = write_checkpoint(
+        &checkpoint,
+        output,
+        &outputs,
+        |metadata| {
             metadata.insert(
                 FORMAT_VERSION_KEY.to_string(),
                 FORMAT_VERSION.to_string().into(),
             );
-            let new_index = crate::ShardIndex {
-                metadata,
-                weight_map,
-            };
-            let index_name = index_path
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_else(|| format!("model{INDEX_SUFFIX}"));
-            let path = directory.path().join(&index_name);
-            std::fs::write(&path, new_index.to_json())
-                .map_err(|error| CheckpointError::io(&path, error))?;
-            directory.commit()?;
-            files.push(output.join(index_name));
-            files
-        }
-    };
-    Ok(QuantizeSummary {
-        bytes_in: summaries.iter().map(|tensor| tensor.bytes_in).sum(),
-        bytes_out: summaries.iter().map(|tensor| tensor.bytes_out).sum(),
-        tensors: summaries,
-        files,
-    })
+        },
+        |file, writer| {
+            let input = &checkpoint.files()[file.input];
+            write_file(
+                input,
+                &plans[file.input],
+                writer,
+                settings,
+                progress,
+                &mut summaries,
+            )
+        },
+    )?;
+    Ok(CheckpointSummary::new(summaries, files))
 }
 
 /// Refuses options the dtype crate refuses, before anything is read.
@@ -275,100 +257,6 @@ fn check_options(options: QuantizeOptions) -> Result<(), CheckpointError> {
     quantize_with_search(Weights::F32(&[]), 0, cols, options, ScaleSearch::None)
         .map(drop)
         .map_err(CheckpointError::Options)
-}
-
-/// The canonical path `path` has or would have (its directory must exist).
-fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
-    if path.exists() {
-        return path
-            .canonicalize()
-            .map_err(|error| CheckpointError::io(path, error));
-    }
-    let name = path
-        .file_name()
-        .ok_or_else(|| CheckpointError::output(path, "it does not name a file or directory"))?;
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let parent = parent.canonicalize().map_err(|_| {
-        CheckpointError::output(
-            path,
-            format!("its directory {} does not exist", parent.display()),
-        )
-    })?;
-    Ok(parent.join(name))
-}
-
-/// Refuses an output that would overwrite or replace part of the input, or that cannot hold
-/// the output.
-fn check_output(output: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-    let sharded = checkpoint.index().is_some();
-    let mut inputs: Vec<&Path> = checkpoint.files().iter().map(TensorFile::path).collect();
-    inputs.extend(checkpoint.index().map(|(path, _)| path));
-    let resolved = resolve(output)?;
-    let existing = std::fs::metadata(output).ok();
-    for input in &inputs {
-        let same_path = input
-            .canonicalize()
-            .is_ok_and(|canonical| canonical == resolved);
-        if same_path || existing.as_ref().is_some_and(|meta| same_file(meta, input)) {
-            return Err(CheckpointError::output(
-                output,
-                format!("it is the input file {}", input.display()),
-            ));
-        }
-    }
-    match existing {
-        Some(meta) if meta.is_dir() => {
-            if !sharded {
-                return Err(CheckpointError::output(
-                    output,
-                    "it is a directory; give the path of the output file",
-                ));
-            }
-            for input in &inputs {
-                let directory = input
-                    .canonicalize()
-                    .ok()
-                    .and_then(|canonical| canonical.parent().map(Path::to_path_buf));
-                if directory.is_some_and(|directory| directory == resolved) {
-                    return Err(CheckpointError::output(
-                        output,
-                        "it is the directory of the input checkpoint, whose shards it would replace",
-                    ));
-                }
-            }
-            let mut entries =
-                std::fs::read_dir(output).map_err(|error| CheckpointError::io(output, error))?;
-            if entries.next().is_some() {
-                return Err(CheckpointError::output(
-                    output,
-                    "the directory is not empty; a sharded checkpoint is written to a new or empty directory",
-                ));
-            }
-        }
-        Some(_) if sharded => {
-            return Err(CheckpointError::output(
-                output,
-                "it is a file; a sharded checkpoint is written to a new or empty directory",
-            ))
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn same_file(output: &std::fs::Metadata, input: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(input)
-        .is_ok_and(|input| input.dev() == output.dev() && input.ino() == output.ino())
-}
-
-#[cfg(not(unix))]
-fn same_file(_output: &std::fs::Metadata, _input: &Path) -> bool {
-    false
 }
 
 /// Chooses, checks and lays out every tensor of every file.
@@ -444,18 +332,13 @@ fn plan(
                 zero_points: unsigned,
                 source_dtype: entry.dtype.name().to_string(),
                 search: QuantizedTensorInfo::search_name(settings.search).to_string(),
+                permuted: false,
             };
             metadata.insert(metadata_key(&entry.name), info.to_json());
             actions.push((position, Action::Quantize { rows, cols }));
         }
-        let file_name = file
-            .path()
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
         plans.push(FilePlan {
             input: input_index,
-            file_name,
             layout: FileLayout::new(file.path(), planned, &metadata)?,
             actions,
         });
@@ -530,13 +413,7 @@ fn write_file(
         let entry = &input.tensors()[position];
         let (bytes_out, outcome) = match action {
             Action::Copy => {
-                let data = input.data(entry);
-                for (chunk_index, chunk) in data.chunks(COPY_CHUNK_BYTES).enumerate() {
-                    writer.write(&entry.name, chunk_index * COPY_CHUNK_BYTES, chunk)?;
-                    progress(Progress::Read {
-                        bytes: chunk.len() as u64,
-                    });
-                }
+                copy_tensor(input, entry, writer, progress)?;
                 (entry.byte_len() as u64, TensorOutcome::Copied)
             }
             Action::Quantize { rows, cols } => {
@@ -558,6 +435,28 @@ fn write_file(
         summaries.push(summary);
     }
     Ok(())
+}
+
+/// Copies tensor `entry` of `input` unchanged, in pieces, under its own name.
+pub(crate) fn copy_tensor(
+    input: &TensorFile,
+    entry: &TensorEntry,
+    writer: &mut TensorFileWriter<'_>,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(), CheckpointError> {
+    let data = input.data(entry);
+    for (chunk_index, chunk) in data.chunks(COPY_CHUNK_BYTES).enumerate() {
+        writer.write(&entry.name, chunk_index * COPY_CHUNK_BYTES, chunk)?;
+        progress(Progress::Read {
+            bytes: chunk.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The number of threads that work on one weight's row blocks at once.
+pub(crate) fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |threads| threads.get().min(16))
 }
 
 /// Quantizes one weight in blocks of rows, writing its codes as they come and its scales and
@@ -583,7 +482,7 @@ fn quantize_tensor(
         .step_by(block_rows)
         .map(|first| first..(first + block_rows).min(rows))
         .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |threads| threads.get().min(16));
+    let threads = worker_threads();
     let data = input.data(entry);
     let element_bytes = entry.dtype.bits() as usize / 8;
     let codes = codes_name(&entry.name);

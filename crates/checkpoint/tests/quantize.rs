@@ -150,7 +150,7 @@ fn run(
     input: &Path,
     output: &Path,
     settings: &QuantizeSettings,
-) -> Result<anybit_checkpoint::QuantizeSummary, String> {
+) -> Result<anybit_checkpoint::CheckpointSummary, String> {
     quantize_checkpoint(input, output, settings, &mut |_| {}).map_err(|error| error.to_string())
 }
 

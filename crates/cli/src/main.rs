@@ -125,6 +125,40 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::quantize::Search::None)]
         search: commands::quantize::Search,
     },
+    /// Dequantize an anybit quantized checkpoint into a plain safetensors checkpoint.
+    ///
+    /// Every quantized weight becomes a tensor of its original name and shape (in its original
+    /// column order) holding exactly the library's dequantized values; every other tensor is
+    /// copied unchanged. Example: anybit dequantize model-u3.safetensors -o model-u3-f16.safetensors
+    Dequantize {
+        /// The quantized checkpoint: a .safetensors file, or a sharded checkpoint's index.
+        input: PathBuf,
+        /// The output: a .safetensors file, or for a sharded input a new or empty directory.
+        /// Written atomically; never the input.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The type of the dequantized weights (default: each weight's original type).
+        #[arg(long, value_enum)]
+        dtype: Option<commands::dequantize::OutputDtype>,
+    },
+    /// Import a GPTQ or AWQ checkpoint into anybit's format (docs/quantize.md, "Import").
+    ///
+    /// Every layer P with P.qweight becomes the anybit weight P.weight (u<bits> with zero
+    /// points, the same scales), with exactly the same dequantized values; GPTQ act-order
+    /// columns are permuted once (P.weight.perm). Every other tensor is copied unchanged. The
+    /// bits and group size come from quantize_config.json or config.json beside the weights.
+    /// Example: anybit import --from gptq model.safetensors -o model-anybit.safetensors
+    Import {
+        /// The format of the checkpoint.
+        #[arg(long, value_enum)]
+        from: commands::import::From,
+        /// The checkpoint: a .safetensors file, or a sharded checkpoint's index.
+        input: PathBuf,
+        /// The output: a .safetensors file, or for a sharded input a new or empty directory.
+        /// Written atomically; never the input.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Compile a program to CUDA C++, PTX, a cubin or SASS (no GPU needed).
     Compile {
         /// The program file.
@@ -318,6 +352,16 @@ fn main() -> ExitCode {
             exclude,
             search,
         }),
+        Command::Dequantize {
+            input,
+            output,
+            dtype,
+        } => commands::dequantize::run(input, output, dtype),
+        Command::Import {
+            from,
+            input,
+            output,
+        } => commands::import::run(from, input, output),
         Command::Check { files } => commands::program::check(&files),
         Command::Fmt { file, write, check } => commands::program::format(&file, write, check),
         Command::Run {

@@ -477,3 +477,265 @@ fn refuses_bad_requests_without_writing() {
         ("I64", i64_bytes.as_slice())
     );
 }
+
+#[test]
+fn refuses_bad_files_and_outputs_without_writing() {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (_, tensors) = sharded_model(&input);
+    for shard in SHARDS {
+        std::fs::remove_file(input.join(shard)).unwrap();
+    }
+    std::fs::remove_file(input.join("model.safetensors.index.json")).unwrap();
+    let model = input.join("model.safetensors");
+    write_shard(&model, &tensors.iter().collect::<Vec<_>>());
+    let model_path = model.to_str().unwrap();
+    let out = root.path().join("out.safetensors");
+    let out = out.to_str().unwrap();
+    let check = |arguments: &[&str], expected: &str| {
+        refused(root.path(), &input, arguments, expected);
+    };
+    let quantize = ["quantize", model_path, "--dtype", "u3", "--group", "64"];
+    let with = |extra: &[&str]| -> Vec<String> {
+        quantize
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run_check = |extra: &[&str], expected: &str| {
+        let arguments = with(extra);
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        check(&arguments, expected);
+    };
+
+    // The output is the input: by the same path, through another spelling, or as a hard link.
+    check(
+        &["quantize", model_path, "-o", model_path, "--dtype", "u3"],
+        "it is the input file",
+    );
+    let dotted = input.join(".").join("model.safetensors");
+    check(
+        &[
+            "quantize",
+            model_path,
+            "-o",
+            dotted.to_str().unwrap(),
+            "--dtype",
+            "u3",
+        ],
+        "it is the input file",
+    );
+    let link_root = tempfile::tempdir().unwrap();
+    let link = link_root.path().join("link.safetensors");
+    std::fs::hard_link(&model, &link).unwrap();
+    check(
+        &[
+            "quantize",
+            model_path,
+            "-o",
+            link.to_str().unwrap(),
+            "--dtype",
+            "u3",
+        ],
+        "it is the input file",
+    );
+    // Outputs that cannot be written.
+    let nowhere = root.path().join("missing").join("out.safetensors");
+    run_check(&["-o", nowhere.to_str().unwrap()], "does not exist");
+    run_check(
+        &["-o", input.to_str().unwrap()],
+        "it is a directory; give the path of the output file",
+    );
+    // Options refused before the input is read.
+    check(&["quantize", model_path, "-o", out, "--dtype", "u9"], "u9");
+    check(
+        &["quantize", model_path, "-o", out, "--dtype", "i1"],
+        "cannot quantize to i1",
+    );
+    run_check(
+        &["-o", out, "--include", "model.[layers"],
+        "invalid tensor name pattern `model.[layers`",
+    );
+
+    // A weight that holds a NaN is found while writing: the error names it and its place, and
+    // the half-written output is removed.
+    let mut poisoned: Vec<Tensor> = tensors
+        .iter()
+        .map(|tensor| Tensor {
+            name: tensor.name,
+            dtype: tensor.dtype,
+            shape: tensor.shape.clone(),
+            values: tensor.values.clone(),
+        })
+        .collect();
+    poisoned[4].values[3 * 256 + 7] = f32::NAN;
+    write_shard(&model, &poisoned.iter().collect::<Vec<_>>());
+    run_check(
+        &["-o", out],
+        "tensor `model.layers.1.mlp.down_proj.weight`: weight at row 3, column 7 is NaN",
+    );
+
+    // A corrupt header, and a header that promises more data than the file has.
+    let good = {
+        write_shard(&model, &tensors.iter().collect::<Vec<_>>());
+        std::fs::read(&model).unwrap()
+    };
+    let mut corrupt = good.clone();
+    corrupt[8] = b'[';
+    std::fs::write(&model, &corrupt).unwrap();
+    run_check(
+        &["-o", out],
+        "model.safetensors: not a valid safetensors file: the header is not valid JSON",
+    );
+    std::fs::write(&model, &good[..4]).unwrap();
+    run_check(
+        &["-o", out],
+        "a safetensors file starts with an 8-byte header length",
+    );
+    let mut long_header = good.clone();
+    long_header[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+    std::fs::write(&model, &long_header).unwrap();
+    run_check(&["-o", out], "(truncated?)");
+
+    // An f8 weight: copied by default, refused when selected.
+    let f8_bytes: Vec<u8> = (0..64 * 64).map(|index| (index % 251) as u8).collect();
+    let f8 = TensorView::new(Dtype::F8_E4M3, vec![64, 64], &f8_bytes).unwrap();
+    std::fs::write(
+        &model,
+        safetensors::serialize(vec![("model.layers.0.mlp.gate_proj.weight", f8)], None).unwrap(),
+    )
+    .unwrap();
+    run_check(
+        &["-o", out, "--include", "*gate_proj*"],
+        "tensor `model.layers.0.mlp.gate_proj.weight`: it is F8_E4M3; only F16, BF16 and F32 tensors can be quantized",
+    );
+    let copied = anybit(
+        &with(&["-o", out])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let checkpoint = QuantizedCheckpoint::open(Path::new(out)).unwrap();
+    assert_eq!(checkpoint.quantized_names().count(), 0);
+    let (file, entry) = checkpoint
+        .checkpoint()
+        .find("model.layers.0.mlp.gate_proj.weight")
+        .unwrap();
+    assert_eq!(
+        (entry.dtype.name(), file.data(entry)),
+        ("F8_E4M3", f8_bytes.as_slice())
+    );
+}
+
+#[test]
+fn dequantize_gives_back_the_library_dequantization() {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (index, tensors) = sharded_model(&input);
+    let quantized = root.path().join("quantized");
+    let result = anybit(&[
+        "quantize",
+        index.to_str().unwrap(),
+        "-o",
+        quantized.to_str().unwrap(),
+        "--dtype",
+        "u3",
+        "--group",
+        "32",
+        "--search",
+        "mse",
+    ]);
+    assert!(result.status.success());
+    let checkpoint = QuantizedCheckpoint::open(&quantized).unwrap();
+    for (dtype, argument) in [(None, None), (Some(Dtype::F32), Some("f32"))] {
+        let output = root.path().join(format!("plain-{argument:?}"));
+        let mut arguments = vec![
+            "dequantize",
+            quantized.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ];
+        if let Some(argument) = argument {
+            arguments.extend(["--dtype", argument]);
+        }
+        let result = anybit(&arguments);
+        let stdout = String::from_utf8(result.stdout).unwrap();
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let into = if dtype.is_some() {
+            "to F32"
+        } else {
+            "to their original types"
+        };
+        assert!(
+            stdout.starts_with(&format!(
+                "dequantized 3 weights {into}; copied 3 unchanged\ntensor data: "
+            )),
+            "{stdout}"
+        );
+        assert_eq!(
+            names(&output),
+            [SHARDS[0], SHARDS[1], "model.safetensors.index.json"]
+        );
+        for tensor in &tensors {
+            let shard = if tensor.name.contains("layers.1") || tensor.name == "model.norm.weight" {
+                SHARDS[1]
+            } else {
+                SHARDS[0]
+            };
+            let bytes = std::fs::read(output.join(shard)).unwrap();
+            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let view = file.tensor(tensor.name).unwrap();
+            assert_eq!(view.shape(), tensor.shape);
+            match checkpoint.matrix(tensor.name) {
+                Ok(matrix) => {
+                    let values = matrix.dequantize();
+                    let dtype = dtype.unwrap_or(tensor.dtype);
+                    assert_eq!(view.dtype(), dtype, "{}", tensor.name);
+                    let expected = Tensor {
+                        name: tensor.name,
+                        dtype,
+                        shape: tensor.shape.clone(),
+                        values,
+                    };
+                    assert_eq!(view.data(), expected.bytes(), "{}", tensor.name);
+                }
+                Err(_) => assert_eq!(view.data(), tensor.bytes(), "{} copied", tensor.name),
+            }
+        }
+    }
+    // A plain checkpoint is not an anybit one; the output cannot be the input.
+    refused(
+        root.path(),
+        &input,
+        &[
+            "dequantize",
+            index.to_str().unwrap(),
+            "-o",
+            root.path().join("again").to_str().unwrap(),
+        ],
+        "not an anybit quantized checkpoint (no `anybit.format_version` in its metadata)",
+    );
+    refused(
+        root.path(),
+        &quantized,
+        &[
+            "dequantize",
+            quantized.to_str().unwrap(),
+            "-o",
+            quantized.to_str().unwrap(),
+        ],
+        "it is the directory of the input checkpoint",
+    );
+}

@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod compile;
+pub mod dequantize;
 pub mod doctor;
 pub mod dtype;
+pub mod import;
 pub mod kernel;
 pub mod program;
 pub mod quantize;

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anybit_checkpoint::{
-    quantize_checkpoint, Progress, QuantizeSettings, QuantizeSummary, Selection, TensorOutcome,
+    quantize_checkpoint, CheckpointSummary, Progress, QuantizeSettings, Selection, TensorOutcome,
 };
 use anybit_dtype::{DType, GroupSize, QuantizeOptions, ScaleSearch};
 use anyhow::{anyhow, bail, Result};
@@ -60,57 +60,94 @@ pub fn run(request: QuantizeRequest) -> Result<()> {
         },
         selection: Selection::new(&request.include, &request.exclude)?,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}",
-        )
-        .map_err(|error| anyhow!("progress bar: {error}"))?,
-    );
-    let mut tensors = 0;
-    let mut finished = 0;
-    let summary =
-        quantize_checkpoint(
-            &request.input,
-            &request.output,
-            &settings,
-            &mut |event| match event {
-                Progress::Planned {
-                    tensors: count,
-                    bytes,
-                } => {
-                    tensors = count;
-                    bar.set_length(bytes);
-                    bar.set_message(format!("tensor 0/{tensors}"));
-                }
-                Progress::Read { bytes } => bar.inc(bytes),
-                Progress::Finished(tensor) => {
-                    finished += 1;
-                    bar.set_message(format!("tensor {finished}/{tensors}"));
-                    if let TensorOutcome::Quantized(report) = &tensor.outcome {
-                        let line = format!(
-                            "{}  {:?} {}  max abs {:.3e}  rel frobenius {:.3e}",
-                            tensor.name,
-                            tensor.shape,
-                            tensor.dtype,
-                            report.max_abs,
-                            report.relative_frobenius
-                        );
-                        bar.suspend(|| println!("{line}"));
-                    }
-                }
-            },
-        );
-    bar.finish_and_clear();
+    let mut reporter = Reporter::new()?;
+    let summary = quantize_checkpoint(&request.input, &request.output, &settings, &mut |event| {
+        reporter.report(event)
+    });
+    reporter.finish();
     print_summary(&summary?, &settings);
     Ok(())
 }
 
-fn print_summary(summary: &QuantizeSummary, settings: &QuantizeSettings) {
+/// Shows progress on standard error while it is a terminal (nothing otherwise), and prints one
+/// line of error statistics per quantized weight on standard output.
+pub(crate) struct Reporter {
+    bar: ProgressBar,
+    tensors: usize,
+    finished: usize,
+}
+
+impl Reporter {
+    pub(crate) fn new() -> Result<Self> {
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}",
+            )
+            .map_err(|error| anyhow!("progress bar: {error}"))?,
+        );
+        Ok(Reporter {
+            bar,
+            tensors: 0,
+            finished: 0,
+        })
+    }
+
+    pub(crate) fn report(&mut self, event: Progress<'_>) {
+        match event {
+            Progress::Planned { tensors, bytes } => {
+                self.tensors = tensors;
+                self.bar.set_length(bytes);
+                self.bar.set_message(format!("tensor 0/{tensors}"));
+            }
+            Progress::Read { bytes } => self.bar.inc(bytes),
+            Progress::Finished(tensor) => {
+                self.finished += 1;
+                self.bar
+                    .set_message(format!("tensor {}/{}", self.finished, self.tensors));
+                if let TensorOutcome::Quantized(report) = &tensor.outcome {
+                    let line = format!(
+                        "{}  {:?} {}  max abs {:.3e}  rel frobenius {:.3e}",
+                        tensor.name,
+                        tensor.shape,
+                        tensor.dtype,
+                        report.max_abs,
+                        report.relative_frobenius
+                    );
+                    self.bar.suspend(|| println!("{line}"));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Prints the bytes of tensor data before and after, and the files written.
+pub(crate) fn print_sizes(summary: &CheckpointSummary) {
+    let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 1.0 };
+    let change = if summary.bytes_out <= summary.bytes_in {
+        format!("{:.2}x smaller", ratio(summary.bytes_in, summary.bytes_out))
+    } else {
+        format!("{:.2}x larger", ratio(summary.bytes_out, summary.bytes_in))
+    };
+    println!(
+        "tensor data: {} -> {} ({change})",
+        HumanBytes(summary.bytes_in),
+        HumanBytes(summary.bytes_out)
+    );
+    for file in &summary.files {
+        println!("wrote {}", file.display());
+    }
+}
+
+fn print_summary(summary: &CheckpointSummary, settings: &QuantizeSettings) {
     let quantized = summary
         .tensors
         .iter()
@@ -125,17 +162,5 @@ fn print_summary(summary: &QuantizeSummary, settings: &QuantizeSettings) {
         options.scale_dtype,
         anybit_checkpoint::QuantizedTensorInfo::search_name(settings.search)
     );
-    let ratio = if summary.bytes_out > 0 {
-        summary.bytes_in as f64 / summary.bytes_out as f64
-    } else {
-        1.0
-    };
-    println!(
-        "tensor data: {} -> {} ({ratio:.2}x smaller)",
-        HumanBytes(summary.bytes_in),
-        HumanBytes(summary.bytes_out)
-    );
-    for file in &summary.files {
-        println!("wrote {}", file.display());
-    }
+    print_sizes(summary);
 }
