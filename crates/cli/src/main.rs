@@ -247,10 +247,15 @@ enum BenchCommand {
         /// Decode schedules to time instead of the library's choice, e.g. w4k1r1t1c2,w2k8r2t1c1.
         #[arg(long)]
         schedule: Option<String>,
-        /// Time the library's candidate schedules for every configuration and report the
-        /// fastest.
-        #[arg(long, conflicts_with = "schedule")]
-        tune: bool,
+        /// Time candidate schedules for every configuration, report the fastest and keep it in
+        /// the tuning cache (`--tune` or `--tune quick`: about a dozen candidates;
+        /// `--tune thorough`: several dozen). Without it, the library's choice: the tuning
+        /// cache's entry, else the heuristic.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "quick", conflicts_with = "schedule")]
+        tune: Option<commands::bench::TuneMode>,
+        /// Ignore the tuning cache and time the heuristic's schedule.
+        #[arg(long, conflicts_with_all = ["schedule", "tune"])]
+        heuristic: bool,
         /// Untimed launches before timing.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
@@ -288,6 +293,7 @@ fn main() -> ExitCode {
                     zeros,
                     schedule,
                     tune,
+                    heuristic,
                     warmup,
                     repeats,
                     json,
@@ -302,7 +308,8 @@ fn main() -> ExitCode {
             activation: act,
             zeros,
             schedules: schedule,
-            tune,
+            tune: tune.map(Into::into),
+            heuristic,
             warmup,
             repeats,
             json,

@@ -19,6 +19,7 @@ use crate::format::{Activation, Group, QuantFormat, ZeroPoints};
 use crate::gpu::{DeviceWeight, Matmul, MatmulError};
 use crate::prepared::{FragmentLayout, GroupLayout};
 use crate::reference::relative_error;
+use crate::tuning::{DeviceKey, TunedSchedule, TuningCache, TuningError, TuningKey};
 use crate::weight::PreparedWeight;
 
 /// Bytes read by the L2 flush before every timed launch (the H100 has 50 MB of L2).
@@ -39,12 +40,38 @@ pub struct BenchRequest {
     pub shapes: Vec<(usize, usize)>,
     /// Schedules to time; empty for the library's choice.
     pub schedules: Vec<DecodeSchedule>,
-    /// Time every candidate schedule ([`DecodeSchedule::candidates`]) briefly and report the
-    /// fastest (when `schedules` is empty).
-    pub tune: bool,
+    /// Time candidate schedules briefly and report the fastest (when `schedules` is empty):
+    /// [`DecodeSchedule::quick_candidates`], or every one of [`DecodeSchedule::candidates`].
+    pub tune: Option<Tuning>,
+    /// The tuning cache: without `tune`, the library's choice is its entry where it has one
+    /// (else the heuristic); with `tune`, the winners are stored in it.
+    pub cache: Option<TuningCache>,
     pub warmup: usize,
     pub repeats: usize,
     pub seed: u64,
+}
+
+/// How many candidates tuning times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tuning {
+    /// [`DecodeSchedule::quick_candidates`]: about a dozen per configuration.
+    Quick,
+    /// [`DecodeSchedule::candidates`]: several dozen per configuration.
+    Thorough,
+}
+
+/// Where a configuration's schedule came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleSource {
+    /// Asked for by the request.
+    Given,
+    /// The tuning cache's entry.
+    TuningCache,
+    /// The heuristic (nothing tuned).
+    Heuristic,
+    /// Tuned in this run.
+    TunedNow,
 }
 
 /// One timed configuration.
@@ -58,6 +85,7 @@ pub struct BenchRow {
     pub n: usize,
     pub k: usize,
     pub schedule: String,
+    pub source: ScheduleSource,
     /// Median time in microseconds.
     pub us: f64,
     /// Codes, scales and zero points read.
@@ -70,6 +98,10 @@ pub struct BenchRow {
     pub relative_error: f64,
     /// Candidate schedules timed to choose this one (1 without tuning).
     pub candidates: usize,
+    /// When tuning: every candidate's schedule and median time in microseconds (fewer
+    /// repeats than the winner's final timing), fastest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<(String, f64)>,
 }
 
 /// A benchmark run.
@@ -99,6 +131,8 @@ pub enum BenchError {
     },
     #[error("the L2 flush kernel: {0}")]
     Flush(String),
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
 }
 
 /// A reading kernel over a large buffer: launched before every timed run, it leaves L2 full of
@@ -263,34 +297,63 @@ pub fn run(
         bias: false,
         schedule,
     };
-    let schedules_for =
-        |m: usize, n: usize, k: usize, format: QuantFormat| -> Vec<DecodeSchedule> {
-            if !request.schedules.is_empty() {
-                request
-                    .schedules
-                    .iter()
-                    .copied()
-                    .filter(|s| s.max_tokens() >= m && spec_of(format, *s).supports(k))
-                    .collect()
-            } else if request.tune {
-                DecodeSchedule::candidates(m, n, k, format, request.activation)
-            } else {
-                vec![DecodeSchedule::heuristic(
-                    m,
-                    n,
-                    k,
-                    format,
-                    request.activation,
-                )]
-            }
-        };
+    let device = DeviceKey::of(gpu);
+    let tuned = match (&request.cache, request.tune) {
+        (Some(cache), None) => cache.load(&device)?,
+        _ => Default::default(),
+    };
+    let key_of = |format: QuantFormat, n: usize, k: usize, m: usize| {
+        TuningKey::new(format, request.activation, DType::F16, n, k, m)
+    };
+    let schedules_for = |m: usize,
+                         n: usize,
+                         k: usize,
+                         format: QuantFormat|
+     -> (Vec<DecodeSchedule>, ScheduleSource) {
+        if !request.schedules.is_empty() {
+            let given = request
+                .schedules
+                .iter()
+                .copied()
+                .filter(|s| s.max_tokens() >= m && spec_of(format, *s).supports(k))
+                .collect();
+            return (given, ScheduleSource::Given);
+        }
+        match request.tune {
+            Some(Tuning::Quick) => (
+                DecodeSchedule::quick_candidates(m, n, k, format, request.activation),
+                ScheduleSource::TunedNow,
+            ),
+            Some(Tuning::Thorough) => (
+                DecodeSchedule::candidates(m, n, k, format, request.activation),
+                ScheduleSource::TunedNow,
+            ),
+            None => match tuned
+                .get(&key_of(format, n, k, m))
+                .and_then(TunedSchedule::parsed)
+                .filter(|s| s.max_tokens() >= m && spec_of(format, *s).supports(k))
+            {
+                Some(schedule) => (vec![schedule], ScheduleSource::TuningCache),
+                None => (
+                    vec![DecodeSchedule::heuristic(
+                        m,
+                        n,
+                        k,
+                        format,
+                        request.activation,
+                    )],
+                    ScheduleSource::Heuristic,
+                ),
+            },
+        }
+    };
     // Every kernel of the run, compiled in parallel before anything is timed.
     let mut specs = Vec::new();
     for &(n, k) in &request.shapes {
         for &weight in &request.weights {
             for &m in &request.tokens {
                 let format = format_of(weight);
-                for schedule in schedules_for(m, n, k, format) {
+                for schedule in schedules_for(m, n, k, format).0 {
                     specs.push(spec_of(format, schedule));
                 }
             }
@@ -339,8 +402,8 @@ pub fn run(
                         );
                     }
                 }
-                let schedules = schedules_for(m, n, k, format);
-                let tuning = request.schedules.is_empty() && schedules.len() > 1;
+                let (schedules, source) = schedules_for(m, n, k, format);
+                let tuning = source == ScheduleSource::TunedNow;
                 let mut timed = Vec::new();
                 for schedule in &schedules {
                     let spec = spec_of(format, *schedule);
@@ -391,6 +454,14 @@ pub fn run(
                     timed.push((ms, spec, error));
                 }
                 timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let tried: Vec<(String, f64)> = if tuning {
+                    timed
+                        .iter()
+                        .map(|(ms, spec, _)| (spec.schedule.tag(), ms * 1e3))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let reported: Vec<(f64, DecodeKernel, f64)> = if tuning {
                     // The winner, timed again in full.
                     let (_, spec, error) = timed[0];
@@ -423,12 +494,14 @@ pub fn run(
                         n,
                         k,
                         schedule: spec.schedule.tag(),
+                        source,
                         us,
                         weight_bytes,
                         tbps,
                         copy_fraction: tbps / copy_tbps,
                         relative_error: error,
                         candidates: if tuning { schedules.len() } else { 1 },
+                        tried: tried.clone(),
                     };
                     progress(&format!(
                         "{:>8} m {:>3} {:>6}x{:<6} {:<14} {:>9.1} us {:>6.2} TB/s {:>5.1}% of copy  err {:.1e}  ({:.1} s)",
@@ -443,6 +516,21 @@ pub fn run(
                         error,
                         started.elapsed().as_secs_f64()
                     ));
+                    if tuning {
+                        if let Some(cache) = &request.cache {
+                            cache.store(
+                                &device,
+                                [(
+                                    key_of(format, n, k, m),
+                                    TunedSchedule {
+                                        schedule: row.schedule.clone(),
+                                        us,
+                                        candidates: schedules.len(),
+                                    },
+                                )],
+                            )?;
+                        }
+                    }
                     rows.push(row);
                 }
             }

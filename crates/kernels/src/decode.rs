@@ -22,7 +22,7 @@
 use std::fmt;
 
 use anybit_dtype::DType;
-use anybit_layout::{RegisterLayout, SharedLayout};
+use anybit_layout::{RegisterLayout, SharedLayout, Swizzle};
 use anybit_vm::builder::{block_x, ProgramBuilder, Tensor};
 use anybit_vm::{Expr, FloatLit, Literal, Program, ReduceOp, Unroll};
 
@@ -48,6 +48,10 @@ pub struct DecodeSchedule {
     /// registers). With `P` stages, `P − 1` steps of weights are in flight while one is
     /// computed, without holding registers.
     pub stages: usize,
+    /// Stage each step's `x` tile in shared memory once per block (`cp.async`, two buffers)
+    /// and read the B fragments with `ldmatrix`, instead of every warp loading its own from
+    /// global memory.
+    pub shared_x: bool,
 }
 
 impl DecodeSchedule {
@@ -66,10 +70,30 @@ impl DecodeSchedule {
         LANES * self.warps * self.k_warps
     }
 
-    /// A short name for kernel names: `w4k2r1t1c1p`, `w2k4r2t1c2s4`.
+    /// Bytes of shared memory the schedule's own tiles take for `chunk_cols`-column chunks of
+    /// the weight (the `x` tiles and the `cp.async` stages; not the final K reduction).
+    pub fn shared_bytes(&self, chunk_cols: usize, weight_bits: u32) -> usize {
+        let step_cols = chunk_cols * self.chunks_per_step;
+        let x = if self.shared_x {
+            2 * self.k_warps * self.max_tokens() * step_cols * 2
+        } else {
+            0
+        };
+        let stages = self.stages
+            * self.warps
+            * self.tiles_per_warp
+            * TILE_ROWS
+            * self.k_warps
+            * step_cols
+            * weight_bits as usize
+            / 8;
+        x + stages
+    }
+
+    /// A short name for kernel names: `w4k2r1t1c1p`, `w2k4r2t1c2s4`, `w2k2r1t2c2x`.
     pub fn tag(&self) -> String {
         format!(
-            "w{}k{}r{}t{}c{}{}{}",
+            "w{}k{}r{}t{}c{}{}{}{}",
             self.warps,
             self.k_warps,
             self.tiles_per_warp,
@@ -80,22 +104,40 @@ impl DecodeSchedule {
                 format!("s{}", self.stages)
             } else {
                 String::new()
-            }
+            },
+            if self.shared_x { "x" } else { "" }
         )
     }
 }
 
-/// Warps the heuristic wants in flight over the whole GPU (132 SMs with ~24 warps each on an
-/// H100): below this, K is split inside the block.
-const WARPS_WANTED: usize = 2048;
+/// Shared memory a schedule's tiles may take per block: above 48 KB the kernel's shared memory
+/// is dynamic and the launch opts in to it (every GPU from sm_80 on has at least 99 KB per
+/// block), and three such blocks still fit an H100's SM.
+pub const MAX_SHARED_BYTES: usize = 64 * 1024;
+
+/// Warps the heuristic wants in flight over the whole GPU at M > 8 (132 SMs with ~12 warps
+/// each on an H100): below this, K is split inside the block.
+pub const WARPS_WANTED: usize = 1536;
+
+/// Warps the heuristic wants at M ≤ 8, where each warp has less work per byte and more of
+/// them hide more latency.
+pub const WARPS_WANTED_ONE_TILE: usize = 4096;
 
 impl DecodeSchedule {
-    /// The library's schedule when nothing is tuned: two row warps of two row tiles each, enough
-    /// token tiles for `m`, about 64 codes per lane and step (two chunks of 4-bit codes, four of
-    /// 8-bit, one of the rest), and K split over as few warps (1, 2, 4 or 8) as give about
-    /// [`WARPS_WANTED`] warps for an `[n, k]` weight, among the splits the shape allows; at
-    /// most 16 warps per block, so that a thread keeps 128 registers and nothing spills (8 when
-    /// a step's dequantized codes take more than 48 registers).
+    /// The library's schedule when nothing is tuned (what tuning on an H100 chose most often,
+    /// within about 6 % of the best candidate on the benchmark shapes):
+    /// - enough token tiles for `m`; about 64 codes per lane and step (two chunks of 4-bit
+    ///   codes, four of 8-bit, one of the rest);
+    /// - two row tiles per warp on wide layers (N ≥ 16384) where their codes fit in 64
+    ///   registers (each B fragment then serves twice the weights), else one (narrow layers
+    ///   need the warps more);
+    /// - `x` staged in shared memory wherever its tiles fit [`MAX_SHARED_BYTES`], splitting K
+    ///   over fewer warps where that makes them fit;
+    /// - two row warps at M ≤ 8, four above; K split over as few warps (1, 2, 4 or 8) as give
+    ///   [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`] for more, among
+    ///   the splits the shape allows;
+    /// - at most 16 warps per block, so that a thread keeps 128 registers and nothing spills
+    ///   (8 when a step's dequantized codes take more than 48 registers).
     pub fn heuristic(
         m: usize,
         n: usize,
@@ -103,7 +145,8 @@ impl DecodeSchedule {
         format: QuantFormat,
         activation: Activation,
     ) -> DecodeSchedule {
-        let lane_codes = 8 * steps_per_chunk(format.weight.bits());
+        let bits = format.weight.bits();
+        let lane_codes = 8 * steps_per_chunk(bits);
         let token_tiles = m.div_ceil(8).next_power_of_two().clamp(1, 8);
         let chunks = (64 / lane_codes).max(1);
         // Registers of one step's dequantized codes per thread and row tile (f32 for the
@@ -114,44 +157,61 @@ impl DecodeSchedule {
             32
         };
         let words = chunks * lane_codes * dequant_bits / 32;
-        // Two row tiles per warp share each B fragment of x (tuning on an H100 chose two for
-        // nearly every width at M <= 16), where their codes and accumulators fit.
-        let tiles_per_warp = if token_tiles <= 2 && 2 * words <= 64 {
-            2
-        } else {
-            1
-        };
+        let tiles_per_warp = if n >= 16384 && 2 * words <= 64 { 2 } else { 1 };
         // Above 48 registers of codes a block keeps to 8 warps (255 registers a thread).
         let max_warps = if tiles_per_warp * words > 48 { 8 } else { 16 };
+        let (row_warps, wanted) = if token_tiles == 1 {
+            (2, WARPS_WANTED_ONE_TILE)
+        } else {
+            (4, WARPS_WANTED)
+        };
+        let supported = |schedule: DecodeSchedule| {
+            DecodeKernel {
+                format,
+                activation,
+                scale_dtype: DType::F16,
+                bias: false,
+                schedule,
+            }
+            .supports(k)
+        };
         let mut schedule = DecodeSchedule {
-            warps: 2,
+            warps: row_warps,
             k_warps: 1,
             tiles_per_warp,
             token_tiles,
             chunks_per_step: chunks,
             prefetch: false,
             stages: 0,
+            shared_x: false,
         };
         let warp_rows = n.div_ceil(TILE_ROWS * schedule.tiles_per_warp);
         for k_warps in [2, 4, 8] {
-            if warp_rows * schedule.k_warps >= WARPS_WANTED {
+            if warp_rows * schedule.k_warps >= wanted {
                 break;
             }
             let candidate = DecodeSchedule {
                 k_warps,
-                warps: (max_warps / k_warps).clamp(1, 2),
+                warps: (max_warps / k_warps).clamp(1, row_warps),
                 ..schedule
             };
-            let kernel = DecodeKernel {
-                format,
-                activation,
-                scale_dtype: DType::F16,
-                bias: false,
-                schedule: candidate,
-            };
-            if kernel.supports(k) {
+            if supported(candidate) {
                 schedule = candidate;
             }
+        }
+        // `x` in shared memory, with K split over fewer warps where its tiles would not fit
+        // (few warps that share x beat many that each load their own).
+        let chunk_cols = STEP_COLS * steps_per_chunk(bits);
+        let mut staged = DecodeSchedule {
+            shared_x: true,
+            ..schedule
+        };
+        while staged.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES && staged.k_warps > 1 {
+            staged.k_warps /= 2;
+            staged.warps = (max_warps / staged.k_warps).clamp(1, row_warps);
+        }
+        if staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES && supported(staged) {
+            schedule = staged;
         }
         schedule
     }
@@ -160,7 +220,9 @@ impl DecodeSchedule {
 impl DecodeSchedule {
     /// The schedules tuning times for `m` tokens and an `[n, k]` weight: the heuristic's, and
     /// its neighbours (one or two row tiles per warp; K split over half, as many or twice as
-    /// many warps; 1, 2 or 4 row warps), each supported by the shape and at most 16 warps.
+    /// many warps; 1, 2 or 4 row warps), each supported by the shape and at most 16 warps, and
+    /// each of them with and without `x` staged in shared memory where its tiles fit in
+    /// [`MAX_SHARED_BYTES`].
     pub fn candidates(
         m: usize,
         n: usize,
@@ -169,17 +231,22 @@ impl DecodeSchedule {
         activation: Activation,
     ) -> Vec<DecodeSchedule> {
         let base = DecodeSchedule::heuristic(m, n, k, format, activation);
+        let bits = format.weight.bits();
+        let chunk_cols = STEP_COLS * steps_per_chunk(bits);
         let mut candidates = vec![base];
         let splits = [base.k_warps / 2, base.k_warps, base.k_warps * 2];
         for tiles_per_warp in [1, 2] {
             for &k_warps in splits.iter().filter(|&&kw| (1..=16).contains(&kw)) {
                 for warps in [1, 2, 4] {
-                    let candidate = DecodeSchedule {
+                    let mut candidate = DecodeSchedule {
                         tiles_per_warp,
                         k_warps,
                         warps,
                         ..base
                     };
+                    if candidate.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES {
+                        candidate.shared_x = false;
+                    }
                     let kernel = DecodeKernel {
                         format,
                         activation,
@@ -196,13 +263,102 @@ impl DecodeSchedule {
                 }
             }
         }
+        // Each of them also with twice the chunks per step, and with `x` staged in shared
+        // memory or without, where it fits.
+        let twins: Vec<DecodeSchedule> = candidates
+            .iter()
+            .flat_map(|c| {
+                let wider = DecodeSchedule {
+                    chunks_per_step: 2 * c.chunks_per_step,
+                    ..*c
+                };
+                let wider_kernel = DecodeKernel {
+                    format,
+                    activation,
+                    scale_dtype: DType::F16,
+                    bias: false,
+                    schedule: wider,
+                };
+                // At most 128 codes per lane and row tile in a step (registers).
+                let lane_codes = chunk_cols / STEP_COLS * 8;
+                let wider = (wider.chunks_per_step * lane_codes <= 128 && wider_kernel.supports(k))
+                    .then_some(wider);
+                [Some(*c), wider].into_iter().flatten()
+            })
+            .flat_map(|c| {
+                [
+                    c,
+                    DecodeSchedule {
+                        shared_x: !c.shared_x,
+                        ..c
+                    },
+                ]
+            })
+            .filter(|c| {
+                c.stages == 0
+                    && c.shared_bytes(chunk_cols, format.weight.bits()) <= MAX_SHARED_BYTES
+            })
+            .collect();
+        for twin in twins {
+            if !candidates.contains(&twin) {
+                candidates.push(twin);
+            }
+        }
+        candidates
+    }
+}
+
+impl DecodeSchedule {
+    /// The few schedules quick tuning times (about a dozen, so that tuning a layer for every M
+    /// bucket takes seconds): the heuristic's, with K split over half or twice as many warps,
+    /// one or two row tiles per warp and two or four row warps, `x` staged in shared memory
+    /// where it fits; each supported by the shape and at most 16 warps.
+    pub fn quick_candidates(
+        m: usize,
+        n: usize,
+        k: usize,
+        format: QuantFormat,
+        activation: Activation,
+    ) -> Vec<DecodeSchedule> {
+        let base = DecodeSchedule::heuristic(m, n, k, format, activation);
+        let bits = format.weight.bits();
+        let chunk_cols = STEP_COLS * steps_per_chunk(bits);
+        let mut candidates = vec![base];
+        for tiles_per_warp in [1, 2] {
+            for k_warps in [base.k_warps / 2, base.k_warps, base.k_warps * 2] {
+                for warps in [2, 4] {
+                    let candidate = DecodeSchedule {
+                        tiles_per_warp,
+                        k_warps,
+                        warps,
+                        shared_x: true,
+                        ..base
+                    };
+                    let kernel = DecodeKernel {
+                        format,
+                        activation,
+                        scale_dtype: DType::F16,
+                        bias: false,
+                        schedule: candidate,
+                    };
+                    if (1..=16).contains(&(warps * k_warps))
+                        && k_warps >= 1
+                        && kernel.supports(k)
+                        && candidate.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES
+                        && !candidates.contains(&candidate)
+                    {
+                        candidates.push(candidate);
+                    }
+                }
+            }
+        }
         candidates
     }
 }
 
 /// A schedule tag that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, e.g. w4k2r1t1c2p or w2k4r2t1c2s4 (at most 32 warps in all)")]
+#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, then x to stage x in shared memory (not with s), e.g. w4k2r1t1c2p, w2k4r2t1c2s4 or w2k2r1t2c2px (at most 32 warps in all)")]
 pub struct ParseScheduleError(pub String);
 
 impl std::str::FromStr for DecodeSchedule {
@@ -210,6 +366,10 @@ impl std::str::FromStr for DecodeSchedule {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let error = || ParseScheduleError(text.to_string());
+        let (text, shared_x) = match text.strip_suffix('x') {
+            Some(rest) => (rest, true),
+            None => (text, false),
+        };
         let (text_without_stages, stages) = match text.rfind('s') {
             Some(at) => {
                 let stages: usize = text[at + 1..].parse().map_err(|_| error())?;
@@ -224,7 +384,7 @@ impl std::str::FromStr for DecodeSchedule {
             Some(body) => (body, true),
             None => (text_without_stages, false),
         };
-        if prefetch && stages > 0 {
+        if stages > 0 && (prefetch || shared_x) {
             return Err(error());
         }
         let mut values = [0usize; 5];
@@ -256,6 +416,7 @@ impl std::str::FromStr for DecodeSchedule {
             chunks_per_step,
             prefetch,
             stages,
+            shared_x,
         })
     }
 }
@@ -264,7 +425,7 @@ impl fmt::Display for DecodeSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} warps x {} row tiles, K split over {} warps, {} token tiles, {} chunks per step{}{}",
+            "{} warps x {} row tiles, K split over {} warps, {} token tiles, {} chunks per step{}{}{}",
             self.warps,
             self.tiles_per_warp,
             self.k_warps,
@@ -275,6 +436,11 @@ impl fmt::Display for DecodeSchedule {
                 format!(", {}-stage cp.async pipeline", self.stages)
             } else {
                 String::new()
+            },
+            if self.shared_x {
+                ", x staged in shared memory"
+            } else {
+                ""
             }
         )
     }
@@ -299,6 +465,23 @@ pub struct DecodeKernel {
     pub scale_dtype: DType,
     pub bias: bool,
     pub schedule: DecodeSchedule,
+}
+
+/// The shared tile of one step's `x`, `[slices, tokens, columns]` row-major, its 16-byte chunks
+/// swizzled by row so that the 8 rows an `ldmatrix` reads fall in different banks (rows are a
+/// power of two of at least 32 columns).
+fn x_tile_layout(slices: usize, tokens: usize, columns: usize) -> SharedLayout {
+    let row_bit = columns.trailing_zeros();
+    debug_assert!(columns.is_power_of_two() && row_bit >= 5);
+    // 128 bytes of banks hold 8 chunks (3 bits above the 8-element chunk); with 64-byte rows
+    // two rows share them, so the chunk bits take the row bits from the second row on.
+    let (bits, source) = if row_bit >= 6 {
+        (3, row_bit)
+    } else {
+        (2, row_bit + 1)
+    };
+    let swizzle = Swizzle::new(bits, 3, source).expect("chunk and row bits do not overlap");
+    SharedLayout::row_major(&[slices, tokens, columns]).with_swizzle(swizzle)
 }
 
 fn layout(text: &str) -> RegisterLayout {
@@ -633,6 +816,12 @@ impl DecodeKernel {
         let b_layout = layout(&format!(
             "spatial({kw},1,1).replicate({wn}).local(1,{dot_steps},{t}).{atom_b}"
         ));
+        // With `x` staged in shared memory as [slices, tokens, columns]: the same registers
+        // as `b_layout`, read from the row-major tile (each register one row-pair of an 8×8
+        // matrix, so an `ldmatrix`) and then viewed as B fragments.
+        let x_rows_layout = layout(&format!(
+            "spatial({kw},1,1).replicate({wn}).local(1,1,{dot_steps}).local(1,{t},1).local(1,1,2).spatial(1,8,4).local(1,1,2)"
+        ));
         // Per-group values of a step, loaded as [tiles, slices, groups, 8, 2].
         let groups_per_step = match scaling {
             Scaling::PerCode { groups_per_step } => groups_per_step,
@@ -694,7 +883,10 @@ impl DecodeKernel {
                 b.cast(name, &shaped, dtype)
             }
         };
-        let step = |b: &mut ProgramBuilder, weights: &Tensor, first_chunk: Expr| {
+        let step = |b: &mut ProgramBuilder,
+                    weights: &Tensor,
+                    x_tile: Option<&Tensor>,
+                    first_chunk: Expr| {
             let codes = b.view("codes", weights, wtype, a_lanes.clone());
             let mut deq = if a_lanes == a_fragments {
                 b.cast("deq", &codes, dequant_type)
@@ -727,10 +919,18 @@ impl DecodeKernel {
                 } else {
                     b.view_slice("a_part", &a, act, a_dot.clone(), part as u32 * dot_bits)
                 };
-                let first_col =
-                    first_chunk.clone() * (chunk as i32) + (part * dot_steps * 16) as i32;
-                let xb =
-                    b.load_global("xb", &gx, [0.into(), first_col, 0.into()], b_layout.clone());
+                let part_col = (part * dot_steps * 16) as i32;
+                let xb = match x_tile {
+                    Some(tile) => {
+                        let rows =
+                            b.load_shared("x_rows", tile, [0, 0, part_col], x_rows_layout.clone());
+                        b.view("xb", &rows, act, b_layout.clone())
+                    }
+                    None => {
+                        let first_col = first_chunk.clone() * (chunk as i32) + part_col;
+                        b.load_global("xb", &gx, [0.into(), first_col, 0.into()], b_layout.clone())
+                    }
+                };
                 b.dot(target.name(), &a_part, &xb, &target);
             }
             if scaling == Scaling::Partial {
@@ -773,7 +973,7 @@ impl DecodeKernel {
                             first_chunk.clone() + ((p - 1) * c) as i32,
                         );
                         let weights = b.load_shared("wq", &ring[j], [0, 0, 0], load_layout.clone());
-                        step(b, &weights, first_chunk);
+                        step(b, &weights, None, first_chunk);
                     }
                 },
             );
@@ -781,8 +981,37 @@ impl DecodeKernel {
             for stage in &ring {
                 b.free_shared(stage);
             }
-        } else if s.prefetch {
-            let first = load_weights(&mut b, "wa", 0.into());
+        } else if s.prefetch || s.shared_x {
+            // Two steps per iteration, so that the register buffers of prefetched weights and
+            // the shared buffers of `x` alternate statically. With `x` in shared memory, the
+            // barrier before step i's copy is where every warp has finished step i − 1, whose
+            // buffer that copy refills.
+            let x_tiles = s.shared_x.then(|| {
+                let shared = x_tile_layout(kw, s.max_tokens(), chunk * c);
+                let tiles = [0, 1].map(|j| b.alloc_shared(&format!("x{j}"), act, shared.clone()));
+                let gxr = b.view_global(
+                    "gx_rows",
+                    &x,
+                    [Expr::from(kw as i32), m.clone(), slice_cols.clone()],
+                    [slice_cols.clone(), k.clone(), 1.into()],
+                );
+                (tiles, gxr)
+            });
+            let copy_x = |b: &mut ProgramBuilder, j: usize, first_chunk: Expr| {
+                if let Some((tiles, gxr)) = &x_tiles {
+                    b.wait_group(0);
+                    b.barrier();
+                    b.copy_async(
+                        &tiles[j],
+                        gxr,
+                        [0.into(), 0.into(), first_chunk * (chunk as i32)],
+                    );
+                    b.commit_group();
+                }
+            };
+            let x_tile = |j: usize| x_tiles.as_ref().map(|(tiles, _)| tiles[j].clone());
+            copy_x(&mut b, 0, 0.into());
+            let first = s.prefetch.then(|| load_weights(&mut b, "wa", 0.into()));
             b.for_(
                 "c",
                 0,
@@ -790,16 +1019,34 @@ impl DecodeKernel {
                 2 * cs,
                 Unroll::None,
                 |b, ci| {
-                    let second = load_weights(b, "wb", ci.clone() + cs);
-                    step(b, &first, ci.clone());
-                    load_weights(b, "wa", ci.clone() + 2 * cs);
-                    step(b, &second, ci + cs);
+                    // The weights this step computes (prefetched: loaded one step earlier).
+                    let mut current = first.clone();
+                    for j in 0..2 {
+                        let first_chunk = ci.clone() + j as i32 * cs;
+                        copy_x(b, 1 - j, first_chunk.clone() + cs);
+                        let weights = match current.as_mut() {
+                            // The other register buffer takes the next step's weights.
+                            Some(current) => {
+                                let next =
+                                    load_weights(b, ["wb", "wa"][j], first_chunk.clone() + cs);
+                                std::mem::replace(current, next)
+                            }
+                            None => load_weights(b, "wq", first_chunk.clone()),
+                        };
+                        step(b, &weights, x_tile(j).as_ref(), first_chunk);
+                    }
                 },
             );
+            if let Some((tiles, _)) = &x_tiles {
+                b.wait_group(0);
+                for tile in tiles {
+                    b.free_shared(tile);
+                }
+            }
         } else {
             b.for_("c", 0, slice_chunks.clone(), cs, Unroll::None, |b, ci| {
                 let weights = load_weights(b, "wq", ci.clone());
-                step(b, &weights, ci);
+                step(b, &weights, None, ci);
             });
         }
         let sum = b.reduce("sum", ReduceOp::Sum, &acc, 0);

@@ -13,8 +13,9 @@ use anybit_cuda::{
 };
 use anybit_vm::VerifyError;
 
-use crate::decode::DecodeKernel;
-use crate::format::QuantFormat;
+use crate::decode::{DecodeKernel, DecodeSchedule};
+use crate::format::{Activation, QuantFormat};
+use crate::tuning::{DeviceKey, TunedSchedule, TuningCache, TuningKey, TuningTable};
 use crate::weight::PreparedWeight;
 
 /// A product that cannot run.
@@ -111,6 +112,8 @@ pub struct Matmul<'g> {
     /// Loaded kernels by name, with what generation said about them (dynamic shared memory,
     /// the views the launch check reads).
     kernels: HashMap<String, (Kernel, GeneratedKernel)>,
+    /// The tuning cache's entries for this GPU, read on first use.
+    tuned: Option<TuningTable>,
 }
 
 /// One launch, ready to enqueue or time.
@@ -126,7 +129,45 @@ impl<'g> Matmul<'g> {
             gpu,
             cache: KernelCache::default_location(),
             kernels: HashMap::new(),
+            tuned: None,
         }
+    }
+
+    /// The schedule the library launches for `m` tokens and an `[n, k]` weight: the tuning
+    /// cache's entry for this GPU, driver and library version where `anybit tune` made one,
+    /// else [`DecodeSchedule::heuristic`]. An unreadable cache counts as empty (`anybit tune`
+    /// reports and replaces it).
+    pub fn schedule_for(
+        &mut self,
+        format: QuantFormat,
+        activation: Activation,
+        scale_dtype: anybit_dtype::DType,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> DecodeSchedule {
+        let gpu = self.gpu;
+        let tuned = self.tuned.get_or_insert_with(|| {
+            TuningCache::default_location()
+                .load(&DeviceKey::of(gpu))
+                .unwrap_or_default()
+        });
+        let key = TuningKey::new(format, activation, scale_dtype, n, k, m);
+        let fits = |schedule: &DecodeSchedule| {
+            let kernel = DecodeKernel {
+                format,
+                activation,
+                scale_dtype,
+                bias: false,
+                schedule: *schedule,
+            };
+            schedule.max_tokens() >= m && kernel.supports(k)
+        };
+        tuned
+            .get(&key)
+            .and_then(TunedSchedule::parsed)
+            .filter(fits)
+            .unwrap_or_else(|| DecodeSchedule::heuristic(m, n, k, format, activation))
     }
 
     /// Generates and compiles `specs` into the kernel cache on `threads` threads (NVRTC runs

@@ -10,6 +10,7 @@
 //! - [`weight`]: [`PreparedWeight`], made once per weight on the host.
 //! - [`decode`]: the decode schedule (M ≤ 64) as anybit programs.
 //! - [`reference`]: the f64 reference the kernels are checked against.
+//! - [`tuning`]: the persistent cache of tuned schedules per device and product.
 
 pub mod bench;
 pub mod decode;
@@ -17,6 +18,7 @@ pub mod format;
 pub mod gpu;
 pub mod prepared;
 pub mod reference;
+pub mod tuning;
 pub mod weight;
 
 pub use decode::{DecodeKernel, DecodeSchedule, KernelProgram};

@@ -1,7 +1,7 @@
 //! The decode kernels on a GPU against the f64 reference: every weight type of at most 8 bits ×
 //! {f16, bf16} × group {32, 128, per channel} × M ∈ {1, 7, 16, 33, 64}, on shapes whose N and K
 //! are not multiples of 128 (K odd for per-channel), zero points for half the unsigned cases, a
-//! bias for half the cases, K split over warps for some; fresh random data every run, outputs
+//! bias for half the cases, K split over warps for some, x staged in shared memory for about half; fresh random data every run, outputs
 //! poisoned before each launch and checked whole. Skipped (passes with a note) without a CUDA
 //! driver, as in CI; `scripts/gpu-check` runs it. `ANYBIT_DECODE_TYPES=u4,i3` restricts the
 //! weight types (for the sanitizer runs).
@@ -9,7 +9,9 @@
 use anybit_cuda::{Gpu, RuntimeError};
 use anybit_dtype::DType;
 use anybit_kernels::bench::random_weight;
+use anybit_kernels::decode::MAX_SHARED_BYTES;
 use anybit_kernels::gpu::{DeviceWeight, Matmul};
+use anybit_kernels::prepared::steps_per_chunk;
 use anybit_kernels::reference::relative_error;
 use anybit_kernels::{Activation, DecodeKernel, DecodeSchedule, Group, QuantFormat, ZeroPoints};
 use rand::rngs::StdRng;
@@ -60,6 +62,17 @@ fn cases() -> Vec<Case> {
                     let mut schedule = DecodeSchedule::heuristic(m, 72, k, format, activation);
                     if split {
                         schedule.k_warps = 2;
+                    }
+                    // Half of the configurations stage x in shared memory, where it fits.
+                    let chunk_cols = 16 * steps_per_chunk(weight.bits());
+                    let shared_x = DecodeSchedule {
+                        shared_x: true,
+                        ..schedule
+                    };
+                    if index % 4 < 2
+                        && shared_x.shared_bytes(chunk_cols, weight.bits()) <= MAX_SHARED_BYTES
+                    {
+                        schedule = shared_x;
                     }
                     let kernel = DecodeKernel {
                         format,

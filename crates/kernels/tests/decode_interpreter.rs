@@ -31,6 +31,7 @@ const SMALL: DecodeSchedule = DecodeSchedule {
     chunks_per_step: 1,
     prefetch: false,
     stages: 0,
+    shared_x: false,
 };
 
 fn run_case(case: &Case, seed: u64) -> f64 {
@@ -188,7 +189,7 @@ fn groups_from_16_to_per_channel() {
 }
 
 #[test]
-fn schedules_with_several_tiles_chunks_prefetch_and_split_k() {
+fn schedules_with_several_tiles_chunks_prefetch_split_k_and_shared_x() {
     for (tag, k) in [
         ("w1k1r2t2c2p", 448),
         ("w4k1r1t1c1p", 448),
@@ -200,6 +201,11 @@ fn schedules_with_several_tiles_chunks_prefetch_and_split_k() {
         ("w2k2r1t2c2s2", 1024),
         ("w1k1r2t4c1", 512),
         ("w2k2r1t8c2", 1024),
+        ("w1k1r2t2c2px", 448),
+        ("w2k2r1t2c1x", 512),
+        ("w2k1r2t1c1x", 448),
+        ("w1k4r1t4c1px", 1024),
+        ("w2k2r1t8c2x", 1024),
     ] {
         let schedule: DecodeSchedule = tag.parse().unwrap();
         for (weight, group) in [

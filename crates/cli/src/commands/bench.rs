@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anybit_cuda::Gpu;
 use anybit_dtype::DType;
-use anybit_kernels::bench::{self, BenchRequest};
+use anybit_kernels::bench::{self, BenchRequest, Tuning};
+use anybit_kernels::tuning::TuningCache;
 use anybit_kernels::{Activation, DecodeSchedule, Group};
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -22,7 +23,10 @@ pub struct MatmulBench {
     pub activation: String,
     pub zeros: bool,
     pub schedules: Option<String>,
-    pub tune: bool,
+    /// Tune (and store the winners in the tuning cache) instead of taking the library's choice.
+    pub tune: Option<Tuning>,
+    /// Ignore the tuning cache: the heuristic's schedule (when not tuning).
+    pub heuristic: bool,
     pub warmup: usize,
     pub repeats: usize,
     pub json: Option<PathBuf>,
@@ -119,23 +123,54 @@ pub fn matmul(options: MatmulBench) -> Result<()> {
         shapes,
         schedules,
         tune: options.tune,
+        cache: (!options.heuristic).then(TuningCache::default_location),
         warmup: options.warmup,
         repeats: options.repeats.max(1),
         seed: 0,
     };
     let gpu = Gpu::open(0)?;
-    let report = bench::run(&gpu, &request, &mut |line| eprintln!("{line}"))?;
+    let configurations = request.shapes.len() * request.weights.len() * request.tokens.len();
+    // A bar over configurations on a terminal; plain lines otherwise.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(configurations as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} configurations {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let report = bench::run(&gpu, &request, &mut |line| match &bar {
+        Some(bar) => {
+            bar.println(line);
+            if line.contains(" us ") {
+                bar.inc(1);
+            }
+        }
+        None => eprintln!("{line}"),
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     println!(
-        "{:<10} {:>4} {:>13} {:<14} {:>9} {:>7} {:>7} {:>6}",
-        "weight", "m", "n x k", "schedule", "us", "TB/s", "% copy", "tried"
+        "{:<10} {:>4} {:>13} {:<14} {:<13} {:>9} {:>7} {:>7} {:>6}",
+        "weight", "m", "n x k", "schedule", "from", "us", "TB/s", "% copy", "tried"
     );
     for row in &report.rows {
         println!(
-            "{:<10} {:>4} {:>13} {:<14} {:>9.1} {:>7.2} {:>6.1}% {:>6}",
+            "{:<10} {:>4} {:>13} {:<14} {:<13} {:>9.1} {:>7.2} {:>6.1}% {:>6}",
             row.weight,
             row.m,
             format!("{}x{}", row.n, row.k),
             row.schedule,
+            match row.source {
+                bench::ScheduleSource::Given => "given",
+                bench::ScheduleSource::TuningCache => "tuning cache",
+                bench::ScheduleSource::Heuristic => "heuristic",
+                bench::ScheduleSource::TunedNow => "tuned now",
+            },
             row.us,
             row.tbps,
             100.0 * row.copy_fraction,
@@ -150,5 +185,28 @@ pub fn matmul(options: MatmulBench) -> Result<()> {
         let text = serde_json::to_string_pretty(&report)?;
         write_atomically(path, text.as_bytes())?;
     }
+    if request.tune.is_some() {
+        if let Some(cache) = &request.cache {
+            println!("tuned schedules stored in {}", cache.path().display());
+        }
+    }
     Ok(())
+}
+
+/// `--tune quick|thorough`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TuneMode {
+    /// About a dozen candidates per configuration (seconds per layer shape).
+    Quick,
+    /// Several dozen candidates per configuration.
+    Thorough,
+}
+
+impl From<TuneMode> for Tuning {
+    fn from(mode: TuneMode) -> Tuning {
+        match mode {
+            TuneMode::Quick => Tuning::Quick,
+            TuneMode::Thorough => Tuning::Thorough,
+        }
+    }
 }

@@ -182,6 +182,19 @@ AB_INLINE void ab_ldmatrix_x4_trans(u32* r, const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(ab_smem_addr(p)));
 }
+// ldmatrix of N (1, 2 or 4) 8x8 matrices of 16-bit elements into r[0..N), transposed if TRANS.
+template <int N, bool TRANS> AB_INLINE void ab_ldmatrix(u32* r, const void* p) {
+  if constexpr (N == 4 && !TRANS) ab_ldmatrix_x4(r, p);
+  else if constexpr (N == 4) ab_ldmatrix_x4_trans(r, p);
+  else if constexpr (N == 2 && !TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(ab_smem_addr(p)));
+  else if constexpr (N == 2)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(ab_smem_addr(p)));
+  else if constexpr (!TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(ab_smem_addr(p)));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(ab_smem_addr(p)));
+}
 // d = a b + d with f32 accumulators (held as u32 bits), a and b f16 or bf16.
 AB_INLINE void ab_mma_f16(u32* d, const u32* a, const u32* b) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"

@@ -7,6 +7,11 @@
 //!   layout divides by the A fragment or by two B fragments side by side
 //!   ([`anybit_layout::fragments`]), and every 8-element row the lanes point at is contiguous
 //!   and 16-byte aligned in the shared layout (checked for every warp, slot and lane);
+//! - otherwise `ldmatrix` (`.x4`, `.x2` or `.x1`) register by register, for tiles of any rank:
+//!   every 32-bit register (two 16-bit elements) of every lane holds the elements `ldmatrix`
+//!   gives that lane from one 8×8 matrix of the last two dimensions (`.trans`: of its
+//!   transpose), the matrix's 8 rows contiguous and 16-byte aligned; this is how a B operand is
+//!   read out of a row-major `x` tile (load it as `[tokens, k]`, then `view` it as `[k, tokens]`);
 //! - vector groups (see `vector`): the shared layout's lowest sub-dimension along the
 //!   contiguous dimension has stride 1 and holds whole groups, every other sub-dimension's
 //!   stride is a multiple of the group, any swizzle moves only offset bits at or above the
@@ -62,7 +67,9 @@ pub(in crate::codegen) fn load_shared(
     let o = shared_tile(e, &sh, offsets, &layout)?;
     let offsets = offsets.to_vec();
     e.with_result(dst, &reg, new, |e, t| {
-        if try_ldmatrix(e, &sh, &offsets, &layout, t)? {
+        if try_ldmatrix(e, &sh, &offsets, &layout, t)?
+            || try_ldmatrix_by_register(e, &sh, &offsets, &layout, t)?
+        {
             return Ok(());
         }
         let terms = Terms::new(&layout);
@@ -330,4 +337,139 @@ fn try_ldmatrix(
         return Ok(true);
     }
     Ok(false)
+}
+
+/// The register-by-register `ldmatrix` lowering into the temporary `t`, when every register of
+/// `layout` is one row-pair of an 8×8 matrix of the last two dimensions as `ldmatrix` (or
+/// `ldmatrix.trans`) hands it to its lane, and the matrix's rows are contiguous and 16-byte
+/// aligned in the shared layout; `false` (nothing emitted) otherwise.
+///
+/// Lane `l` gives `ldmatrix` the address of row `l % 8` of matrix `l / 8` of its group. The
+/// matrix of register `r` starts, in every lane of warp `w`, at `thread_part(32 w) +
+/// local_part(2 r)` (coordinates are thread part plus local part), which is what the emitted
+/// address computes.
+fn try_ldmatrix_by_register(
+    e: &mut Emitter,
+    sh: &Shared,
+    offsets: &[Expr],
+    layout: &RegisterLayout,
+    t: &str,
+) -> R<bool> {
+    let rank = layout.rank();
+    if sh.dtype.bits() != 16
+        || rank < 2
+        || layout.num_threads() % 32 != 0
+        || layout.local_size() % 2 != 0
+    {
+        return Ok(false);
+    }
+    let Some(o): Option<Vec<usize>> = offsets
+        .iter()
+        .map(|x| e.facts.constant(x).and_then(|v| usize::try_from(v).ok()))
+        .collect()
+    else {
+        return Ok(false);
+    };
+    let (row, col) = (rank - 2, rank - 1);
+    let registers = layout.local_size() / 2;
+    let per_load = [4, 2, 1]
+        .into_iter()
+        .find(|n| registers % n == 0)
+        .unwrap_or(1);
+    // Where a lane's pair sits in its matrix, and the dimension the pair runs along.
+    let place = |trans: bool, lane: usize| {
+        let (i, j) = (lane / 4, 2 * (lane % 4));
+        if trans {
+            ((j, i), row)
+        } else {
+            ((i, j), col)
+        }
+    };
+    let fits = |trans: bool| {
+        for thread in 0..layout.num_threads() {
+            let lane = thread % 32;
+            let ((di, dj), along) = place(trans, lane);
+            for r in 0..registers {
+                let first = layout.coordinates(thread, 2 * r);
+                let mut second = first.clone();
+                second[along] += 1;
+                if layout.coordinates(thread, 2 * r + 1) != second {
+                    return false;
+                }
+                let mut origin = layout.coordinates(thread - lane, 2 * r);
+                if first[row] != origin[row] + di || first[col] != origin[col] + dj {
+                    return false;
+                }
+                let mut others = first.clone();
+                others[row] = origin[row];
+                others[col] = origin[col];
+                if others != origin {
+                    return false;
+                }
+                if lane == 0 {
+                    for (c, offset) in origin.iter_mut().zip(&o) {
+                        *c += offset;
+                    }
+                    for i in 0..8 {
+                        let mut start = origin.clone();
+                        start[row] += i;
+                        if !contiguous(&sh.layout, &start, col, 8, 8) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    };
+    let Some(trans) = [false, true].into_iter().find(|&trans| fits(trans)) else {
+        return Ok(false);
+    };
+    let suffix = if trans { ".trans" } else { "" };
+    e.note_selection(format!(
+        "ldmatrix.sync.aligned.m8n8.x{per_load}{suffix}.b16 by register: {} per thread",
+        registers / per_load
+    ));
+    let terms = Terms::new(layout);
+    let matrix = match per_load {
+        4 => " + ((tid >> 3) & 3)",
+        2 => " + ((tid >> 3) & 1)",
+        _ => "",
+    };
+    let local = format!("(2 * ({per_load} * s{matrix}))");
+    let coords: Vec<String> = (0..rank)
+        .map(|d| {
+            let mut parts = vec![];
+            if o[d] != 0 {
+                parts.push(o[d].to_string());
+            }
+            for part in [
+                terms.thread_coord_expr(d, "(tid & ~31)"),
+                terms.local_coord_expr(d, &local),
+            ] {
+                if part != "0" {
+                    parts.push(format!("({part})"));
+                }
+            }
+            if d == row {
+                parts.push("(tid & 7)".to_string());
+            }
+            if parts.is_empty() {
+                "0".to_string()
+            } else {
+                parts.join(" + ")
+            }
+        })
+        .collect();
+    let off = shared_offset_expr(&sh.layout, &coords);
+    e.open(&format!(
+        "#pragma unroll\nfor (int s = 0; s < {}; ++s) {{",
+        registers / per_load
+    ));
+    e.line(&format!(
+        "ab_ldmatrix<{per_load}, {trans}>({t} + {per_load} * s, {} + 2 * ({off}));",
+        sh.cname
+    ));
+    e.close("}");
+    Ok(true)
 }
