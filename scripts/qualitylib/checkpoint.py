@@ -72,4 +72,9 @@ def dequantize(path, binary):
                 tables[dtype] = code_values(binary, dtype)
             scales = np.repeat(tensors[name + ".scales"].astype(np.float64), group, axis=1)
             out[name] = (tables[dtype][codes] * scales).astype(np.float32)
+        if info.get("permuted"):
+            # Stored column j is column perm[j] of the original weight (GPTQ act-order imports).
+            restored = np.empty_like(out[name])
+            restored[:, tensors[name + ".perm"]] = out[name]
+            out[name] = restored
     return out

@@ -2,7 +2,7 @@
 length, a JSON header naming each tensor's dtype, shape and byte range, then the data).
 
 Only what the quality measurement needs: F32 tensors are written; F32, F16 and BF16 are read as
-float32 and U8 as bytes.
+float32, U8 and I32 as they are.
 """
 import json
 import os
@@ -54,8 +54,9 @@ def read(path):
         start, end = entry["data_offsets"]
         dtype = entry["dtype"]
         raw = data[base + start:base + end]
-        if dtype == "U8":
-            tensors[name] = np.frombuffer(raw, dtype=np.uint8).reshape(entry["shape"])
+        if dtype in ("U8", "I32"):
+            kind = np.uint8 if dtype == "U8" else np.dtype("<i4")
+            tensors[name] = np.frombuffer(raw, dtype=kind).reshape(entry["shape"])
             continue
         if dtype == "BF16":
             bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
