@@ -42,10 +42,17 @@ class Settings:
         self.mse_groups = mse_groups
 
     def configs(self):
-        """(dtype, group, search) of every row: round to nearest first, then the MSE search."""
-        plain = [(d, g, "none") for d in self.formats for g in self.groups]
+        """(dtype, group, search) of every row: the MSE rows first (few, and each compared with
+        its round-to-nearest row, measured before it), then round to nearest in the order of
+        `formats`."""
         searched = [(d, g, "mse") for d in self.mse_formats for g in self.mse_groups]
-        return plain + searched
+        plain = [(d, g, "none") for d in self.formats for g in self.groups]
+        order = []
+        for dtype, group, search in searched:
+            if (dtype, group, "none") in plain:
+                order.append((dtype, group, "none"))
+            order.append((dtype, group, search))
+        return order + [c for c in plain if c not in order]
 
     def to_json(self):
         return dict(self.__dict__)
