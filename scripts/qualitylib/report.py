@@ -275,7 +275,8 @@ def write(document, markdown_path):
         f"tokens), plausible for a 135M model on 1890s prose. Each row is scored on the first "
         f"{settings['eval_tokens']} tokens ({settings['eval_tokens'] // settings['window']} "
         f"windows; the reference scores {document['reference_scored_perplexity']:.2f} there): "
-        f"the time limit of the run allows that many tokens for {len(rows)} configurations.",
+        f"the time limit of the run allows that many tokens for {_planned(settings)} "
+        f"configurations.",
         "- **How the reference was checked**: no second runtime of GGUF files installs here "
         "without compiling (llama-cpp-python is a source package on PyPI), so the batched float32 "
         "forward pass is checked against an independent slow path: token by token with a key and "
