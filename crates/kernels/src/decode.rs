@@ -225,8 +225,10 @@ impl DecodeSchedule {
         };
         let live =
             tiles_per_warp * (4 * token_tiles + words + zero_words) + 2 * dot_steps * token_tiles;
-        // At M = 64 the 6-bit gathers and the f32 conversions spilled too (CI's SASS check).
-        let spills_at_64 = token_tiles == 8 && (bits == 6 || dequant_bits == 32);
+        // At M = 64 the 6-bit gathers, the small-float conversions and the f32 conversions spilled
+        // too (CI's SASS check).
+        let spills_at_64 = token_tiles == 8
+            && (bits == 6 || dequant_bits == 32 || matches!(format.weight, DType::MiniFloat(_)));
         if live <= 150
             && !spills_at_64
             && staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES
