@@ -77,10 +77,18 @@ def _matmul_fake(x, codes, scales, zeros, bias, weight_type, group_size, zero_mo
     return x.new_empty((*x.shape[:-1], n))
 
 
+def _is_compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
 def _aligned(tensor: torch.Tensor) -> bool:
     """Whether a tensor starts 16 bytes into its storage or a multiple of it (PyTorch's own
-    allocations are aligned; the native side checks the address itself too). Uses the storage
-    offset rather than data_ptr(), which torch.compile cannot trace."""
+    allocations are aligned). While torch.compile traces, which can read neither data_ptr() nor
+    storage_offset() without breaking the graph, this answers True: the native side checks
+    every address before it launches anyway (a ValueError naming the pointer)."""
+    if _is_compiling():
+        return True
     return (tensor.storage_offset() * tensor.element_size()) % 16 == 0
 
 
