@@ -20,7 +20,7 @@ use anybit_dtype::DType;
 
 use crate::format::{QuantizedCheckpoint, QuantizedParts, FORMAT_VERSION_KEY};
 use crate::quantize::{
-    copy_tensor, worker_threads, CheckpointSummary, Progress, TensorOutcome, TensorSummary,
+    copy_unchanged, worker_threads, CheckpointSummary, Progress, TensorOutcome, TensorSummary,
     BLOCK_ELEMENTS,
 };
 use crate::rewrite::{check_output, write_checkpoint, OutputFile};
@@ -91,17 +91,7 @@ pub fn dequantize_checkpoint(
             for action in &plans[file.input].1 {
                 let summary = match action {
                     Action::Copy(position) => {
-                        let entry = &input.tensors()[*position];
-                        copy_tensor(input, entry, writer, progress)?;
-                        input.release(entry);
-                        TensorSummary {
-                            name: entry.name.clone(),
-                            dtype: entry.dtype,
-                            shape: entry.shape.clone(),
-                            bytes_in: entry.byte_len() as u64,
-                            bytes_out: entry.byte_len() as u64,
-                            outcome: TensorOutcome::Copied,
-                        }
+                        copy_unchanged(input, &input.tensors()[*position], writer, progress)?
                     }
                     Action::Dequantize { name, dtype, parts } => {
                         let weight = quantized.parts(name)?;

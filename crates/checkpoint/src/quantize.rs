@@ -454,6 +454,26 @@ pub(crate) fn copy_tensor(
     Ok(())
 }
 
+/// Copies tensor `entry` of `input` unchanged (as [`copy_tensor`]), releases its pages and
+/// returns its summary.
+pub(crate) fn copy_unchanged(
+    input: &TensorFile,
+    entry: &TensorEntry,
+    writer: &mut TensorFileWriter<'_>,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<TensorSummary, CheckpointError> {
+    copy_tensor(input, entry, writer, progress)?;
+    input.release(entry);
+    Ok(TensorSummary {
+        name: entry.name.clone(),
+        dtype: entry.dtype,
+        shape: entry.shape.clone(),
+        bytes_in: entry.byte_len() as u64,
+        bytes_out: entry.byte_len() as u64,
+        outcome: TensorOutcome::Copied,
+    })
+}
+
 /// The number of threads that work on one weight's row blocks at once.
 pub(crate) fn worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |threads| threads.get().min(16))

@@ -807,21 +807,25 @@ fn outputs_that_would_touch_the_input_are_refused() {
     .unwrap_err();
     assert!(message.contains("does not exist"), "{message}");
 
-    let sharded = tempfile::tempdir().unwrap();
-    let (index, _) = write_sharded(sharded.path());
+    // The checkpoint's directory sits in a private one: `refused` lists the output's parent,
+    // which must not be a directory other processes write to.
+    let private = tempfile::tempdir().unwrap();
+    let sharded = private.path().join("checkpoint");
+    std::fs::create_dir(&sharded).unwrap();
+    let (index, _) = write_sharded(&sharded);
     refused(
         &index,
-        sharded.path(),
+        &sharded,
         &settings,
         "it is the directory of the input checkpoint",
     );
     refused(
         &index,
-        &sharded.path().join("model-00001-of-00002.safetensors"),
+        &sharded.join("model-00001-of-00002.safetensors"),
         &settings,
         "it is the input file",
     );
-    let full = sharded.path().join("full");
+    let full = sharded.join("full");
     std::fs::create_dir(&full).unwrap();
     std::fs::write(full.join("x"), b"x").unwrap();
     refused(

@@ -39,7 +39,7 @@ use crate::format::{
     FORMAT_VERSION, FORMAT_VERSION_KEY,
 };
 use crate::quantize::{
-    copy_tensor, worker_threads, CheckpointSummary, Progress, TensorOutcome, TensorSummary,
+    copy_unchanged, worker_threads, CheckpointSummary, Progress, TensorOutcome, TensorSummary,
     BLOCK_ELEMENTS,
 };
 use crate::rewrite::{check_output, write_checkpoint, OutputFile};
@@ -258,17 +258,7 @@ pub fn import_checkpoint(
             for action in &plans[file.input].1 {
                 let summary = match action {
                     Action::Copy(position) => {
-                        let entry = &input.tensors()[*position];
-                        copy_tensor(input, entry, writer, progress)?;
-                        input.release(entry);
-                        TensorSummary {
-                            name: entry.name.clone(),
-                            dtype: entry.dtype,
-                            shape: entry.shape.clone(),
-                            bytes_in: entry.byte_len() as u64,
-                            bytes_out: entry.byte_len() as u64,
-                            outcome: TensorOutcome::Copied,
-                        }
+                        copy_unchanged(input, &input.tensors()[*position], writer, progress)?
                     }
                     Action::Repack(layer) => repack(&layers[*layer], writer, progress)?,
                 };
