@@ -131,6 +131,8 @@ impl DecodeSchedule {
     /// - two row tiles per warp on wide layers (N ≥ 16384) at M ≤ 32 where their codes fit in
     ///   64 registers (each B fragment then serves twice the weights), else one (narrow layers
     ///   need the warps more; at M = 64 the accumulators need the registers);
+    /// - at M ≤ 8, the next step's weights loaded before this step is computed (prefetch), and
+    ///   where a step holds two or more chunks, one row tile per warp with K split as for two;
     /// - `x` staged in shared memory wherever its tiles fit [`MAX_SHARED_BYTES`], splitting K
     ///   over fewer warps where that makes them fit, unless a step's registers (accumulators,
     ///   dequantized codes, zero points, B fragments) already come to about 150;
