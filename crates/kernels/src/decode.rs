@@ -171,7 +171,12 @@ impl DecodeSchedule {
         // register buffers): it kept more bytes in flight per warp and gained 3–30 % at 1 and
         // 3–8 bits on an H100 (57344×8192), nothing at 2 bits.
         let prefetch = token_tiles == 1;
-        let (row_warps, wanted) = if token_tiles == 1 {
+        // 3-bit integers at M ≤ 8 take four row warps: on an H100 (57344×8192, prefetch) four
+        // row warps with K split over two ran in 151.5 µs, two in 180.4 (5 and 7 bits: slower).
+        let integer = matches!(format.weight, DType::Unsigned(_) | DType::Signed(_));
+        let (row_warps, wanted) = if token_tiles == 1 && integer && bits == 3 {
+            (4, WARPS_WANTED_ONE_TILE)
+        } else if token_tiles == 1 {
             (2, WARPS_WANTED_ONE_TILE)
         } else {
             (4, WARPS_WANTED)
