@@ -152,7 +152,7 @@ def _distributed_place(group, rank: Optional[int], world_size: Optional[int]) ->
 
 
 def _whole_layer(linear) -> QuantizedLinear:
-    if isinstance(linear, (ColumnParallelLinear, RowParallelLinear)):
+    if isinstance(linear, _ParallelPart):
         raise TypeError("linear is already one rank's part of a split layer: pass the whole QuantizedLinear")
     if not isinstance(linear, QuantizedLinear):
         raise TypeError(
@@ -162,7 +162,18 @@ def _whole_layer(linear) -> QuantizedLinear:
     return linear
 
 
-class ColumnParallelLinear(QuantizedLinear):
+class _ParallelPart(QuantizedLinear):
+    """What the parallel layers share: they are made from a whole layer, not from an nn.Linear."""
+
+    @classmethod
+    def from_linear(cls, linear, *args, **kwargs):
+        raise TypeError(
+            f"{cls.__name__} is made from a whole quantized layer: "
+            f"{cls.__name__}.from_quantized(QuantizedLinear.from_linear(linear, ...))"
+        )
+
+
+class ColumnParallelLinear(_ParallelPart):
     """Rank ``rank``'s part of a quantized linear layer whose N output features are split over
     ``world_size`` ranks (:meth:`QuantizedWeight.shard` with ``dim=0``): ``forward(x)`` takes
     the whole input ``[..., K]`` and returns this rank's outputs ``[..., N/P]`` (its slice of
@@ -220,7 +231,7 @@ class ColumnParallelLinear(QuantizedLinear):
         return y
 
 
-class RowParallelLinear(QuantizedLinear):
+class RowParallelLinear(_ParallelPart):
     """Rank ``rank``'s part of a quantized linear layer whose K input features are split over
     ``world_size`` ranks (:meth:`QuantizedWeight.shard` with ``dim=1``): ``forward(x)`` takes
     this rank's inputs ``[..., K/P]`` (or, with ``input_is_parallel=False``, the whole

@@ -190,6 +190,8 @@ def test_parallel_layers_split_weight_and_bias(generator):
         ColumnParallelLinear.from_quantized(nn.Linear(128, 64), rank=0, world_size=2)
     with pytest.raises(TypeError, match="already one rank's part"):
         RowParallelLinear.from_quantized(ColumnParallelLinear.from_quantized(whole, rank=0, world_size=2), rank=0, world_size=2)
+    with pytest.raises(TypeError, match=r"ColumnParallelLinear.from_quantized\(QuantizedLinear.from_linear"):
+        ColumnParallelLinear.from_linear(nn.Linear(128, 64), "u4", 32)
     with pytest.raises(RuntimeError, match="torch.distributed is not initialized"):
         RowParallelLinear.from_quantized(whole)
     with pytest.raises(ValueError, match="world sizes that work"):
