@@ -115,6 +115,79 @@ def _codes_shape(n: int, k: int, bits: int):
     return ((n * k * bits + 7) // 8,)
 
 
+# Blocks of 8 codes (8 codes of b bits are exactly b bytes) unpacked or packed at a time: bounds
+# the int64 temporaries to 64 MB.
+_BLOCKS_PER_CHUNK = 1 << 20
+
+
+def _unpack_codes(codes: torch.Tensor, bits: int, first: int, count: int) -> torch.Tensor:
+    """Codes ``first .. first + count`` of the packed little-endian stream ``codes`` (code
+    ``i`` at bits ``[i·b, (i+1)·b)``), one ``uint8`` each."""
+    data = codes.reshape(-1)
+    if bits == 8:
+        return data[first : first + count].clone()
+    # Start at the 8-code block holding `first`: a block begins on a byte boundary.
+    block = first // 8
+    skip = first - block * 8
+    blocks = (skip + count + 7) // 8
+    data = data[block * bits : (block + blocks) * bits]
+    if data.numel() < blocks * bits:
+        # The stream's last block may be cut short; its missing codes are never returned.
+        data = torch.cat([data, data.new_zeros(blocks * bits - data.numel())])
+    byte_shifts = 8 * torch.arange(bits, dtype=torch.int64)
+    code_shifts = bits * torch.arange(8, dtype=torch.int64)
+    mask = (1 << bits) - 1
+    out = torch.empty(blocks * 8, dtype=torch.uint8)
+    for start in range(0, blocks, _BLOCKS_PER_CHUNK):
+        end = min(blocks, start + _BLOCKS_PER_CHUNK)
+        # b ≤ 7 bytes per block: the word fits 56 bits, no sign bit involved.
+        words = (data[start * bits : end * bits].view(-1, bits).to(torch.int64) << byte_shifts).sum(-1)
+        out[start * 8 : end * 8] = ((words[:, None] >> code_shifts) & mask).reshape(-1).to(torch.uint8)
+    return out[skip : skip + count]
+
+
+def _pack_codes(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """The packed stream of ``uint8`` codes ``values`` (the inverse of :func:`_unpack_codes`),
+    ``⌈count·b/8⌉`` bytes, the bits after the last code zero."""
+    values = values.reshape(-1)
+    count = values.numel()
+    if bits == 8:
+        return values.clone()
+    blocks = (count + 7) // 8
+    if blocks * 8 != count:
+        values = torch.cat([values, values.new_zeros(blocks * 8 - count)])
+    byte_shifts = 8 * torch.arange(bits, dtype=torch.int64)
+    code_shifts = bits * torch.arange(8, dtype=torch.int64)
+    out = torch.empty(blocks * bits, dtype=torch.uint8)
+    for start in range(0, blocks, _BLOCKS_PER_CHUNK):
+        end = min(blocks, start + _BLOCKS_PER_CHUNK)
+        words = (values[start * 8 : end * 8].view(-1, 8).to(torch.int64) << code_shifts).sum(-1)
+        out[start * bits : end * bits] = ((words[:, None] >> byte_shifts) & 0xFF).reshape(-1).to(torch.uint8)
+    return out[: (count * bits + 7) // 8]
+
+
+def _working_world_sizes(parts: int, limit: int = 64) -> str:
+    """The world sizes up to ``limit`` that divide ``parts`` (the whole units of a split)."""
+    sizes = ", ".join(str(size) for size in range(1, min(parts, limit) + 1) if parts % size == 0)
+    return sizes if parts <= limit else f"{sizes} (up to {limit})"
+
+
+def _check_split(dim, rank, world_size) -> int:
+    for name, value in (("dim", dim), ("rank", rank), ("world_size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if dim not in (0, 1, -1, -2):
+        raise ValueError(
+            f"dim must be 0 (split the N output features: a column-parallel linear) or 1 (split "
+            f"the K input features: a row-parallel linear), not {dim}"
+        )
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, not {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1} for a world size of {world_size}, not {rank}")
+    return dim % 2
+
+
 def _address(tensor: Optional[torch.Tensor]) -> int:
     return 0 if tensor is None else tensor.data_ptr()
 
@@ -329,6 +402,94 @@ class QuantizedWeight:
 
     def cpu(self) -> "QuantizedWeight":
         return self.to("cpu")
+
+    # -- tensor-parallel parts ---------------------------------------------------------
+
+    def shard(self, dim: int, rank: int, world_size: int) -> "QuantizedWeight":
+        """Part ``rank`` of this weight split into ``world_size`` equal parts along ``dim``, for
+        tensor parallelism, on this weight's device; its :meth:`dequantize` is exactly the same
+        slice of this weight's.
+
+        - ``dim=0`` splits the N output features (a **column-parallel** linear: each rank
+          computes its slice of the outputs): rows ``[rank·N/P, (rank+1)·N/P)`` with their
+          scales and zero points; an act-order permutation (of the K columns) is kept whole.
+          N must be a multiple of ``world_size``.
+        - ``dim=1`` splits the K input features (a **row-parallel** linear: each rank takes its
+          slice of the inputs and the partial products are summed, e.g. by an all-reduce):
+          columns ``[rank·K/P, (rank+1)·K/P)`` with the scales and zero points of their
+          groups. Each part must be whole groups (``K/world_size`` a multiple of the group
+          size; any split of K for per-channel weights). An act-order weight splits only where
+          each part's stored columns are a permutation of its own input features; its part
+          keeps that permutation.
+
+        A split these conditions forbid raises ``ValueError`` naming the sizes and the world
+        sizes that work. Codes are sliced as bytes where rows and parts are whole bytes (every
+        grouped ``dim=1`` split) and repacked otherwise.
+        """
+        dim = _check_split(dim, rank, world_size)
+        n, k = self.shape
+        bits = self.bits
+        group = self.group_size
+        if dim == 0:
+            if n % world_size != 0:
+                raise ValueError(
+                    f"cannot split the N = {n} output features of this weight into {world_size} "
+                    f"equal parts: the world size must divide N (world sizes that work: "
+                    f"{_working_world_sizes(n)})"
+                )
+            size = n // world_size
+            start = rank * size
+            rows = slice(start, start + size)
+            if (k * bits) % 8 == 0:
+                codes = self.codes.reshape(n, -1)[rows]
+            else:
+                codes = _pack_codes(_unpack_codes(self.codes, bits, start * k, size * k), bits)
+            scales = self.scales[rows]
+            zeros = None if self.zeros is None else self.zeros[rows]
+            part = QuantizedWeight(codes, scales, zeros, self.dtype, group, (size, k), perm=self.perm)
+        else:
+            unit = 1 if group is None else group
+            if k % (world_size * unit) != 0:
+                if group is None:
+                    reason = "the world size must divide K"
+                else:
+                    reason = (
+                        f"each part must be whole groups of {group} (K / world size a multiple "
+                        f"of {group})"
+                    )
+                raise ValueError(
+                    f"cannot split the K = {k} input features of this weight into {world_size} "
+                    f"parts: {reason} (world sizes that work: {_working_world_sizes(k // unit)})"
+                )
+            size = k // world_size
+            start = rank * size
+            columns = slice(start, start + size)
+            perm = None
+            if self.perm is not None:
+                stored = self.perm[columns]
+                if int(stored.min()) < start or int(stored.max()) >= start + size:
+                    raise ValueError(
+                        f"cannot split this act-order weight's K = {k} input features into "
+                        f"{world_size} parts: its permutation puts input features of other parts "
+                        f"into stored columns {start}..{start + size - 1} (part {rank}), whose "
+                        "groups would then need inputs from other ranks. Split it column-parallel "
+                        "(dim=0), or use a world size whose parts each permute only their own "
+                        "features"
+                    )
+                perm = stored - start
+            if (k * bits) % 8 == 0 and (start * bits) % 8 == 0 and (size * bits) % 8 == 0:
+                row_bytes = k * bits // 8
+                codes = self.codes.reshape(n, row_bytes)[:, start * bits // 8 : (start + size) * bits // 8]
+            else:
+                codes = _pack_codes(_unpack_codes(self.codes, bits, 0, n * k).reshape(n, k)[:, columns], bits)
+            if group is None:
+                scales, zeros = self.scales, self.zeros
+            else:
+                groups = slice(start // group, (start + size) // group)
+                scales = self.scales[:, groups]
+                zeros = None if self.zeros is None else self.zeros[:, groups]
+            part = QuantizedWeight(codes, scales, zeros, self.dtype, group, (n, size), perm=perm)
+        return part if self.device.type == "cpu" else part.to(self.device)
 
     # -- values --------------------------------------------------------------------------
 

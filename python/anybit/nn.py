@@ -1,11 +1,14 @@
 """Modules: :class:`QuantizedLinear`, and :func:`quantize_model` / :func:`load_quantized`,
-which put it in place of a model's ``nn.Linear`` layers."""
+which put it in place of a model's ``nn.Linear`` layers; :class:`ColumnParallelLinear` and
+:class:`RowParallelLinear`, one rank's part of a quantized linear layer split for tensor
+parallelism on ``torch.distributed``."""
 
 from __future__ import annotations
 
 import fnmatch
 import os
-from typing import Dict, Iterable, List, Optional, Union
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -76,7 +79,10 @@ class QuantizedLinear(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias
+        return self._product(x, self.bias)
+
+    def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``x @ W.T (+ bias)``: the kernels on CUDA, the dequantized weight elsewhere."""
         if x.device.type != "cuda":
             weight = self.qweight.dequantize(dtype=x.dtype, device=x.device)
             return nn.functional.linear(x, weight, None if bias is None else bias.to(x.dtype))
@@ -130,6 +136,164 @@ class QuantizedLinear(nn.Module):
         )
 
 
+def _distributed_place(group, rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:
+    """``(rank, world_size)``: as given, or this process's in ``group`` of ``torch.distributed``."""
+    if rank is None or world_size is None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "torch.distributed is not initialized: call torch.distributed.init_process_group() "
+                "first, or pass rank= and world_size="
+            )
+        rank = dist.get_rank(group) if rank is None else rank
+        world_size = dist.get_world_size(group) if world_size is None else world_size
+    return rank, world_size
+
+
+def _whole_layer(linear) -> QuantizedLinear:
+    if isinstance(linear, _ParallelPart):
+        raise TypeError("linear is already one rank's part of a split layer: pass the whole QuantizedLinear")
+    if not isinstance(linear, QuantizedLinear):
+        raise TypeError(
+            f"linear must be an anybit.nn.QuantizedLinear (quantize an nn.Linear with "
+            f"QuantizedLinear.from_linear or anybit.quantize_model first), not {type(linear).__name__}"
+        )
+    return linear
+
+
+class _ParallelPart(QuantizedLinear):
+    """What the parallel layers share: they are made from a whole layer, not from an nn.Linear."""
+
+    @classmethod
+    def from_linear(cls, linear, *args, **kwargs):
+        raise TypeError(
+            f"{cls.__name__} is made from a whole quantized layer: "
+            f"{cls.__name__}.from_quantized(QuantizedLinear.from_linear(linear, ...))"
+        )
+
+
+class ColumnParallelLinear(_ParallelPart):
+    """Rank ``rank``'s part of a quantized linear layer whose N output features are split over
+    ``world_size`` ranks (:meth:`QuantizedWeight.shard` with ``dim=0``): ``forward(x)`` takes
+    the whole input ``[..., K]`` and returns this rank's outputs ``[..., N/P]`` (its slice of
+    the bias added), or, with ``gather_output``, every rank's gathered into ``[..., N]`` (an
+    all-gather on ``group``). The first layer of a tensor-parallel pair: its outputs feed a
+    :class:`RowParallelLinear` without communication."""
+
+    def __init__(
+        self,
+        qweight: QuantizedWeight,
+        bias: Optional[torch.Tensor] = None,
+        *,
+        rank: int,
+        world_size: int,
+        group=None,
+        gather_output: bool = False,
+    ):
+        super().__init__(qweight, bias)
+        self.rank = rank
+        self.world_size = world_size
+        self.group = group
+        self.gather_output = gather_output
+
+    @classmethod
+    def from_quantized(
+        cls,
+        linear: QuantizedLinear,
+        *,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        group=None,
+        gather_output: bool = False,
+    ) -> "ColumnParallelLinear":
+        """This rank's part of the whole layer ``linear``, on ``linear``'s device; ``rank`` and
+        ``world_size`` default to this process's in ``group`` (``torch.distributed``). A
+        world size that does not divide N raises ``ValueError`` naming those that do."""
+        linear = _whole_layer(linear)
+        rank, world_size = _distributed_place(group, rank, world_size)
+        qweight = linear.qweight.shard(0, rank, world_size)
+        bias = None if linear.bias is None else linear.bias.detach().chunk(world_size)[rank]
+        return cls(qweight, bias, rank=rank, world_size=world_size, group=group, gather_output=gather_output)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, world_size={self.world_size}, gather_output={self.gather_output}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._product(x, self.bias)
+        if self.gather_output and self.world_size > 1:
+            import torch.distributed as dist
+
+            y = y.contiguous()
+            parts = [torch.empty_like(y) for _ in range(self.world_size)]
+            dist.all_gather(parts, y, group=self.group)
+            y = torch.cat(parts, dim=-1)
+        return y
+
+
+class RowParallelLinear(_ParallelPart):
+    """Rank ``rank``'s part of a quantized linear layer whose K input features are split over
+    ``world_size`` ranks (:meth:`QuantizedWeight.shard` with ``dim=1``): ``forward(x)`` takes
+    this rank's inputs ``[..., K/P]`` (or, with ``input_is_parallel=False``, the whole
+    ``[..., K]``, of which it takes its slice), and returns the whole output ``[..., N]``: the
+    partial products summed over the ranks by an all-reduce on ``group``, with the bias (kept
+    whole) added once — by rank 0's product, before the sum. The second layer of a
+    tensor-parallel pair, after a :class:`ColumnParallelLinear`."""
+
+    def __init__(
+        self,
+        qweight: QuantizedWeight,
+        bias: Optional[torch.Tensor] = None,
+        *,
+        rank: int,
+        world_size: int,
+        group=None,
+        input_is_parallel: bool = True,
+    ):
+        super().__init__(qweight, bias)
+        self.rank = rank
+        self.world_size = world_size
+        self.group = group
+        self.input_is_parallel = input_is_parallel
+
+    @classmethod
+    def from_quantized(
+        cls,
+        linear: QuantizedLinear,
+        *,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        group=None,
+        input_is_parallel: bool = True,
+    ) -> "RowParallelLinear":
+        """This rank's part of the whole layer ``linear``, on ``linear``'s device; ``rank`` and
+        ``world_size`` default to this process's in ``group`` (``torch.distributed``). A
+        world size that does not split K into whole groups raises ``ValueError`` naming those
+        that do."""
+        linear = _whole_layer(linear)
+        rank, world_size = _distributed_place(group, rank, world_size)
+        qweight = linear.qweight.shard(1, rank, world_size)
+        return cls(qweight, linear.bias, rank=rank, world_size=world_size, group=group, input_is_parallel=input_is_parallel)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, world_size={self.world_size}, input_is_parallel={self.input_is_parallel}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.in_features
+        if not self.input_is_parallel:
+            if x.shape[-1] != k * self.world_size:
+                raise ValueError(
+                    f"x has shape {tuple(x.shape)}, but the whole layer takes {k * self.world_size} input features"
+                )
+            x = x[..., self.rank * k : (self.rank + 1) * k]
+        y = self._product(x, self.bias if self.rank == 0 else None)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(y, group=self.group)
+        return y
+
+
 def _skipped(name: str, patterns: Iterable[str]) -> bool:
     return any(
         name == pattern
@@ -152,15 +316,25 @@ def quantize_model(
     skip: Iterable[str] = ("lm_head",),
     scale_dtype=None,
     search: Optional[str] = None,
+    workers: Optional[int] = None,
 ) -> List[str]:
     """Replaces every ``nn.Linear`` of ``model`` (in place, on its device) by a
     :class:`QuantizedLinear` of its weight quantized to ``dtype``, except those whose qualified
     name matches a pattern of ``skip`` (the name itself, a glob such as ``"*.gate"``, or its
     last components such as ``"lm_head"``). Returns the names of the replaced layers. A layer
     whose input features the group size does not divide raises ``ValueError`` naming it (skip
-    it, or choose another group size)."""
+    it, or choose another group size).
+
+    Layers are quantized by ``workers`` threads at a time (default: the CPUs this process may
+    use, at most 8): the work runs on the CPU without the GIL, and each layer's result does
+    not depend on it."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if workers is None:
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = max(1, min(8, available or 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int or None, not {workers!r}")
     if isinstance(skip, str):
         skip = (skip,)
     skip = tuple(skip)
@@ -169,19 +343,26 @@ def quantize_model(
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and name and not _skipped(name, skip)
     ]
-    replaced = []
     for name, linear in targets:
         if group_size is not None and linear.in_features % group_size != 0:
             raise ValueError(
                 f"layer {name!r} has {linear.in_features} input features, which the group size "
                 f"{group_size} does not divide: add it to skip=, or choose another group size"
             )
+
+    def quantized(target):
+        name, linear = target
         try:
-            quantized = QuantizedLinear.from_linear(linear, dtype, group_size, scale_dtype, search)
+            return QuantizedLinear.from_linear(linear, dtype, group_size, scale_dtype, search)
         except ValueError as error:
             raise ValueError(f"layer {name!r}: {error}") from None
-        _replace(model, name, quantized)
-        replaced.append(name)
+
+    replaced = []
+    with ThreadPoolExecutor(max_workers=min(workers, max(1, len(targets)))) as pool:
+        # In the model's order; the first layer that fails raises.
+        for (name, _), module in zip(targets, pool.map(quantized, targets)):
+            _replace(model, name, module)
+            replaced.append(name)
     return replaced
 
 

@@ -172,6 +172,26 @@ def test_quantize_model_replaces_linear_layers(generator):
         quantize_model(object())
 
 
+def test_quantize_model_gives_the_same_layers_with_any_number_of_workers():
+    serial, parallel = _Block(), _Block()
+    parallel.load_state_dict(serial.state_dict())
+    assert quantize_model(serial, "u3", 32, skip=[], workers=1) == quantize_model(parallel, "u3", 32, skip=[], workers=3)
+    for name in ("up", "down", "lm_head"):
+        one, other = serial.get_submodule(name).qweight, parallel.get_submodule(name).qweight
+        assert torch.equal(one.codes, other.codes) and torch.equal(one.scales, other.scales)
+        assert torch.equal(one.zeros, other.zeros)
+    # The first failing layer in the model's order is the one named.
+    with pytest.raises(ValueError, match="layer 'up': weight at row 3, column 5 is NaN"):
+        broken = _Block()
+        with torch.no_grad():
+            broken.up.weight[3, 5] = float("nan")
+            broken.down.weight[0, 0] = float("nan")
+        quantize_model(broken, "u4", 32, workers=2)
+    for workers in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be a positive int or None"):
+            quantize_model(_Block(), "u4", 32, workers=workers)
+
+
 def test_load_quantized_into_a_model(tmp_path, generator):
     source = _Block()
     quantized = {

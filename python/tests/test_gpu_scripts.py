@@ -1,0 +1,64 @@
+"""The GPU checks' own logic, on the CPU with tiny sizes: scripts/gpu_tp_check.py (two processes
+on gloo, the products with the dequantized weights) and scripts/gpu_model_check.py (a 2-layer
+Llama model of transformers, when transformers is installed). What they compute and compare is
+the same as on the GPU machine; only the kernels are replaced by the dequantized reference."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _run(arguments, timeout=300):
+    result = subprocess.run(
+        [sys.executable, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+def test_tensor_parallel_check_on_two_cpu_processes(tmp_path):
+    stdout = _run([SCRIPTS / "gpu_tp_check.py", "--device", "cpu", "--smoke", "--out", tmp_path])
+    report = json.loads((tmp_path / "tp-check.json").read_text())
+    assert report["environment"]["world_size"] == 2 and report["environment"]["backend"] == "gloo"
+    cases = report["cases"]
+    assert {case["case"] for case in cases} == {
+        "u4 g128", "u3 g128", "i8 g128", "f6e3m2 g128", "u4 g32", "u3 g128 act-order",
+    }
+    assert sorted({case["m"] for case in cases}) == [1, 16, 64]
+    for case in cases:
+        assert case["pass"] and case["ranks_agree"], case
+        # On the CPU both sides multiply by the same dequantized weights in f32: only the order
+        # of the sums differs.
+        assert case["tp_vs_single_rel_error"] < 1e-5, case
+    # The table comes last.
+    assert stdout.rstrip().endswith("18 of 18 cases pass")
+
+
+def test_whole_model_check_on_a_tiny_model(tmp_path):
+    pytest.importorskip("transformers")
+    stdout = _run([SCRIPTS / "gpu_model_check.py", "--smoke", "--out", tmp_path])
+    report = json.loads((tmp_path / "model-check.json").read_text())
+    assert report["pass"], json.dumps(report, indent=1)
+    assert report["config"]["num_hidden_layers"] == 2
+    assert [result["format"] for result in report["formats"]] == ["u4 g128", "u3 g128", "f6e3m2 g128"]
+    for result in report["formats"]:
+        # 2 layers × (q, k, v, o, gate, up, down).
+        assert result["layers_quantized"] == 14
+        # On the CPU QuantizedLinear multiplies by the dequantized weight in f16: the same
+        # numbers as the reference model's.
+        assert result["logits_vs_reference"]["max_abs"] == 0.0
+        assert result["decoding"]["decoder_agreement"] == 1.0
+        assert result["greedy_tokens_equal_to_reference"] == report["settings"]["new"]
+        assert 0 < result["decoder_weight_bytes"] < report["f16"]["decoder_weight_bytes"] / 2
+    assert (tmp_path / "model-check.md").read_text().startswith("# anybit on a whole Llama-architecture model")
+    assert stdout.rstrip().endswith("all checks pass")
