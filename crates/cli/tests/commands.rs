@@ -382,3 +382,48 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(output.status.success(), "{:?}", output.status);
     assert_eq!(String::from_utf8(output.stderr).unwrap(), "");
 }
+
+#[test]
+fn kernel_show_prints_a_checked_program_and_refuses_what_no_kernel_takes() {
+    let output = anybit(&[
+        "kernel", "show", "--wtype", "u3", "--zeros", "--m", "7", "--n", "4096", "--k", "4096",
+    ]);
+    assert!(output.status.success());
+    let program = stdout(&output);
+    let heuristic = "qmm_decode_u3_f16_g128_sf16_z_w1k8r1t1c1px";
+    assert!(
+        program.contains(&format!("program {heuristic}(")),
+        "{program}"
+    );
+    let file = tempfile::NamedTempFile::with_suffix(".anybit").unwrap();
+    std::fs::write(file.path(), &program).unwrap();
+    let check = anybit(&["check", file.path().to_str().unwrap()]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let refused = |arguments: &[&str], expected: &str| {
+        let output = anybit(arguments);
+        assert!(!output.status.success(), "{arguments:?}");
+        let message = String::from_utf8(output.stderr).unwrap();
+        assert!(message.contains(expected), "{message}");
+    };
+    let base = [
+        "kernel", "show", "--wtype", "u4", "--n", "4096", "--k", "8192",
+    ];
+    refused(
+        &[&base[..], &["--m", "65"]].concat(),
+        "M = 65: the decode kernels take 1 to 64 tokens",
+    );
+    refused(
+        &[&base[..], &["--m", "9", "--schedule", "w4k1r1t1c1"]].concat(),
+        "schedule w4k1r1t1c1 takes at most 8 tokens, and M = 9",
+    );
+    refused(
+        &[&base[..], &["--schedule", "w1k5r1t1c1"]].concat(),
+        "schedule w1k5r1t1c1 splits K = 8192 over 5 warps: each slice must be whole chunks of \
+         64 columns and whole groups; K splits that work here: 1, 2, 4, 8, 16",
+    );
+}

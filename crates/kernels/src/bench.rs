@@ -19,7 +19,9 @@ use crate::format::{Activation, Group, QuantFormat, ZeroPoints};
 use crate::gpu::{DeviceWeight, Matmul, MatmulError};
 use crate::prepared::{FragmentLayout, GroupLayout};
 use crate::reference::relative_error;
-use crate::tuning::{DeviceKey, TunedSchedule, TuningCache, TuningError, TuningKey};
+use crate::tuning::{
+    tuned_schedule, DeviceKey, TunedSchedule, TuningCache, TuningError, TuningKey,
+};
 use crate::weight::PreparedWeight;
 
 /// Bytes read by the L2 flush before every timed launch (the H100 has 50 MB of L2).
@@ -328,11 +330,7 @@ pub fn run(
                 DecodeSchedule::candidates(m, n, k, format, request.activation),
                 ScheduleSource::TunedNow,
             ),
-            None => match tuned
-                .get(&key_of(format, n, k, m))
-                .and_then(TunedSchedule::parsed)
-                .filter(|s| s.max_tokens() >= m && spec_of(format, *s).supports(k))
-            {
+            None => match tuned_schedule(&tuned, format, request.activation, DType::F16, n, k, m) {
                 Some(schedule) => (vec![schedule], ScheduleSource::TuningCache),
                 None => (
                     vec![DecodeSchedule::heuristic(

@@ -15,7 +15,7 @@ use anybit_vm::VerifyError;
 
 use crate::decode::{DecodeKernel, DecodeSchedule};
 use crate::format::{Activation, QuantFormat};
-use crate::tuning::{DeviceKey, TunedSchedule, TuningCache, TuningKey, TuningTable};
+use crate::tuning::{schedule_from, DeviceKey, TuningCache, TuningTable};
 use crate::weight::PreparedWeight;
 
 /// A product that cannot run.
@@ -134,9 +134,9 @@ impl<'g> Matmul<'g> {
     }
 
     /// The schedule the library launches for `m` tokens and an `[n, k]` weight: the tuning
-    /// cache's entry for this GPU, driver and library version where `anybit tune` made one,
-    /// else [`DecodeSchedule::heuristic`]. An unreadable cache counts as empty (`anybit tune`
-    /// reports and replaces it).
+    /// cache's entry for this GPU, driver and library version where `anybit bench matmul
+    /// --tune` made one, else [`DecodeSchedule::heuristic`]. An unreadable cache counts as empty
+    /// (tuning reports and replaces it).
     pub fn schedule_for(
         &mut self,
         format: QuantFormat,
@@ -152,22 +152,7 @@ impl<'g> Matmul<'g> {
                 .load(&DeviceKey::of(gpu))
                 .unwrap_or_default()
         });
-        let key = TuningKey::new(format, activation, scale_dtype, n, k, m);
-        let fits = |schedule: &DecodeSchedule| {
-            let kernel = DecodeKernel {
-                format,
-                activation,
-                scale_dtype,
-                bias: false,
-                schedule: *schedule,
-            };
-            schedule.max_tokens() >= m && kernel.supports(k)
-        };
-        tuned
-            .get(&key)
-            .and_then(TunedSchedule::parsed)
-            .filter(fits)
-            .unwrap_or_else(|| DecodeSchedule::heuristic(m, n, k, format, activation))
+        schedule_from(tuned, format, activation, scale_dtype, n, k, m)
     }
 
     /// Generates and compiles `specs` into the kernel cache on `threads` threads (NVRTC runs

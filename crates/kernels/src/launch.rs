@@ -4,7 +4,9 @@
 //!
 //! [`matmul_on_stream`] enqueues `y = x · dequant(W)ᵀ (+ bias)` on a raw `CUstream` in the
 //! primary context of the device, without synchronising and without allocating: the kernels
-//! are the decode kernels of [`crate::decode`], chosen for M by [`DecodeSchedule::heuristic`];
+//! are the decode kernels of [`crate::decode`], with the schedule the tuning cache holds for
+//! the device and product ([`crate::tuning`], read once per process and device) or else
+//! [`DecodeSchedule::heuristic`] ([`plan`] shows the heuristic's);
 //! an M above what they take ([`MAX_TOKENS_PER_LAUNCH`]) is split into launches of at most
 //! that many tokens (rows of `x` and `y`), each with the kernel for its own token count, on the
 //! same stream. Every kernel is generated and compiled once (through the on-disk
@@ -39,6 +41,7 @@ use cudarc::nvrtc::Ptx;
 use crate::decode::{DecodeKernel, DecodeSchedule};
 use crate::format::{Activation, FormatError, QuantFormat, ZeroPoints};
 use crate::prepared::{FragmentLayout, GroupLayout};
+use crate::tuning::{schedule_from, DeviceKey, TuningCache, TuningTable};
 
 /// The most tokens one decode kernel takes (8 token tiles of 8); larger M is split.
 pub const MAX_TOKENS_PER_LAUNCH: usize = 64;
@@ -292,6 +295,8 @@ struct LoadedKernel {
 struct Loaded {
     contexts: HashMap<usize, (Arc<CudaContext>, Target)>,
     kernels: HashMap<(usize, DecodeKernel), Arc<LoadedKernel>>,
+    /// The tuning cache's entries for each device (empty where it has none or is unreadable).
+    tuned: HashMap<usize, TuningTable>,
 }
 
 fn loaded() -> &'static Mutex<Loaded> {
@@ -337,10 +342,10 @@ impl Loaded {
         if let Some(found) = self.contexts.get(&device) {
             return Ok(found.clone());
         }
-        let gpus = match probe_driver() {
+        let (version, gpus) = match probe_driver() {
             DriverStatus::NotInstalled => return Err(RuntimeError::NoDriver.into()),
             DriverStatus::Failed(reason) => return Err(RuntimeError::DriverFailed(reason).into()),
-            DriverStatus::Available { gpus, .. } => gpus,
+            DriverStatus::Available { version, gpus } => (version, gpus),
         };
         let info = gpus.get(device).ok_or(RuntimeError::NoGpu {
             ordinal: device,
@@ -356,7 +361,38 @@ impl Loaded {
         })?;
         let context = CudaContext::new(device).map_err(driver("cuDevicePrimaryCtxRetain"))?;
         self.contexts.insert(device, (context.clone(), target));
+        let key = DeviceKey::new(&info.name, info.compute_capability, version);
+        let tuned = TuningCache::default_location()
+            .load(&key)
+            .unwrap_or_default();
+        self.tuned.insert(device, tuned);
         Ok((context, target))
+    }
+
+    /// `launches` (the heuristic's, from [`plan`]) with the schedules the tuning cache holds for
+    /// `device`.
+    fn tune(
+        &mut self,
+        device: usize,
+        weight: &WeightPointers,
+        launches: &mut [PlannedLaunch],
+    ) -> Result<(), LaunchError> {
+        self.context(device)?;
+        if let Some(table) = self.tuned.get(&device).filter(|table| !table.is_empty()) {
+            for launch in launches {
+                let kernel = &mut launch.kernel;
+                kernel.schedule = schedule_from(
+                    table,
+                    weight.format,
+                    kernel.activation,
+                    weight.scale_dtype,
+                    weight.n,
+                    weight.k,
+                    launch.tokens,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `kernel` loaded on `device`: generated, compiled through the kernel cache and loaded
@@ -405,10 +441,11 @@ pub fn preload(
     weight: &WeightPointers,
     activations: &ActivationPointers,
 ) -> Result<(), LaunchError> {
-    let launches = plan(weight, activations)?;
+    let mut launches = plan(weight, activations)?;
     require_driver()?;
     let _restore = CurrentContext::save()?;
     let mut state = loaded().lock().unwrap_or_else(|poison| poison.into_inner());
+    state.tune(device, weight, &mut launches)?;
     for launch in &launches {
         let kernel = state.kernel(device, &launch.kernel)?;
         check_launch(&kernel.generated, launch, weight)?;
@@ -440,10 +477,11 @@ pub unsafe fn matmul_on_stream(
     weight: &WeightPointers,
     activations: &ActivationPointers,
 ) -> Result<(), LaunchError> {
-    let launches = plan(weight, activations)?;
+    let mut launches = plan(weight, activations)?;
     require_driver()?;
     let _restore = CurrentContext::save()?;
     let mut state = loaded().lock().unwrap_or_else(|poison| poison.into_inner());
+    state.tune(device, weight, &mut launches)?;
     let mut kernels = Vec::with_capacity(launches.len().min(2));
     for launch in &launches {
         let kernel = state.kernel(device, &launch.kernel)?;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anybit_dtype::DType;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::DecodeSchedule;
+use crate::decode::{DecodeKernel, DecodeSchedule};
 use crate::format::{Activation, QuantFormat};
 
 /// The version of the file layout; a file of another version is treated as corrupt.
@@ -139,6 +139,46 @@ struct CacheFile {
 
 /// The tuned schedules of one device, as loaded.
 pub type TuningTable = BTreeMap<TuningKey, TunedSchedule>;
+
+/// `table`'s schedule for `m` tokens and an `[n, k]` weight, if it has one that takes `m`
+/// tokens and the shape.
+pub fn tuned_schedule(
+    table: &TuningTable,
+    format: QuantFormat,
+    activation: Activation,
+    scale_dtype: DType,
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Option<DecodeSchedule> {
+    let key = TuningKey::new(format, activation, scale_dtype, n, k, m);
+    let fits = |schedule: &DecodeSchedule| {
+        let kernel = DecodeKernel {
+            format,
+            activation,
+            scale_dtype,
+            bias: false,
+            schedule: *schedule,
+        };
+        schedule.max_tokens() >= m && kernel.supports(k)
+    };
+    table.get(&key).and_then(TunedSchedule::parsed).filter(fits)
+}
+
+/// The schedule the library launches for `m` tokens and an `[n, k]` weight: `table`'s entry
+/// ([`tuned_schedule`]), else [`DecodeSchedule::heuristic`].
+pub fn schedule_from(
+    table: &TuningTable,
+    format: QuantFormat,
+    activation: Activation,
+    scale_dtype: DType,
+    n: usize,
+    k: usize,
+    m: usize,
+) -> DecodeSchedule {
+    tuned_schedule(table, format, activation, scale_dtype, n, k, m)
+        .unwrap_or_else(|| DecodeSchedule::heuristic(m, n, k, format, activation))
+}
 
 /// Why the tuning cache could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +329,26 @@ mod tests {
             us: 100.0,
             candidates: 12,
         }
+    }
+
+    #[test]
+    fn the_table_entry_is_launched_where_it_fits_else_the_heuristic() {
+        let format = QuantFormat::new(DType::Unsigned(4), Group::Elements(128));
+        let schedule = |table: &TuningTable, m| {
+            schedule_from(table, format, Activation::F16, DType::F16, 4096, 8192, m)
+        };
+        let heuristic = |m| DecodeSchedule::heuristic(m, 4096, 8192, format, Activation::F16);
+        let mut table = TuningTable::new();
+        assert_eq!(schedule(&table, 3), heuristic(3));
+        table.insert(key(4096, 3), tuned("w4k2r1t1c1x"));
+        assert_eq!(schedule(&table, 3), "w4k2r1t1c1x".parse().unwrap());
+        assert_eq!(schedule(&table, 12), heuristic(12), "another bucket");
+        // An entry that does not take the tokens (one token tile at M = 12) or splits K in a way
+        // the shape does not allow (5 slices of 8192) is not launched.
+        table.insert(key(4096, 12), tuned("w4k1r1t1c1x"));
+        assert_eq!(schedule(&table, 12), heuristic(12));
+        table.insert(key(4096, 40), tuned("w1k5r1t8c1"));
+        assert_eq!(schedule(&table, 40), heuristic(40));
     }
 
     #[test]

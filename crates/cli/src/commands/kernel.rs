@@ -65,6 +65,30 @@ pub fn show(options: ShowKernel) -> Result<()> {
         bias: options.bias,
         schedule,
     };
+    if !kernel.supports(options.k) {
+        let splits: Vec<String> = (1..=16)
+            .filter(|&k_warps| {
+                DecodeKernel {
+                    schedule: DecodeSchedule {
+                        k_warps,
+                        ..schedule
+                    },
+                    ..kernel
+                }
+                .supports(options.k)
+            })
+            .map(|k_warps| k_warps.to_string())
+            .collect();
+        bail!(
+            "schedule {} splits K = {} over {} warps: each slice must be whole chunks of {} columns \
+             and whole groups; K splits that work here: {}",
+            schedule.tag(),
+            options.k,
+            schedule.k_warps,
+            kernel.chunk_cols(),
+            splits.join(", ")
+        );
+    }
     print!("{}", anybit_vm::print(&kernel.program().program));
     Ok(())
 }
