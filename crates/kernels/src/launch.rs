@@ -430,6 +430,25 @@ impl Loaded {
         self.kernels.insert((device, *kernel), loaded.clone());
         Ok(loaded)
     }
+
+    /// `launches` given the tuning cache's schedules for `device`, and their kernels loaded
+    /// there, each checked against its launch.
+    fn load_checked(
+        &mut self,
+        device: usize,
+        weight: &WeightPointers,
+        launches: &mut [PlannedLaunch],
+    ) -> Result<Vec<Arc<LoadedKernel>>, LaunchError> {
+        self.tune(device, weight, launches)?;
+        launches
+            .iter()
+            .map(|launch| {
+                let kernel = self.kernel(device, &launch.kernel)?;
+                check_launch(&kernel.generated, launch, weight)?;
+                Ok(kernel)
+            })
+            .collect()
+    }
 }
 
 /// Generates, compiles and loads on `device` every kernel a product of `activations.m`
@@ -445,11 +464,7 @@ pub fn preload(
     require_driver()?;
     let _restore = CurrentContext::save()?;
     let mut state = loaded().lock().unwrap_or_else(|poison| poison.into_inner());
-    state.tune(device, weight, &mut launches)?;
-    for launch in &launches {
-        let kernel = state.kernel(device, &launch.kernel)?;
-        check_launch(&kernel.generated, launch, weight)?;
-    }
+    state.load_checked(device, weight, &mut launches)?;
     Ok(())
 }
 
@@ -481,13 +496,7 @@ pub unsafe fn matmul_on_stream(
     require_driver()?;
     let _restore = CurrentContext::save()?;
     let mut state = loaded().lock().unwrap_or_else(|poison| poison.into_inner());
-    state.tune(device, weight, &mut launches)?;
-    let mut kernels = Vec::with_capacity(launches.len().min(2));
-    for launch in &launches {
-        let kernel = state.kernel(device, &launch.kernel)?;
-        check_launch(&kernel.generated, launch, weight)?;
-        kernels.push(kernel);
-    }
+    let kernels = state.load_checked(device, weight, &mut launches)?;
     let (context, _) = state.context(device)?;
     drop(state);
     context
