@@ -70,7 +70,7 @@ impl DType {
                     return 0;
                 }
                 let (lowest, highest) = self.integer_range();
-                let rounded = value.round_ties_even().clamp(lowest, highest);
+                let rounded = round_ties_even(value).clamp(lowest, highest);
                 (rounded as i64 as u32) & self.code_mask()
             }
             DType::F16 => f16::from_f32(value as f32).to_bits() as u32,
@@ -163,8 +163,79 @@ impl DType {
     }
 }
 
+/// `x.round_ties_even()`, without the library call that `f64::round_ties_even` becomes where the
+/// target has no rounding instruction (x86-64 before SSE4.1, the default target): adding 2^52
+/// to a smaller magnitude leaves no fraction bits, so the addition itself rounds to nearest,
+/// ties to even. From 2^52 up every f64 is an integer; NaN and infinities pass unchanged.
+#[inline]
+pub(crate) fn round_ties_even(x: f64) -> f64 {
+    const TWO_TO_52: f64 = 4_503_599_627_370_496.0;
+    let magnitude = x.abs();
+    if magnitude < TWO_TO_52 {
+        ((magnitude + TWO_TO_52) - TWO_TO_52).copysign(x)
+    } else {
+        x
+    }
+}
+
 /// Two's-complement value of the low `bits` bits of `code`.
 pub(crate) fn sign_extend(code: u32, bits: u32) -> i64 {
     let shift = 64 - bits;
     (((code as u64) << shift) as i64) >> shift
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_ties_even;
+    use proptest::prelude::*;
+
+    fn same(a: f64, b: f64) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    #[test]
+    fn rounding_matches_the_standard_library_on_ties_and_extremes() {
+        let two_to_52 = 4_503_599_627_370_496.0;
+        let cases = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+            1e-300,
+            -1e-300,
+            7.5,
+            8.5,
+            two_to_52 - 0.5,
+            two_to_52 - 1.5,
+            two_to_52,
+            two_to_52 + 1.0,
+            1e300,
+            -1e300,
+            f64::MAX,
+            f64::MIN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MIN_POSITIVE,
+            4_503_599_627_370_495.5,
+        ];
+        for x in cases {
+            assert!(same(round_ties_even(x), x.round_ties_even()), "{x:e}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rounding_matches_the_standard_library(bits in any::<u64>(), half in -1000i64..1000) {
+            let x = f64::from_bits(bits);
+            prop_assert!(same(round_ties_even(x), x.round_ties_even()), "{:e}", x);
+            let tie = half as f64 + 0.5;
+            prop_assert_eq!(round_ties_even(tie).to_bits(), tie.round_ties_even().to_bits());
+        }
+    }
 }

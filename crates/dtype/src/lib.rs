@@ -20,8 +20,8 @@ pub use convert::EncodeError;
 pub use dtype::{DType, ParseDTypeError};
 pub use minifloat::{MiniFloat, MiniFloatError, SpecialValues};
 pub use packing::{
-    pack, pack_words, packed_bytes, packed_words, read_code, unpack, unpack_words, write_code,
-    PackError,
+    pack, pack_words, packed_bytes, packed_words, read_code, read_codes, unpack, unpack_words,
+    write_code, write_codes, PackError,
 };
 pub use quantize::{
     error_report, quantize, quantize_with_search, ErrorReport, ErrorStatistics, GroupSize,

@@ -1,5 +1,6 @@
 //! Small floats `f{bits}e{E}m{M}`: one sign bit, E exponent bits, M mantissa bits.
 
+use crate::convert::round_ties_even;
 use std::fmt;
 
 /// The format of a small float: exponent and mantissa widths (the sign bit is implied).
@@ -228,7 +229,7 @@ impl MiniFloat {
         let exponent = floor_log2(magnitude).max(self.min_normal_exponent());
         let quantum = exp2(exponent - mantissa_bits);
         // Exact: dividing by a power of two only changes the f64 exponent.
-        let significand = (magnitude / quantum).round_ties_even() as u32;
+        let significand = round_ties_even(magnitude / quantum) as u32;
         // significand lies in [0, 2^(M+1)]; 2^(M+1) carries into the next binade, which the
         // code arithmetic below handles because codes of consecutive binades are consecutive.
         if exponent == self.min_normal_exponent() && significand < (1 << self.mantissa_bits) {
@@ -239,9 +240,14 @@ impl MiniFloat {
     }
 }
 
-/// 2^exponent as f64 (exact for the exponents small floats use).
+/// 2^exponent as f64, exactly. In f64's normal range (every exponent a small float uses) it is
+/// built from its bits: `powi` there made decoding and encoding the hot spot of quantization.
 pub(crate) fn exp2(exponent: i32) -> f64 {
-    2f64.powi(exponent)
+    if (-1022..=1023).contains(&exponent) {
+        f64::from_bits(((exponent + 1023) as u64) << 52)
+    } else {
+        2f64.powi(exponent)
+    }
 }
 
 /// floor(log2(x)) for a positive finite x, exactly.
@@ -254,5 +260,21 @@ pub(crate) fn floor_log2(x: f64) -> i32 {
         -1074 + (63 - mantissa.leading_zeros() as i32)
     } else {
         biased - 1023
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp2;
+
+    #[test]
+    fn powers_of_two_are_exact_over_the_whole_exponent_range() {
+        for exponent in -1100..=1100 {
+            assert_eq!(
+                exp2(exponent).to_bits(),
+                2f64.powi(exponent).to_bits(),
+                "2^{exponent}"
+            );
+        }
     }
 }

@@ -41,13 +41,15 @@ pub const fn packed_words(count: usize, bits: u32) -> usize {
 /// Packs codes into bytes.
 pub fn pack(codes: &[u32], bits: u32) -> Result<Vec<u8>, PackError> {
     check_width(bits)?;
-    let mut bytes = vec![0u8; packed_bytes(codes.len(), bits)];
-    for (index, &code) in codes.iter().enumerate() {
-        if bits < 32 && code >> bits != 0 {
-            return Err(PackError::CodeTooWide { index, code, bits });
-        }
-        write_code(&mut bytes, bits, index, code);
+    if let Some(index) = codes
+        .iter()
+        .position(|&code| bits < 32 && code >> bits != 0)
+    {
+        let code = codes[index];
+        return Err(PackError::CodeTooWide { index, code, bits });
     }
+    let mut bytes = vec![0u8; packed_bytes(codes.len(), bits)];
+    write_codes(&mut bytes, bits, 0, codes);
     Ok(bytes)
 }
 
@@ -63,9 +65,9 @@ pub fn unpack(bytes: &[u8], bits: u32, count: usize) -> Result<Vec<u32>, PackErr
             available: bytes.len(),
         });
     }
-    Ok((0..count)
-        .map(|index| read_code(bytes, bits, index))
-        .collect())
+    let mut codes = vec![0; count];
+    read_codes(bytes, bits, 0, &mut codes);
+    Ok(codes)
 }
 
 /// Packs codes into 32-bit words (the same bit stream as [`pack`], grouped by 4 bytes).
@@ -109,6 +111,60 @@ pub fn write_code(bytes: &mut [u8], bits: u32, index: usize, code: u32) {
         let byte_mask = (field_mask >> (8 * position)) as u8;
         let byte_bits = (field >> (8 * position)) as u8;
         *byte = (*byte & !byte_mask) | byte_bits;
+    }
+}
+
+/// Reads codes `first..first + codes.len()` of a packed byte stream into `codes`: what
+/// [`read_code`] gives for each, a byte at a time instead of a code at a time. The stream must
+/// hold them.
+pub fn read_codes(bytes: &[u8], bits: u32, first: usize, codes: &mut [u32]) {
+    let first_bit = first * bits as usize;
+    let mut next_byte = first_bit / 8;
+    let skipped = (first_bit % 8) as u32;
+    let (mut buffer, mut held) = (0u64, 0u32);
+    if skipped != 0 && !codes.is_empty() {
+        buffer = (bytes[next_byte] >> skipped) as u64;
+        held = 8 - skipped;
+        next_byte += 1;
+    }
+    for code in codes {
+        while held < bits {
+            buffer |= (bytes[next_byte] as u64) << held;
+            next_byte += 1;
+            held += 8;
+        }
+        *code = (buffer & mask(bits)) as u32;
+        buffer >>= bits;
+        held -= bits;
+    }
+}
+
+/// Writes `codes` as codes `first..first + codes.len()` of a packed byte stream, leaving the
+/// other bits as they are: what [`write_code`] does for each, a byte at a time. The stream must
+/// hold them; bits of a code above `bits` are ignored.
+pub fn write_codes(bytes: &mut [u8], bits: u32, first: usize, codes: &[u32]) {
+    if codes.is_empty() {
+        return;
+    }
+    let first_bit = first * bits as usize;
+    let mut next_byte = first_bit / 8;
+    // The bits below the first code in its byte are kept: they start the buffer.
+    let mut held = (first_bit % 8) as u32;
+    let mut buffer = (bytes[next_byte] as u64) & mask(held);
+    for &code in codes {
+        buffer |= ((code as u64) & mask(bits)) << held;
+        held += bits;
+        while held >= 8 {
+            bytes[next_byte] = buffer as u8;
+            next_byte += 1;
+            buffer >>= 8;
+            held -= 8;
+        }
+    }
+    if held != 0 {
+        // The last byte is shared with whatever follows: keep its bits above the codes.
+        let written = mask(held) as u8;
+        bytes[next_byte] = (bytes[next_byte] & !written) | (buffer as u8 & written);
     }
 }
 

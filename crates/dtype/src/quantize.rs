@@ -23,7 +23,8 @@
 
 use half::{bf16, f16};
 
-use crate::packing::{packed_bytes, read_code, write_code};
+use crate::convert::round_ties_even;
+use crate::packing::{packed_bytes, read_code, read_codes, write_codes};
 use crate::DType;
 
 /// Weights to quantize: a row-major matrix in one of the activation types.
@@ -43,11 +44,25 @@ impl Weights<'_> {
         }
     }
 
-    fn get(&self, index: usize) -> f32 {
+    /// Copies elements `first..first + out.len()` into `out`, exactly.
+    fn copy_to(&self, first: usize, out: &mut [f64]) {
+        let range = first..first + out.len();
         match self {
-            Weights::F32(values) => values[index],
-            Weights::F16(values) => values[index].to_f32(),
-            Weights::Bf16(values) => values[index].to_f32(),
+            Weights::F32(values) => {
+                for (slot, value) in out.iter_mut().zip(&values[range]) {
+                    *slot = *value as f64;
+                }
+            }
+            Weights::F16(values) => {
+                for (slot, value) in out.iter_mut().zip(&values[range]) {
+                    *slot = value.to_f64();
+                }
+            }
+            Weights::Bf16(values) => {
+                for (slot, value) in out.iter_mut().zip(&values[range]) {
+                    *slot = value.to_f64();
+                }
+            }
         }
     }
 }
@@ -228,20 +243,21 @@ pub fn quantize_with_search(
         scales: Vec::with_capacity(rows * groups_per_row),
         zero_points: matches!(dtype, DType::Unsigned(_)).then(Vec::new),
     };
+    let grid = CodeGrid::new(dtype);
     let mut group = vec![0f64; group_size];
+    let mut codes = vec![0u32; group_size];
     for row in 0..rows {
         for group_index in 0..groups_per_row {
             let first = row * cols + group_index * group_size;
-            for (offset, slot) in group.iter_mut().enumerate() {
-                let value = weights.get(first + offset);
-                if !value.is_finite() {
-                    let col = group_index * group_size + offset;
-                    return Err(QuantizeError::NonFinite { row, col, value });
-                }
-                *slot = value as f64;
+            weights.copy_to(first, &mut group);
+            if let Some(offset) = group.iter().position(|value| !value.is_finite()) {
+                let col = group_index * group_size + offset;
+                let value = group[offset] as f32;
+                return Err(QuantizeError::NonFinite { row, col, value });
             }
+            let range = GroupRange::of(&group);
             let levels_for = |factor: f64| {
-                GroupLevels::new(dtype, scale_dtype, &group, factor).map_err(|scale| {
+                GroupLevels::new(&grid, scale_dtype, range, factor).map_err(|scale| {
                     QuantizeError::ScaleOverflow {
                         row,
                         group: group_index,
@@ -254,19 +270,19 @@ pub fn quantize_with_search(
             // The whole range first (round to nearest); a shrunk one must be strictly better.
             let mut levels = levels_for(1.0)?;
             if search == ScaleSearch::Mse {
-                let mut least = levels.squared_error(dtype, &group);
+                let mut least = levels.squared_error(&grid, &group);
                 for &factor in &MSE_SHRINK_FACTORS[1..] {
                     let candidate = levels_for(factor)?;
-                    let error = candidate.squared_error(dtype, &group);
+                    let error = candidate.squared_error(&grid, &group);
                     if error < least {
                         (levels, least) = (candidate, error);
                     }
                 }
             }
-            for (offset, &value) in group.iter().enumerate() {
-                let code = levels.code(dtype, value);
-                write_code(&mut quantized.codes, dtype.bits(), first + offset, code);
+            for (code, &value) in codes.iter_mut().zip(&group) {
+                *code = levels.code(&grid, value);
             }
+            write_codes(&mut quantized.codes, dtype.bits(), first, &codes);
             quantized.scales.push(levels.scale as f32);
             if let (Some(zero_points), Some(zero)) = (&mut quantized.zero_points, levels.zero_point)
             {
@@ -275,6 +291,66 @@ pub fn quantize_with_search(
         }
     }
     Ok(quantized)
+}
+
+/// A weight type as quantization uses it, worked out once per matrix: its extremes and the
+/// value of every code. Asking [`DType`] per element (`max_value` and `decode` work the
+/// values out from the format each time) made quantizing several times slower; the answers
+/// are the same.
+struct CodeGrid {
+    dtype: DType,
+    /// `dtype.decode(code)` for every code.
+    values: Vec<f64>,
+    max_value: f64,
+    min_value: f64,
+}
+
+impl CodeGrid {
+    fn new(dtype: DType) -> Self {
+        CodeGrid {
+            dtype,
+            values: (0..dtype.code_count() as u32)
+                .map(|code| dtype.decode(code))
+                .collect(),
+            max_value: dtype.max_value(),
+            min_value: dtype.min_value(),
+        }
+    }
+
+    fn value(&self, code: u32) -> f64 {
+        self.values[code as usize]
+    }
+}
+
+/// The extremes of one group, each including 0 (so that 0 is always representable).
+#[derive(Clone, Copy)]
+struct GroupRange {
+    highest: f64,
+    lowest: f64,
+}
+
+impl GroupRange {
+    fn of(group: &[f64]) -> Self {
+        GroupRange {
+            highest: group.iter().copied().fold(0.0, f64::max),
+            lowest: group.iter().copied().fold(0.0, f64::min),
+        }
+    }
+
+    /// The exact (unrounded) scale that just covers the range.
+    fn scale(self, grid: &CodeGrid) -> f64 {
+        let GroupRange { highest, lowest } = self;
+        let scale = match grid.dtype {
+            DType::Unsigned(_) => (highest - lowest) / grid.max_value,
+            DType::Signed(_) => (highest / grid.max_value).max(lowest / grid.min_value),
+            _ => highest.max(-lowest) / grid.max_value,
+        };
+        if scale > 0.0 {
+            scale
+        } else {
+            1.0
+        }
+    }
 }
 
 /// One group's scale (stored value) and zero point (unsigned types).
@@ -286,62 +362,60 @@ struct GroupLevels {
 impl GroupLevels {
     /// The levels for the group's range shrunk by `factor` (1 for the whole range), or the
     /// exact scale that overflows `scale_dtype`.
-    fn new(dtype: DType, scale_dtype: DType, group: &[f64], factor: f64) -> Result<Self, f64> {
-        let exact_scale = group_scale(dtype, group) * factor;
+    fn new(
+        grid: &CodeGrid,
+        scale_dtype: DType,
+        range: GroupRange,
+        factor: f64,
+    ) -> Result<Self, f64> {
+        let exact_scale = range.scale(grid) * factor;
         let scale = round_scale_up(exact_scale, scale_dtype).ok_or(exact_scale)?;
-        let zero_point = matches!(dtype, DType::Unsigned(_)).then(|| {
-            let lowest = group.iter().copied().fold(0.0, f64::min) * factor;
-            (-lowest / scale)
-                .round_ties_even()
-                .clamp(0.0, dtype.max_value())
+        let zero_point = matches!(grid.dtype, DType::Unsigned(_)).then(|| {
+            let lowest = range.lowest * factor;
+            round_ties_even(-lowest / scale).clamp(0.0, grid.max_value)
         });
         Ok(GroupLevels { scale, zero_point })
     }
 
     /// The code of `value`: round to nearest, saturating at the type's extremes.
-    fn code(&self, dtype: DType, value: f64) -> u32 {
+    fn code(&self, grid: &CodeGrid, value: f64) -> u32 {
         match self.zero_point {
             Some(zero) => {
-                let level = (value / self.scale).round_ties_even() + zero;
-                level.clamp(0.0, dtype.max_value()) as u32
+                let level = round_ties_even(value / self.scale) + zero;
+                level.clamp(0.0, grid.max_value) as u32
             }
-            None => dtype.encode_f64(value / self.scale),
+            None => grid.dtype.encode_f64(value / self.scale),
         }
     }
 
     /// The value `code` stands for, computed as [`QuantizedMatrix::dequantize_element`] does.
-    fn value(&self, dtype: DType, code: u32) -> f64 {
+    fn value(&self, grid: &CodeGrid, code: u32) -> f64 {
         match self.zero_point {
             Some(zero) => (code as f64 - zero) * self.scale,
-            None => dtype.decode(code) * self.scale,
+            None => grid.value(code) * self.scale,
         }
     }
 
-    /// The sum of squared differences between the group and its dequantized codes.
-    fn squared_error(&self, dtype: DType, group: &[f64]) -> f64 {
-        group
-            .iter()
-            .map(|&value| {
-                let difference = self.value(dtype, self.code(dtype, value)) - value;
-                difference * difference
-            })
-            .sum()
-    }
-}
-
-/// The exact (unrounded) scale of one group.
-fn group_scale(dtype: DType, group: &[f64]) -> f64 {
-    let highest = group.iter().copied().fold(0.0, f64::max);
-    let lowest = group.iter().copied().fold(0.0, f64::min);
-    let scale = match dtype {
-        DType::Unsigned(_) => (highest - lowest) / dtype.max_value(),
-        DType::Signed(_) => (highest / dtype.max_value()).max(lowest / dtype.min_value()),
-        _ => highest.max(-lowest) / dtype.max_value(),
-    };
-    if scale > 0.0 {
-        scale
-    } else {
-        1.0
+    /// The sum of squared differences between the group and its dequantized codes. Four
+    /// partial sums (element i goes to sum i mod 4), so that one addition need not wait for the
+    /// previous: the search spends most of its time here.
+    fn squared_error(&self, grid: &CodeGrid, group: &[f64]) -> f64 {
+        let squared = |value: f64| {
+            let difference = self.value(grid, self.code(grid, value)) - value;
+            difference * difference
+        };
+        let mut sums = [0.0; 4];
+        let chunks = group.chunks_exact(4);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            for (sum, &value) in sums.iter_mut().zip(chunk) {
+                *sum += squared(value);
+            }
+        }
+        for (sum, &value) in sums.iter_mut().zip(rest) {
+            *sum += squared(value);
+        }
+        (sums[0] + sums[1]) + (sums[2] + sums[3])
     }
 }
 
@@ -378,12 +452,33 @@ impl QuantizedMatrix {
         }
     }
 
-    /// The dequantized matrix, row-major, rounded to f32.
+    /// The dequantized matrix, row-major, rounded to f32: [`Self::dequantize_element`] of
+    /// every element, a group at a time.
     pub fn dequantize(&self) -> Vec<f32> {
-        (0..self.rows)
-            .flat_map(|row| (0..self.cols).map(move |col| (row, col)))
-            .map(|(row, col)| self.dequantize_element(row, col) as f32)
-            .collect()
+        let grid = CodeGrid::new(self.dtype);
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        let mut codes = vec![0u32; self.group_size];
+        for group in 0..self.rows * self.groups_per_row() {
+            read_codes(
+                &self.codes,
+                self.dtype.bits(),
+                group * self.group_size,
+                &mut codes,
+            );
+            let scale = self.scales[group] as f64;
+            match &self.zero_points {
+                Some(zero_points) => {
+                    let zero = zero_points[group] as f64;
+                    out.extend(
+                        codes
+                            .iter()
+                            .map(|&code| ((code as f64 - zero) * scale) as f32),
+                    );
+                }
+                None => out.extend(codes.iter().map(|&code| (grid.value(code) * scale) as f32)),
+            }
+        }
+        out
     }
 }
 

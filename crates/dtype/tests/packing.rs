@@ -1,7 +1,8 @@
 //! Packing round trips at every width and length, and the exact bit positions.
 
 use anybit_dtype::{
-    pack, pack_words, packed_bytes, read_code, unpack, unpack_words, write_code, PackError,
+    pack, pack_words, packed_bytes, read_code, read_codes, unpack, unpack_words, write_code,
+    write_codes, PackError,
 };
 use proptest::prelude::*;
 
@@ -67,6 +68,32 @@ proptest! {
         expected[index] = new & mask;
         prop_assert_eq!(unpack(&bytes, bits, codes.len()).unwrap(), expected);
         prop_assert_eq!(read_code(&bytes, bits, index), new & mask);
+    }
+}
+
+proptest! {
+    /// A run written or read at any offset of a stream with other bits around it is what one
+    /// code at a time gives, and the bits outside the run are kept.
+    #[test]
+    fn runs_match_one_code_at_a_time(
+        (bits, codes) in codes_of_width(),
+        first in 0usize..40,
+        noise in proptest::collection::vec(any::<u8>(), 0..400),
+    ) {
+        let length = packed_bytes(first + codes.len() + 3, bits);
+        let stream: Vec<u8> = (0..length).map(|i| noise.get(i).copied().unwrap_or(i as u8 ^ 0xa5)).collect();
+        let mut one_at_a_time = stream.clone();
+        for (offset, &code) in codes.iter().enumerate() {
+            write_code(&mut one_at_a_time, bits, first + offset, code);
+        }
+        let mut as_a_run = stream.clone();
+        write_codes(&mut as_a_run, bits, first, &codes);
+        prop_assert_eq!(&as_a_run, &one_at_a_time);
+
+        let mut read = vec![0; codes.len()];
+        read_codes(&stream, bits, first, &mut read);
+        let expected: Vec<u32> = (0..codes.len()).map(|offset| read_code(&stream, bits, first + offset)).collect();
+        prop_assert_eq!(read, expected);
     }
 }
 
