@@ -217,8 +217,11 @@ def write(document, markdown_path):
     front = pareto(rows)
     paid, unpaid = search_findings(document)
     groups = ", ".join(str(g) for g in settings["groups"])
-    mse = ", ".join(settings["mse_formats"])
     mse_groups = ", ".join(str(g) for g in settings["mse_groups"])
+    if settings["mse_formats"] == settings["formats"] and settings["mse_groups"] == settings["groups"]:
+        mse_scope = "every format and group as well"
+    else:
+        mse_scope = f"{', '.join(settings['mse_formats'])} at group {mse_groups}"
     lines = [
         "# Quality of every weight format on a real model",
         "",
@@ -265,7 +268,7 @@ def write(document, markdown_path):
         f"- **Formats**: every integer of 2–8 bits, signed (iN, symmetric) and unsigned with a "
         f"zero point (uN), and every small float of 4–8 bits `anybit dtypes` lists, each with "
         f"groups of {groups} and f16 scales, scales by round to nearest (`--search none`). The MSE "
-        f"scale search (`--search mse`) is measured for {mse} at group {mse_groups}. Groups of "
+        f"scale search (`--search mse`) is measured for {mse_scope}. Groups of "
         f"128 are not in the table: 128 does not divide K = 576, the input size of the Q, K, V, "
         f"gate and up weights of this model, and `anybit quantize` refuses it.",
         f"- **Text**: [data/quality/text.txt](../data/quality/text.txt) (William Morris, *News "
