@@ -165,7 +165,7 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
     reference = metrics.Reference(full_logits_for(full, all_windows, windows), windows)
     del full
 
-    workdir = tempfile.mkdtemp(prefix="anybit-quality-", dir=cache_dir)
+    workdir = tempfile.mkdtemp(prefix="anybit-quality-", dir=_scratch_dir(cache_dir))
     try:
         source = os.path.join(workdir, "reference.safetensors")
         safetensors.write(source, originals, {"model": model.source["name"]})
@@ -212,6 +212,19 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
         shutil.rmtree(workdir, ignore_errors=True)
     return _document(settings, reference_perplexity, all_windows, rows, weight_count,
                      time.time() - started, model, False, reference.perplexity())
+
+
+def _scratch_dir(cache_dir):
+    """Where each configuration's files go: memory (/dev/shm) where the machine has room there
+    (a configuration writes and reads about 0.5 GB; on disk, waiting for it took a third of
+    the run), else the cache."""
+    shm = "/dev/shm"
+    try:
+        if shutil.disk_usage(shm).free > 4 << 30:
+            return shm
+    except OSError:
+        pass
+    return cache_dir
 
 
 def full_logits_for(full, all_windows, windows):

@@ -211,11 +211,7 @@ impl MiniFloat {
         if value.is_infinite() {
             return sign | self.infinity_code().unwrap_or(self.max_finite_code());
         }
-        let magnitude = value.abs();
-        if magnitude >= self.max_finite() {
-            return sign | self.max_finite_code();
-        }
-        sign | self.encode_magnitude(magnitude)
+        ValueRounding::new(self).encode(value)
     }
 
     /// Code of a finite magnitude below the largest finite value, rounding to nearest even.
@@ -240,14 +236,79 @@ impl MiniFloat {
     }
 }
 
+/// Encodes and rounds finite f64 values with a format's constants worked out once (quantization
+/// calls these for every element and candidate scale): `encode(y)` is [`MiniFloat::encode_f64`],
+/// and `round(y)` is bit for bit `decode(encode_f64(y))` (saturation and the sign of zero
+/// included) without going through codes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ValueRounding {
+    format: MiniFloat,
+    min_normal_exponent: i64,
+    mantissa_bits: i64,
+    max_finite: f64,
+}
+
+impl ValueRounding {
+    pub(crate) fn new(format: MiniFloat) -> Self {
+        ValueRounding {
+            format,
+            min_normal_exponent: format.min_normal_exponent() as i64,
+            mantissa_bits: format.mantissa_bits as i64,
+            max_finite: format.max_finite(),
+        }
+    }
+
+    /// The code of the finite `value`: round to nearest even, saturating.
+    pub(crate) fn encode(self, value: f64) -> u32 {
+        debug_assert!(value.is_finite());
+        let sign = if value.is_sign_negative() {
+            self.format.sign_mask()
+        } else {
+            0
+        };
+        let magnitude = value.abs();
+        if magnitude >= self.max_finite {
+            return sign | self.format.max_finite_code();
+        }
+        sign | self.format.encode_magnitude(magnitude)
+    }
+
+    /// The format's value nearest to the finite `value` (ties to even), saturating.
+    #[inline(always)]
+    pub(crate) fn round(self, value: f64) -> f64 {
+        debug_assert!(value.is_finite());
+        let magnitude = value.abs();
+        // The binade, clamped to the subnormal range as in `encode_magnitude` (0 lands there).
+        let biased = ((magnitude.to_bits() >> 52) & 0x7ff) as i64;
+        let exponent = (biased - 1023).max(self.min_normal_exponent);
+        // Scaling by 2^(M - exponent) and back is exact; in between, the significand rounds.
+        let up = f64::from_bits(((self.mantissa_bits - exponent + 1023) as u64) << 52);
+        let down = f64::from_bits(((exponent - self.mantissa_bits + 1023) as u64) << 52);
+        let rounded = round_ties_even(magnitude * up) * down;
+        let rounded = if magnitude >= self.max_finite {
+            self.max_finite
+        } else {
+            rounded
+        };
+        rounded.copysign(value)
+    }
+}
+
 /// 2^exponent as f64, exactly. In f64's normal range (every exponent a small float uses) it is
 /// built from its bits: `powi` there made decoding and encoding the hot spot of quantization.
 pub(crate) fn exp2(exponent: i32) -> f64 {
     if (-1022..=1023).contains(&exponent) {
         f64::from_bits(((exponent + 1023) as u64) << 52)
     } else {
-        2f64.powi(exponent)
+        exp2_outside_normal_range(exponent)
     }
+}
+
+/// Kept out of line: inlined, the compiler computed `powi` on every call and then chose.
+#[cold]
+#[inline(never)]
+fn exp2_outside_normal_range(exponent: i32) -> f64 {
+    2f64.powi(exponent)
 }
 
 /// floor(log2(x)) for a positive finite x, exactly.
@@ -265,7 +326,61 @@ pub(crate) fn floor_log2(x: f64) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::exp2;
+    use super::{exp2, MiniFloat, ValueRounding};
+    use proptest::prelude::*;
+
+    fn every_format() -> Vec<MiniFloat> {
+        (1..=7u8)
+            .flat_map(|e| (0..=7 - e).map(move |m| MiniFloat::new(e, m).unwrap()))
+            .collect()
+    }
+
+    /// Values near every code: the code's value, the midpoints to its neighbours, one f64 step
+    /// either side of each, and beyond the largest finite value.
+    fn probes(format: MiniFloat) -> Vec<f64> {
+        let finite: Vec<f64> = (0..=format.max_finite_code())
+            .map(|c| format.decode(c))
+            .collect();
+        let mut values = vec![0.0, format.max_finite() * 1.5, 1e300];
+        for pair in finite.windows(2) {
+            let middle = (pair[0] + pair[1]) / 2.0;
+            for v in [pair[0], middle, pair[1]] {
+                values.extend([v, f64::from_bits(v.to_bits() + 1)]);
+                if v > 0.0 {
+                    values.push(f64::from_bits(v.to_bits() - 1));
+                }
+            }
+        }
+        values.iter().flat_map(|&v| [v, -v]).collect()
+    }
+
+    #[test]
+    fn value_rounding_is_decode_of_encode_near_every_code_of_every_format() {
+        for format in every_format() {
+            let rounding = ValueRounding::new(format);
+            for y in probes(format) {
+                let code = format.encode_f64(y);
+                assert_eq!(rounding.encode(y), code, "{format} {y:e}");
+                let expected = format.decode(code);
+                assert_eq!(
+                    rounding.round(y).to_bits(),
+                    expected.to_bits(),
+                    "{format} {y:e}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn value_rounding_is_decode_of_encode(bits in any::<u64>(), pick in 0usize..28) {
+            let y = f64::from_bits(bits);
+            prop_assume!(y.is_finite());
+            let format = every_format()[pick % every_format().len()];
+            let expected = format.decode(format.encode_f64(y));
+            prop_assert_eq!(ValueRounding::new(format).round(y).to_bits(), expected.to_bits());
+        }
+    }
 
     #[test]
     fn powers_of_two_are_exact_over_the_whole_exponent_range() {

@@ -24,6 +24,7 @@
 use half::{bf16, f16};
 
 use crate::convert::round_ties_even;
+use crate::minifloat::ValueRounding;
 use crate::packing::{packed_bytes, read_code, read_codes, write_codes};
 use crate::DType;
 
@@ -303,6 +304,8 @@ struct CodeGrid {
     values: Vec<f64>,
     max_value: f64,
     min_value: f64,
+    /// For small floats: their values straight from an f64, without codes.
+    rounding: Option<ValueRounding>,
 }
 
 impl CodeGrid {
@@ -314,6 +317,10 @@ impl CodeGrid {
                 .collect(),
             max_value: dtype.max_value(),
             min_value: dtype.min_value(),
+            rounding: match dtype {
+                DType::MiniFloat(format) => Some(ValueRounding::new(format)),
+                _ => None,
+            },
         }
     }
 
@@ -384,7 +391,10 @@ impl GroupLevels {
                 let level = round_ties_even(value / self.scale) + zero;
                 level.clamp(0.0, grid.max_value) as u32
             }
-            None => grid.dtype.encode_f64(value / self.scale),
+            None => match grid.rounding {
+                Some(rounding) => rounding.encode(value / self.scale),
+                None => grid.dtype.encode_f64(value / self.scale),
+            },
         }
     }
 
@@ -396,27 +406,56 @@ impl GroupLevels {
         }
     }
 
-    /// The sum of squared differences between the group and its dequantized codes. Four
-    /// partial sums (element i goes to sum i mod 4), so that one addition need not wait for the
-    /// previous: the search spends most of its time here.
+    /// The sum of squared differences between the group and its dequantized codes; the search
+    /// spends most of its time here. Every type takes a form without codes, the same sum:
+    /// integers round and clamp in f64 (the level is the code's value, and the compiler
+    /// vectorizes it), small floats round with [`ValueRounding`].
     fn squared_error(&self, grid: &CodeGrid, group: &[f64]) -> f64 {
-        let squared = |value: f64| {
-            let difference = self.value(grid, self.code(grid, value)) - value;
-            difference * difference
-        };
-        let mut sums = [0.0; 4];
-        let chunks = group.chunks_exact(4);
-        let rest = chunks.remainder();
-        for chunk in chunks {
-            for (sum, &value) in sums.iter_mut().zip(chunk) {
-                *sum += squared(value);
+        let scale = self.scale;
+        match (self.zero_point, grid.dtype) {
+            (Some(zero), _) => {
+                let highest = grid.max_value;
+                sum_of_squares(group, |value| {
+                    let level = (round_ties_even(value / scale) + zero).clamp(0.0, highest);
+                    (level - zero) * scale - value
+                })
             }
+            (None, DType::Signed(_)) => {
+                let (lowest, highest) = (grid.min_value, grid.max_value);
+                sum_of_squares(group, |value| {
+                    round_ties_even(value / scale).clamp(lowest, highest) * scale - value
+                })
+            }
+            (None, _) => match grid.rounding {
+                Some(rounding) => {
+                    sum_of_squares(group, |value| rounding.round(value / scale) * scale - value)
+                }
+                None => sum_of_squares(group, |value| {
+                    self.value(grid, self.code(grid, value)) - value
+                }),
+            },
         }
-        for (sum, &value) in sums.iter_mut().zip(rest) {
-            *sum += squared(value);
-        }
-        (sums[0] + sums[1]) + (sums[2] + sums[3])
     }
+}
+
+/// Σ difference(v)² over `values`, in four partial sums (element i goes to sum i mod 4) so
+/// that one addition need not wait for the previous.
+#[inline(always)]
+fn sum_of_squares(values: &[f64], difference: impl Fn(f64) -> f64) -> f64 {
+    let mut sums = [0.0; 4];
+    let chunks = values.chunks_exact(4);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (sum, &value) in sums.iter_mut().zip(chunk) {
+            let d = difference(value);
+            *sum += d * d;
+        }
+    }
+    for (sum, &value) in sums.iter_mut().zip(rest) {
+        let d = difference(value);
+        *sum += d * d;
+    }
+    (sums[0] + sums[1]) + (sums[2] + sums[3])
 }
 
 /// The smallest value of `scale_dtype` that is ≥ `scale`, or `None` on overflow.
