@@ -50,15 +50,20 @@ def compare(reference, logits):
     }
 
 
-def relative_frobenius(originals, approximations):
-    """‖W − Ŵ‖_F / ‖W‖_F over all weights together."""
-    error = 0.0
-    norm = 0.0
-    for name, original in originals.items():
-        difference = approximations[name].astype(np.float64) - original
-        error += float(np.sum(difference * difference))
-        norm += float(np.sum(np.square(original, dtype=np.float64)))
-    return float(np.sqrt(error / norm))
+class RelativeFrobenius:
+    """‖W − Ŵ‖_F / ‖W‖_F over all weights together; ‖W‖ is summed once, not per row."""
+
+    def __init__(self, originals):
+        self.originals = originals
+        self.norm = sum(float(np.sum(np.square(original, dtype=np.float64)))
+                        for original in originals.values())
+
+    def __call__(self, approximations):
+        error = 0.0
+        for name, original in self.originals.items():
+            difference = approximations[name].astype(np.float64) - original
+            error += float(np.sum(difference * difference))
+        return float(np.sqrt(error / self.norm))
 
 
 def dtype_bits(dtype):

@@ -152,6 +152,7 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
     names = model.linear_names(settings.layers)
     originals = {name: model.weights[name] for name in names}
     weight_count = sum(w.size for w in originals.values())
+    weight_error = metrics.RelativeFrobenius(originals)
 
     # The reference on every whole window of the text, and on the windows each half scores.
     all_windows = windows_of(tokens, settings.window, settings.reference_tokens or len(tokens))
@@ -191,7 +192,7 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
                 "search": search,
                 "bits_per_weight": metrics.bits_per_weight(dtype, group),
                 "file_bits_per_weight": 8 * file_bytes / weight_count,
-                "weight_error": metrics.relative_frobenius(originals, weights),
+                "weight_error": weight_error(weights),
                 "tokens": int(reference.targets.size),
                 "quantize_seconds": quantize_seconds,
                 "model_seconds": None,

@@ -300,20 +300,27 @@ fn dequantize_rows(
     let element_bytes = dtype.bits() as usize / 8;
     let mut bytes = vec![0u8; block.len() * cols * element_bytes];
     let mut row_values = vec![0f32; cols];
+    let mut row_codes = vec![0u32; cols];
     for (row_in_block, row) in block.enumerate() {
-        for col in 0..cols {
-            let group = row * groups_per_row + col / parts.group_size;
-            let code = anybit_dtype::read_code(parts.codes, bits, row * cols + col);
-            let mut level = values.0[code as usize];
-            if let Some(zeros) = parts.zero_points {
-                level -= zeros[group] as f64;
+        anybit_dtype::read_codes(parts.codes, bits, row * cols, &mut row_codes);
+        let groups = row_codes.chunks_exact(parts.group_size);
+        for (group_in_row, codes) in groups.enumerate() {
+            let group = row * groups_per_row + group_in_row;
+            let scale = parts.scales[group] as f64;
+            let zero = parts.zero_points.map(|zeros| zeros[group] as f64);
+            for (offset, &code) in codes.iter().enumerate() {
+                let col = group_in_row * parts.group_size + offset;
+                let mut level = values.0[code as usize];
+                if let Some(zero) = zero {
+                    level -= zero;
+                }
+                // Column `col` of the stored matrix is column `permutation[col]` of the weight.
+                let original = parts
+                    .permutation
+                    .as_ref()
+                    .map_or(col, |permutation| permutation[col] as usize);
+                row_values[original] = (level * scale) as f32;
             }
-            // Column `col` of the stored matrix is column `permutation[col]` of the weight.
-            let original = parts
-                .permutation
-                .as_ref()
-                .map_or(col, |permutation| permutation[col] as usize);
-            row_values[original] = (level * parts.scales[group] as f64) as f32;
         }
         let row_bytes = &mut bytes[row_in_block * cols * element_bytes..][..cols * element_bytes];
         encode_row(&row_values, dtype, row_bytes);

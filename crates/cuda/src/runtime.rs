@@ -59,17 +59,28 @@ pub struct Gpu {
 }
 
 /// Device memory holding raw bytes.
+///
+/// The allocation is rounded up to whole 32-bit words (zero-filled past `len`): a kernel stores
+/// a sub-byte element by atomic operations on the word that holds it, which for the last
+/// elements of a buffer whose length is not a multiple of 4 reach past its last byte.
 pub struct DeviceBuffer {
     slice: CudaSlice<u8>,
+    len: usize,
+}
+
+/// Bytes allocated for a buffer of `len` bytes: whole words, at least one.
+fn allocated_bytes(len: usize) -> usize {
+    len.max(1).next_multiple_of(4)
 }
 
 impl DeviceBuffer {
+    /// The buffer's length in bytes (without the padding of its last word).
     pub fn len(&self) -> usize {
-        self.slice.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slice.len() == 0
+        self.len == 0
     }
 }
 
@@ -135,26 +146,35 @@ impl Gpu {
 
     /// Copies bytes to a new device buffer.
     pub fn upload(&self, bytes: &[u8]) -> Result<DeviceBuffer, RuntimeError> {
-        let slice = if bytes.is_empty() {
-            self.stream.alloc_zeros::<u8>(1)
-        } else {
-            self.stream.clone_htod(bytes)
-        }
-        .map_err(call("cuMemcpyHtoD"))?;
-        Ok(DeviceBuffer { slice })
+        let mut buffer = self.alloc_zeroed(bytes.len())?;
+        self.write(&mut buffer, bytes)?;
+        Ok(buffer)
     }
 
     /// Copies a device buffer back.
     pub fn download(&self, buffer: &DeviceBuffer) -> Result<Vec<u8>, RuntimeError> {
         self.stream
-            .clone_dtoh(&buffer.slice)
+            .clone_dtoh(&buffer.slice.slice(..buffer.len))
             .map_err(call("cuMemcpyDtoH"))
     }
 
-    /// Overwrites a device buffer with `bytes` (same length).
+    /// Overwrites a device buffer with `bytes`, which must be as long as the buffer.
     pub fn write(&self, buffer: &mut DeviceBuffer, bytes: &[u8]) -> Result<(), RuntimeError> {
+        if bytes.len() != buffer.len {
+            return Err(RuntimeError::Call {
+                call: "cuMemcpyHtoD",
+                error: format!(
+                    "{} bytes cannot overwrite a buffer of {} bytes",
+                    bytes.len(),
+                    buffer.len
+                ),
+            });
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
         self.stream
-            .memcpy_htod(bytes, &mut buffer.slice)
+            .memcpy_htod(bytes, &mut buffer.slice.slice_mut(..buffer.len))
             .map_err(call("cuMemcpyHtoD"))
     }
 
@@ -212,9 +232,9 @@ impl Gpu {
     pub fn alloc_zeroed(&self, bytes: usize) -> Result<DeviceBuffer, RuntimeError> {
         let slice = self
             .stream
-            .alloc_zeros::<u8>(bytes.max(1))
+            .alloc_zeros::<u8>(allocated_bytes(bytes))
             .map_err(call("cuMemAlloc"))?;
-        Ok(DeviceBuffer { slice })
+        Ok(DeviceBuffer { slice, len: bytes })
     }
 
     /// Median time in milliseconds of `repeats` device-to-device copies of all of `source`

@@ -67,3 +67,45 @@ fn launches_a_kernel_or_explains_why_not() {
         Err(RuntimeError::TargetMismatch { .. })
     ));
 }
+
+/// Stores the last 4-bit element of an `n`-byte buffer the way generated code stores sub-byte
+/// elements: atomically, through the 32-bit word that holds it.
+const LAST_NIBBLE: &str = r#"
+extern "C" __global__ void last_nibble(unsigned char* p, int n) {
+    unsigned long long bit = (unsigned long long)p * 8 + (2ull * n - 1) * 4;
+    unsigned int* word = (unsigned int*)((bit >> 5) << 2);
+    int shift = (int)(bit & 31);
+    atomicAnd(word, ~(0xfu << shift));
+    atomicOr(word, 0x9u << shift);
+}
+"#;
+
+#[test]
+fn buffers_whose_length_is_not_whole_words_take_word_stores_at_their_end() {
+    let Ok(gpu) = Gpu::open(0) else {
+        return; // without a GPU the test above checks the error
+    };
+    let module = compile(LAST_NIBBLE, "last_nibble", gpu.target()).unwrap();
+    let kernel = gpu.load(&module, "last_nibble").unwrap();
+    for len in 1..=9usize {
+        let bytes: Vec<u8> = (0..len).map(|i| 0x31 + 0x22 * i as u8).collect();
+        let mut buffer = gpu.upload(&bytes).unwrap();
+        assert_eq!(buffer.len(), len);
+        let launch = Launch {
+            grid: [1, 1, 1],
+            block: [1, 1, 1],
+            dynamic_shared_bytes: 0,
+        };
+        let arguments = [
+            KernelArgument::Buffer(&buffer),
+            KernelArgument::I32(len as i32),
+        ];
+        gpu.launch(&kernel, launch, &arguments).unwrap();
+        let mut expected = bytes.clone();
+        expected[len - 1] = (expected[len - 1] & 0x0f) | 0x90;
+        assert_eq!(gpu.download(&buffer).unwrap(), expected, "{len} bytes");
+        // A write must match the buffer's length, padding or not.
+        let error = gpu.write(&mut buffer, &vec![0; len + 1]).unwrap_err();
+        assert!(error.to_string().contains("cannot overwrite"), "{error}");
+    }
+}
