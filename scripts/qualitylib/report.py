@@ -187,17 +187,28 @@ def table(document):
     return lines
 
 
+# KL divergences within this fraction of each other count as the same: the search can move a
+# row's KL by a fraction of a percent without changing which format to pick.
+SAME_KL = 0.01
+
+
 def search_findings(document):
-    """Rows where the MSE search lowered the weight error, and whether KL followed."""
+    """Each MSE row with its round-to-nearest row and a verdict: 'pays' (KL lower), 'hurts'
+    (KL higher) or 'same' (within SAME_KL)."""
     plain = {(r["dtype"], r["group"]): r for r in document["rows"] if r["search"] == "none"}
-    paid, unpaid = [], []
+    findings = []
     for r in document["rows"]:
         base = plain.get((r["dtype"], r["group"]))
         if r["search"] != "mse" or base is None:
             continue
-        entry = (r, base)
-        (paid if r["kl"] < base["kl"] else unpaid).append(entry)
-    return paid, unpaid
+        if r["kl"] < base["kl"] * (1 - SAME_KL):
+            verdict = "pays"
+        elif r["kl"] > base["kl"] * (1 + SAME_KL):
+            verdict = "hurts"
+        else:
+            verdict = "same"
+        findings.append((r, base, verdict))
+    return sorted(findings, key=lambda finding: sort_key(finding[0]))
 
 
 def _planned(settings):
@@ -215,7 +226,7 @@ def write(document, markdown_path):
     rows = document["rows"]
     minutes = document["seconds"] / 60
     front = pareto(rows)
-    paid, unpaid = search_findings(document)
+    findings = search_findings(document)
     groups = ", ".join(str(g) for g in settings["groups"])
     mse_groups = ", ".join(str(g) for g in settings["mse_groups"])
     if settings["mse_formats"] == settings["formats"] and settings["mse_groups"] == settings["groups"]:
@@ -311,24 +322,28 @@ def write(document, markdown_path):
         with open(CHOICE_NOTES) as f:
             lines += [f.read().strip(), ""]
     lines += ["## Where the MSE search pays", ""]
-    if paid or unpaid:
+    if findings:
         lines.append(
             "The search picks, per group, the scale of least squared weight error, so the weight "
-            "error never rises; the model's output need not follow.")
+            "error never rises; the model's output need not follow. *Pays*: KL divergence lower "
+            f"by more than {100 * SAME_KL:.0f} %; *hurts*: higher by more than that; *same*: "
+            "within it.")
         lines.append("")
-        lines.append("| format | group | weight error none → mse | KL none → mse | pays |")
+        lines.append("| format | group | weight error none → mse | KL none → mse | search |")
         lines.append("|---|---:|---|---|---|")
-        for r, base in sorted(paid + unpaid, key=lambda e: sort_key(e[0])):
+        for r, base, verdict in findings:
+            shown = {"pays": "pays", "hurts": "**hurts**", "same": "same"}[verdict]
             lines.append(f"| {r['dtype']} | {r['group']} | {base['weight_error']:.4f} → "
                          f"{r['weight_error']:.4f} | {_kl(base['kl'])} → {_kl(r['kl'])} | "
-                         f"{'yes' if r in [p[0] for p in paid] else '**no**'} |")
+                         f"{shown} |")
         lines.append("")
-        if unpaid:
-            lines.append("It does not pay (lower weight error, higher KL divergence) for "
-                         + ", ".join(label(r) for r, _ in unpaid) + ".")
-        else:
-            lines.append("It lowers the KL divergence of every format searched.")
-        lines.append("")
+        for verdict, text in (("pays", "It pays for"), ("hurts", "It hurts"),
+                              ("same", "It changes the KL divergence by less than "
+                                       f"{100 * SAME_KL:.0f} % for")):
+            rows = [label(r) for r, _, v in findings if v == verdict]
+            lines.append(f"{text} {len(rows)} of {len(findings)} rows"
+                         + (": " + ", ".join(rows) + "." if rows else "."))
+            lines.append("")
     points, device = speed_points(document, 64)
     if points:
         speed_chart(points, device, 64, speed_svg)
