@@ -196,6 +196,44 @@ def _nbytes(tensor: Optional[torch.Tensor]) -> int:
     return 0 if tensor is None else tensor.numel() * tensor.element_size()
 
 
+@torch.library.custom_op("anybit::dequantize", mutates_args=())
+def _dequantize(
+    codes: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: Optional[torch.Tensor],
+    weight_type: str,
+    group_size: Optional[int],
+    n: int,
+    k: int,
+    scale_dtype: str,
+) -> torch.Tensor:
+    """The stored ``[N, K]`` weight in float32 from host ``codes``, float32 ``scales`` and
+    ``zeros``: an op of its own, with a fake implementation, so that ``torch.compile`` traces
+    the CPU path of the layers (which multiplies by the dequantized weight) without a break."""
+    out = torch.empty((n, k), dtype=torch.float32)
+    _native.dequantize(
+        weight_type,
+        group_size,
+        n,
+        k,
+        scale_dtype,
+        _address(codes),
+        _nbytes(codes),
+        _address(scales),
+        _nbytes(scales),
+        _address(zeros),
+        _nbytes(zeros),
+        _address(out),
+        _nbytes(out),
+    )
+    return out
+
+
+@_dequantize.register_fake
+def _dequantize_fake(codes, scales, zeros, weight_type, group_size, n, k, scale_dtype):
+    return codes.new_empty((n, k), dtype=torch.float32)
+
+
 class QuantizedWeight:
     """A quantized ``[N, K]`` weight (``N`` output features, ``K`` input features).
 
@@ -497,23 +535,8 @@ class QuantizedWeight:
         """The ``[N, K]`` weight the kernels multiply by, ``(decode(q) − z) · s``, computed in
         f64 and rounded to ``dtype``, on ``device`` (default: :attr:`device`)."""
         n, k = self.shape
-        out = torch.empty((n, k), dtype=torch.float32)
         scales = self.scales.float().contiguous()
-        _native.dequantize(
-            self.dtype,
-            self.group_size,
-            n,
-            k,
-            self.scale_name,
-            _address(self.codes),
-            _nbytes(self.codes),
-            _address(scales),
-            _nbytes(scales),
-            _address(self.zeros),
-            _nbytes(self.zeros),
-            _address(out),
-            _nbytes(out),
-        )
+        out = _dequantize(self.codes, scales, self.zeros, self.dtype, self.group_size, n, k, self.scale_name)
         if self.perm is not None:
             # Stored column j is the weight's column perm[j].
             stored, out = out, torch.empty_like(out)

@@ -196,3 +196,44 @@ def test_parallel_layers_split_weight_and_bias(generator):
         RowParallelLinear.from_quantized(whole)
     with pytest.raises(ValueError, match="world sizes that work"):
         RowParallelLinear.from_quantized(whole, rank=0, world_size=8)
+
+
+def _compiled_mlp_on_rank(rank, world_size, port, out_dir):
+    """One rank of a tensor-parallel MLP (column-parallel up, row-parallel down) on gloo: the
+    eager output, the output under torch.compile(fullgraph=True) and the whole MLP's, saved."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        up = QuantizedLinear(anybit.quantize(torch.randn(64, 128, generator=generator), "u4", 32), torch.randn(64, generator=generator))
+        down = QuantizedLinear(anybit.quantize(torch.randn(128, 64, generator=generator), "i3", 32), torch.randn(128, generator=generator))
+        x = torch.randn(3, 128, generator=generator)
+        column = ColumnParallelLinear.from_quantized(up, rank=rank, world_size=world_size)
+        row = RowParallelLinear.from_quantized(down, rank=rank, world_size=world_size)
+
+        def mlp(x):
+            return row(torch.relu(column(x)))
+
+        compiled = torch.compile(mlp, fullgraph=True, backend="eager")
+        torch.save((mlp(x), compiled(x), down(torch.relu(up(x)))), f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_parallel_layers_trace_whole_under_torch_compile(tmp_path):
+    """Two ranks on the CPU (gloo): the parallel layers, their all-reduce and the CPU product
+    (through the op anybit::dequantize) trace into one graph, and the compiled MLP gives the
+    eager one's output exactly, which is the whole MLP's up to the order of the sum."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_compiled_mlp_on_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        eager, compiled, whole = torch.load(tmp_path / f"{rank}.pt")
+        assert torch.equal(compiled, eager)
+        assert torch.allclose(eager, whole, rtol=1e-5, atol=1e-4)
