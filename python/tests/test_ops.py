@@ -160,3 +160,13 @@ def test_alignment_check_traces_without_a_graph_break():
     x = torch.randn(8)
     assert torch.equal(compiled(x), x * 2)
     assert not _aligned(torch.randn(9, dtype=torch.float16)[1:])
+
+
+def test_dequantize_op_passes_opcheck_and_matches_the_weight():
+    """anybit::dequantize (the CPU path's op): its fake implementation agrees with the real one
+    (torch.library.opcheck), and the op gives the weight's own dequantization."""
+    weight = anybit.quantize(torch.randn(48, 96), "u3", 32)
+    arguments = (weight.codes, weight.scales.float().contiguous(), weight.zeros, weight.dtype,
+                 weight.group_size, 48, 96, weight.scale_name)
+    torch.library.opcheck(torch.ops.anybit.dequantize.default, arguments)
+    assert torch.equal(torch.ops.anybit.dequantize(*arguments), weight.dequantize())
