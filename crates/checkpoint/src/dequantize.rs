@@ -20,8 +20,8 @@ use anybit_dtype::DType;
 
 use crate::format::{QuantizedCheckpoint, QuantizedParts, FORMAT_VERSION_KEY};
 use crate::quantize::{
-    copy_unchanged, worker_threads, CheckpointSummary, Progress, TensorOutcome, TensorSummary,
-    BLOCK_ELEMENTS,
+    copy_unchanged, row_blocks, worker_threads, CheckpointSummary, Progress, TensorOutcome,
+    TensorSummary,
 };
 use crate::rewrite::{check_output, write_checkpoint, OutputFile};
 use crate::tensor_file::TensorDtype;
@@ -225,11 +225,7 @@ fn dequantize_weight(
 ) -> Result<TensorSummary, CheckpointError> {
     let (rows, cols) = (parts.rows, parts.cols);
     let element_bytes = dtype.bits() as usize / 8;
-    let block_rows = (BLOCK_ELEMENTS / cols.max(1)).max(1);
-    let blocks: Vec<Range<usize>> = (0..rows)
-        .step_by(block_rows)
-        .map(|first| first..(first + block_rows).min(rows))
-        .collect();
+    let blocks = row_blocks(rows, cols, worker_threads());
     let values = CodeValues::new(parts.dtype);
     let code_bytes_per_row = cols as f64 * parts.dtype.bits() as f64 / 8.0;
     for batch in blocks.chunks(worker_threads()) {

@@ -474,6 +474,18 @@ pub(crate) fn copy_unchanged(
     })
 }
 
+/// A weight's rows cut into blocks for the worker threads: about [`BLOCK_ELEMENTS`] each, and
+/// at least one per thread while there are rows (a small weight still keeps every thread busy).
+pub(crate) fn row_blocks(rows: usize, cols: usize, threads: usize) -> Vec<Range<usize>> {
+    let block_rows = (BLOCK_ELEMENTS / cols.max(1))
+        .min(rows.div_ceil(threads.max(1)))
+        .max(1);
+    (0..rows)
+        .step_by(block_rows)
+        .map(|first| first..(first + block_rows).min(rows))
+        .collect()
+}
+
 /// The number of threads that work on one weight's row blocks at once.
 pub(crate) fn worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |threads| threads.get().min(16))
@@ -492,17 +504,13 @@ fn quantize_tensor(
 ) -> Result<(u64, ErrorReport), CheckpointError> {
     let options = settings.options;
     let bits = options.dtype.bits() as usize;
-    // Blocks must start on a byte of the packed codes: split only when rows are whole bytes.
-    let block_rows = if (cols * bits).is_multiple_of(8) {
-        (BLOCK_ELEMENTS / cols).max(1)
-    } else {
-        rows.max(1)
-    };
-    let blocks: Vec<Range<usize>> = (0..rows)
-        .step_by(block_rows)
-        .map(|first| first..(first + block_rows).min(rows))
-        .collect();
     let threads = worker_threads();
+    // Blocks must start on a byte of the packed codes: split only when rows are whole bytes.
+    let blocks = if (cols * bits).is_multiple_of(8) {
+        row_blocks(rows, cols, threads)
+    } else {
+        (rows > 0).then_some(0..rows).into_iter().collect()
+    };
     let data = input.data(entry);
     let element_bytes = entry.dtype.bits() as usize / 8;
     let codes = codes_name(&entry.name);

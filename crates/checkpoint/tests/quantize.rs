@@ -247,8 +247,14 @@ fn round_trip_of_a_single_file() {
             .iter()
             .find(|tensor| tensor.name == name)
             .unwrap();
-        let report = error_report(&original, &in_memory.dequantize()).unwrap();
-        assert_eq!(summary.outcome, TensorOutcome::Quantized(report), "{name}");
+        // The blocks of every thread are summed separately: the whole's report up to rounding.
+        let whole = error_report(&original, &in_memory.dequantize()).unwrap();
+        let TensorOutcome::Quantized(report) = summary.outcome else {
+            panic!("{name} is quantized");
+        };
+        assert_eq!(report.max_abs, whole.max_abs, "{name}");
+        let difference = (report.relative_frobenius - whole.relative_frobenius).abs();
+        assert!(difference <= 1e-9 * whole.relative_frobenius, "{name}");
         // Three bits of [N, K] plus an f16 scale and a u8 zero point per group of 128.
         let [rows, cols] = [summary.shape[0], summary.shape[1]];
         assert_eq!(
@@ -421,12 +427,13 @@ fn weights_larger_than_a_block_and_rows_that_are_not_whole_bytes() {
         else {
             panic!("{name} is quantized");
         };
-        // Blocks are summed separately: equal to the whole up to rounding.
+        // Blocks are summed separately: equal to the whole up to rounding (sums of a million
+        // squares in f64 differ by up to about a million ulps).
         let whole = error_report(&original, &in_memory.dequantize()).unwrap();
         assert_eq!(report.max_abs, whole.max_abs);
         assert!(
             (report.relative_frobenius - whole.relative_frobenius).abs()
-                <= 1e-12 * whole.relative_frobenius
+                <= 1e-9 * whole.relative_frobenius
         );
     }
     let odd = checkpoint.checkpoint().find("odd.weight.codes").unwrap().1;
