@@ -443,6 +443,27 @@ class QuantizedWeight:
 
     # -- tensor-parallel parts ---------------------------------------------------------
 
+    def permute_rows(self, order) -> "QuantizedWeight":
+        """This weight with its output features reordered: row ``i`` of the result is row
+        ``order[i]`` of this weight (codes, scales and zero points move with their row), so
+        its :meth:`dequantize` is exactly ``self.dequantize()[order]``; the act-order column
+        permutation, if any, is kept. On this weight's device. ``order`` must be a permutation
+        of ``0..N-1`` (``ValueError``)."""
+        n, k = self.shape
+        if not isinstance(order, torch.Tensor):
+            order = torch.as_tensor(order)
+        order = order.detach().to("cpu", torch.int64).reshape(-1)
+        if order.numel() != n or not torch.equal(order.sort().values, torch.arange(n)):
+            raise ValueError(f"order must be a permutation of 0..{n - 1} (one entry per output feature)")
+        bits = self.bits
+        if (k * bits) % 8 == 0:
+            codes = self.codes.reshape(n, k * bits // 8)[order]
+        else:
+            codes = _pack_codes(_unpack_codes(self.codes, bits, 0, n * k).reshape(n, k)[order], bits)
+        zeros = None if self.zeros is None else self.zeros[order]
+        part = QuantizedWeight(codes, self.scales[order], zeros, self.dtype, self.group_size, (n, k), perm=self.perm)
+        return part if self.device.type == "cpu" else part.to(self.device)
+
     def shard(self, dim: int, rank: int, world_size: int) -> "QuantizedWeight":
         """Part ``rank`` of this weight split into ``world_size`` equal parts along ``dim``, for
         tensor parallelism, on this weight's device; its :meth:`dequantize` is exactly the same
@@ -511,8 +532,9 @@ class QuantizedWeight:
                         f"{world_size} parts: its permutation puts input features of other parts "
                         f"into stored columns {start}..{start + size - 1} (part {rank}), whose "
                         "groups would then need inputs from other ranks. Split it column-parallel "
-                        "(dim=0), or use a world size whose parts each permute only their own "
-                        "features"
+                        "(dim=0), use a world size whose parts each permute only their own "
+                        "features, or move the permutation into the layers that produce this "
+                        "layer's input (anybit.nn.absorb_act_order)"
                     )
                 perm = stored - start
             if (k * bits) % 8 == 0 and (start * bits) % 8 == 0 and (size * bits) % 8 == 0:

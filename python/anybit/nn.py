@@ -1,14 +1,15 @@
 """Modules: :class:`QuantizedLinear`, and :func:`quantize_model` / :func:`load_quantized`,
 which put it in place of a model's ``nn.Linear`` layers; :class:`ColumnParallelLinear` and
 :class:`RowParallelLinear`, one rank's part of a quantized linear layer split for tensor
-parallelism on ``torch.distributed``."""
+parallelism on ``torch.distributed``, and :func:`absorb_act_order`, which makes act-order
+layers splittable."""
 
 from __future__ import annotations
 
 import fnmatch
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -160,6 +161,48 @@ def _whole_layer(linear) -> QuantizedLinear:
             f"QuantizedLinear.from_linear or anybit.quantize_model first), not {type(linear).__name__}"
         )
     return linear
+
+
+def absorb_act_order(producers: Sequence[QuantizedLinear], consumer: QuantizedLinear) -> None:
+    """Moves ``consumer``'s act-order permutation into the layers whose outputs it reads, in
+    place, so that the consumer needs no gather and splits row-parallel over any world size.
+
+    An act-order weight (GPTQ ``desc_act``) multiplies its input gathered as ``x[..., perm]``;
+    its input features are scattered over its stored columns, so a row-parallel split of it
+    would need inputs of other ranks (:meth:`QuantizedWeight.shard` refuses). If every layer
+    that produces the consumer's input instead emits its outputs in that order (its rows and
+    bias reordered by ``perm``: :meth:`QuantizedWeight.permute_rows`), the consumer takes them
+    as they come and its permutation is dropped. Nothing is re-quantized: every dequantized
+    value is unchanged, and ``consumer(f(producer(x)))`` is the same product, for any ``f`` that
+    acts on each feature alone (SiLU(gate) · up in a Llama MLP: ``producers=[gate, up]``,
+    ``consumer=down``). Not for a consumer whose input is mixed across features first
+    (a norm, attention): its producers' order would change what the mixing sees.
+
+    Raises ``ValueError`` when ``consumer`` has no permutation or a producer's output size is
+    not the consumer's input size, ``TypeError`` for layers that are not whole
+    :class:`QuantizedLinear` layers (absorb before splitting).
+    """
+    layers = list(producers)
+    for layer in [consumer, *layers]:
+        _whole_layer(layer)
+    perm = consumer.qweight.perm
+    if perm is None:
+        raise ValueError("the consumer has no act-order permutation to absorb")
+    if not layers:
+        raise ValueError("absorbing a permutation needs the layers that produce the consumer's input")
+    for layer in layers:
+        if layer.out_features != consumer.in_features:
+            raise ValueError(
+                f"a producer has {layer.out_features} output features, but the consumer takes "
+                f"{consumer.in_features} input features"
+            )
+    for layer in layers:
+        layer.qweight = layer.qweight.permute_rows(perm)
+        if layer.bias is not None:
+            layer.bias.data = layer.bias.data[perm.to(layer.bias.device)]
+    w = consumer.qweight
+    stored = QuantizedWeight(w.codes, w.scales, w.zeros, w.dtype, w.group_size, w.shape)
+    consumer.qweight = stored if w.device.type == "cpu" else stored.to(w.device)
 
 
 class _ParallelPart(QuantizedLinear):

@@ -237,3 +237,53 @@ def test_parallel_layers_trace_whole_under_torch_compile(tmp_path):
         eager, compiled, whole = torch.load(tmp_path / f"{rank}.pt")
         assert torch.equal(compiled, eager)
         assert torch.allclose(eager, whole, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, k, group_size", [("u3", 64, 32), ("u3", 5, None), ("i4", 96, 32), ("f6e3m2", 64, None)])
+def test_permuted_rows_are_the_rows_of_the_whole(dtype, k, group_size, generator):
+    weight = anybit.quantize(torch.randn(12, k, generator=generator), dtype, group_size)
+    order = torch.randperm(12, generator=generator)
+    assert torch.equal(weight.permute_rows(order).dequantize(), weight.dequantize()[order])
+    with pytest.raises(ValueError, match="permutation of 0..11"):
+        weight.permute_rows(torch.zeros(12, dtype=torch.int64))
+
+
+def test_absorbed_act_order_computes_the_same_and_splits_row_parallel(generator):
+    """A Llama MLP whose down projection is act-order: after absorb_act_order the gate and up
+    projections emit their features in down's stored order, down has no permutation, the MLP
+    computes the same, and down splits row-parallel where it was refused."""
+    hidden, inner = 64, 128
+    perm = torch.randperm(inner, generator=generator)
+    down = QuantizedLinear(_act_order(torch.randn(hidden, inner, generator=generator), "u4", 32, perm), torch.randn(hidden, generator=generator))
+    gate = QuantizedLinear(anybit.quantize(torch.randn(inner, hidden, generator=generator), "i3", 32), torch.randn(inner, generator=generator))
+    up = QuantizedLinear(anybit.quantize(torch.randn(inner, hidden, generator=generator), "f6e3m2", 32))
+    x = torch.randn(5, hidden, generator=generator)
+
+    def mlp(x):
+        return down(nn.functional.silu(gate(x)) * up(x))
+
+    before = mlp(x)
+    with pytest.raises(ValueError, match="permutation puts input features of other parts"):
+        down.qweight.shard(1, 0, 2)
+    down_values, gate_values = down.qweight.dequantize(), gate.qweight.dequantize()
+    anybit.nn.absorb_act_order([gate, up], down)
+    assert down.qweight.perm is None
+    # Nothing re-quantized: the same values, in the stored order.
+    assert torch.equal(down.qweight.dequantize(), down_values[:, perm])
+    assert torch.equal(gate.qweight.dequantize(), gate_values[perm])
+    # The same sums in another order: equal up to float32 rounding of values in the hundreds.
+    scale = before.abs().max()
+    assert torch.allclose(mlp(x), before, rtol=0, atol=1e-5 * scale)
+    inner_features = nn.functional.silu(gate(x)) * up(x)
+    partials = []
+    for rank in range(2):
+        row = RowParallelLinear.from_quantized(down, rank=rank, world_size=2, input_is_parallel=False)
+        partials.append(row._product(inner_features.chunk(2, -1)[rank], row.bias if rank == 0 else None))
+    assert torch.allclose(partials[0] + partials[1], before, rtol=0, atol=1e-5 * scale)
+    with pytest.raises(ValueError, match="no act-order permutation"):
+        anybit.nn.absorb_act_order([gate, up], down)
+    other = QuantizedLinear(_act_order(torch.randn(hidden, inner, generator=generator), "u4", 32, perm))
+    with pytest.raises(ValueError, match="64 output features, but the consumer takes 128"):
+        anybit.nn.absorb_act_order([down], other)
+    with pytest.raises(TypeError, match="already one rank's part"):
+        anybit.nn.absorb_act_order([ColumnParallelLinear.from_quantized(gate, rank=0, world_size=2)], other)
