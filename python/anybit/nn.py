@@ -206,7 +206,17 @@ def absorb_act_order(producers: Sequence[QuantizedLinear], consumer: QuantizedLi
 
 
 class _ParallelPart(QuantizedLinear):
-    """What the parallel layers share: they are made from a whole layer, not from an nn.Linear."""
+    """What the parallel layers share: a place among the ranks of ``group``, and being made
+    from a whole layer, not from an nn.Linear."""
+
+    def __init__(self, qweight: QuantizedWeight, bias: Optional[torch.Tensor], *, rank: int, world_size: int, group):
+        super().__init__(qweight, bias)
+        self.rank = rank
+        self.world_size = world_size
+        self.group = group
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, world_size={self.world_size}"
 
     @classmethod
     def from_linear(cls, linear, *args, **kwargs):
@@ -234,10 +244,7 @@ class ColumnParallelLinear(_ParallelPart):
         group=None,
         gather_output: bool = False,
     ):
-        super().__init__(qweight, bias)
-        self.rank = rank
-        self.world_size = world_size
-        self.group = group
+        super().__init__(qweight, bias, rank=rank, world_size=world_size, group=group)
         self.gather_output = gather_output
 
     @classmethod
@@ -260,7 +267,7 @@ class ColumnParallelLinear(_ParallelPart):
         return cls(qweight, bias, rank=rank, world_size=world_size, group=group, gather_output=gather_output)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, rank={self.rank}, world_size={self.world_size}, gather_output={self.gather_output}"
+        return f"{super().extra_repr()}, gather_output={self.gather_output}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._product(x, self.bias)
@@ -293,10 +300,7 @@ class RowParallelLinear(_ParallelPart):
         group=None,
         input_is_parallel: bool = True,
     ):
-        super().__init__(qweight, bias)
-        self.rank = rank
-        self.world_size = world_size
-        self.group = group
+        super().__init__(qweight, bias, rank=rank, world_size=world_size, group=group)
         self.input_is_parallel = input_is_parallel
 
     @classmethod
@@ -319,7 +323,7 @@ class RowParallelLinear(_ParallelPart):
         return cls(qweight, linear.bias, rank=rank, world_size=world_size, group=group, input_is_parallel=input_is_parallel)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, rank={self.rank}, world_size={self.world_size}, input_is_parallel={self.input_is_parallel}"
+        return f"{super().extra_repr()}, input_is_parallel={self.input_is_parallel}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.in_features
