@@ -10,7 +10,7 @@ once, when the weight is moved to a GPU, and kept.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 
@@ -196,6 +196,11 @@ def _nbytes(tensor: Optional[torch.Tensor]) -> int:
     return 0 if tensor is None else tensor.numel() * tensor.element_size()
 
 
+def _span(tensor: Optional[torch.Tensor]) -> Tuple[int, int]:
+    """A tensor's address and size in bytes, the pair every native call takes (0, 0 for None)."""
+    return _address(tensor), _nbytes(tensor)
+
+
 @torch.library.custom_op("anybit::dequantize", mutates_args=())
 def _dequantize(
     codes: torch.Tensor,
@@ -217,14 +222,10 @@ def _dequantize(
         n,
         k,
         scale_dtype,
-        _address(codes),
-        _nbytes(codes),
-        _address(scales),
-        _nbytes(scales),
-        _address(zeros),
-        _nbytes(zeros),
-        _address(out),
-        _nbytes(out),
+        *_span(codes),
+        *_span(scales),
+        *_span(zeros),
+        *_span(out),
     )
     return out
 
@@ -381,18 +382,12 @@ class QuantizedWeight:
             n,
             k,
             self.scale_name,
-            _address(self.codes),
-            _nbytes(self.codes),
-            _address(plain_scales),
-            _nbytes(plain_scales),
-            _address(plain_zeros),
-            _nbytes(plain_zeros),
-            _address(codes),
-            _nbytes(codes),
-            _address(scales),
-            _nbytes(scales),
-            _address(zeros),
-            _nbytes(zeros),
+            *_span(self.codes),
+            *_span(plain_scales),
+            *_span(plain_zeros),
+            *_span(codes),
+            *_span(scales),
+            *_span(zeros),
         )
         return codes, scales, zeros
 
@@ -610,8 +605,7 @@ def quantize(
     scales = torch.empty((n, groups), dtype=torch.float32)
     zeros = torch.empty((n, groups), dtype=torch.uint8) if dtype.startswith("u") else None
     _native.quantize(
-        _address(source),
-        _nbytes(source),
+        *_span(source),
         _WEIGHT_SOURCE[source.dtype],
         n,
         k,
@@ -619,12 +613,9 @@ def quantize(
         group_size,
         _SCALE_DTYPES[scale_dtype],
         search or "none",
-        _address(codes),
-        _nbytes(codes),
-        _address(scales),
-        _nbytes(scales),
-        _address(zeros),
-        _nbytes(zeros),
+        *_span(codes),
+        *_span(scales),
+        *_span(zeros),
     )
     weight = QuantizedWeight(
         codes, scales.to(scale_dtype), zeros, dtype, group_size, (n, k)
@@ -662,17 +653,14 @@ def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[Quantize
         zeros = torch.empty((n, groups), dtype=torch.uint8) if zero_points else None
         native.read_quantized(
             name,
-            _address(codes),
-            _nbytes(codes),
-            _address(scales),
-            _nbytes(scales),
-            _address(zeros),
-            _nbytes(zeros),
+            *_span(codes),
+            *_span(scales),
+            *_span(zeros),
         )
         perm = None
         if permuted:
             perm = torch.empty(k, dtype=torch.int64)
-            native.read_permutation(name, _address(perm), _nbytes(perm))
+            native.read_permutation(name, *_span(perm))
         weight = QuantizedWeight(
             codes, scales.to(_SCALE_DTYPE_NAMES[scale_dtype]), zeros, dtype, group, (n, k), perm=perm
         )
@@ -680,6 +668,6 @@ def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[Quantize
     for name in native.plain_names():
         dtype, shape = native.plain_info(name)
         tensor = torch.empty(shape, dtype=getattr(torch, dtype))
-        native.read_plain(name, _address(tensor), _nbytes(tensor))
+        native.read_plain(name, *_span(tensor))
         tensors[name] = tensor if device is None else tensor.to(device)
     return tensors

@@ -51,7 +51,8 @@ def compare(reference, logits):
 
 
 class RelativeFrobenius:
-    """‖W − Ŵ‖_F / ‖W‖_F over all weights together; ‖W‖ is summed once, not per row."""
+    """‖W − Ŵ‖_F / ‖W‖_F over all weights together; ‖W‖ is summed once, not for every
+    configuration."""
 
     def __init__(self, originals):
         self.originals = originals
