@@ -292,14 +292,15 @@ fn dequantize_rows(
 ) -> Vec<u8> {
     let cols = parts.cols;
     let bits = parts.dtype.bits();
-    let groups_per_row = cols / parts.group_size;
+    let groups_per_row = cols.div_ceil(parts.group_size);
     let element_bytes = dtype.bits() as usize / 8;
     let mut bytes = vec![0u8; block.len() * cols * element_bytes];
     let mut row_values = vec![0f32; cols];
     let mut row_codes = vec![0u32; cols];
     for (row_in_block, row) in block.enumerate() {
         anybit_dtype::read_codes(parts.codes, bits, row * cols, &mut row_codes);
-        let groups = row_codes.chunks_exact(parts.group_size);
+        // The last group of a row is short when the group size does not divide K.
+        let groups = row_codes.chunks(parts.group_size);
         for (group_in_row, codes) in groups.enumerate() {
             let group = row * groups_per_row + group_in_row;
             let scale = parts.scales[group] as f64;

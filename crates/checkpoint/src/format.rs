@@ -4,8 +4,9 @@
 //! - `NAME.codes`: `U8`, the codes of the `[N, K]` matrix packed as `anybit_dtype::pack` packs
 //!   them (element i at bits `[i·b, (i+1)·b)` of a little-endian bit stream), shape
 //!   `[N, K·b/8]`, or `[⌈N·K·b/8⌉]` when a row does not end on a byte boundary;
-//! - `NAME.scales`: `[N, K/group]` in the scale type (`F16`, `BF16` or `F32`);
-//! - `NAME.zeros`: `[N, K/group]` `U8` zero-point codes, for unsigned weight types only;
+//! - `NAME.scales`: `[N, ⌈K/group⌉]` in the scale type (`F16`, `BF16` or `F32`); when the
+//!   group size does not divide K, the last group of each row is short (K mod group elements);
+//! - `NAME.zeros`: `[N, ⌈K/group⌉]` `U8` zero-point codes, for unsigned weight types only;
 //! - `NAME.perm`: `[K]` `I32`, only for weights imported with GPTQ's act-order: column `j` of
 //!   the stored matrix is column `perm[j]` of the original weight (so the activations are
 //!   gathered as `x[perm[j]]`);
@@ -73,7 +74,8 @@ pub fn codes_shape(rows: usize, cols: usize, bits: u32) -> Vec<usize> {
 pub struct QuantizedTensorInfo {
     /// The weight type (`u3`, `i4`, `f6e3m2`, …).
     pub dtype: String,
-    /// Elements per group along K (K itself for one group per row).
+    /// Elements per group along K (K itself for one group per row); the last group of a row
+    /// is short when it does not divide K.
     pub group_size: usize,
     /// `[N, K]`.
     pub shape: [usize; 2],
@@ -138,11 +140,8 @@ impl Description {
             ));
         }
         let [rows, cols] = info.shape;
-        if info.group_size == 0 || !cols.is_multiple_of(info.group_size) {
-            return Err(format!(
-                "group size {} does not divide K = {cols}",
-                info.group_size
-            ));
+        if info.group_size == 0 {
+            return Err("group size 0: a group holds at least one element".to_string());
         }
         let unsigned = matches!(dtype, DType::Unsigned(_));
         if info.zero_points != unsigned {
@@ -293,7 +292,7 @@ impl QuantizedCheckpoint {
             scale_dtype,
             zero_points,
         } = description;
-        let groups = rows * (cols / group_size);
+        let groups = rows * cols.div_ceil(group_size);
         let part = |part_name: String,
                     dtype: TensorDtype,
                     shapes: &[Vec<usize>]|
@@ -312,7 +311,7 @@ impl QuantizedCheckpoint {
         )?;
         let scale_tensor_dtype = TensorDtype::from_scale_dtype(scale_dtype)
             .ok_or_else(|| CheckpointError::tensor(file.path(), name, "bad scale type"))?;
-        let scale_shape = vec![rows, cols / group_size];
+        let scale_shape = vec![rows, cols.div_ceil(group_size)];
         let scale_bytes = part(
             scales_name(name),
             scale_tensor_dtype,
@@ -397,9 +396,9 @@ pub struct QuantizedParts<'a> {
     pub scale_dtype: DType,
     /// The packed codes of the stored `[rows, cols]` matrix.
     pub codes: &'a [u8],
-    /// `[rows, cols / group_size]`, exactly representable in `scale_dtype`.
+    /// `[rows, ⌈cols / group_size⌉]`, exactly representable in `scale_dtype`.
     pub scales: Vec<f32>,
-    /// `[rows, cols / group_size]` zero-point codes, for unsigned types.
+    /// `[rows, ⌈cols / group_size⌉]` zero-point codes, for unsigned types.
     pub zero_points: Option<&'a [u8]>,
     /// Column `j` of the stored matrix is column `permutation[j]` of the original weight.
     pub permutation: Option<Vec<u32>>,

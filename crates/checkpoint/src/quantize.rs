@@ -285,7 +285,7 @@ fn plan(
                 });
                 continue;
             }
-            let (rows, cols) = check_selected(file, entry, options)?;
+            let (rows, cols) = check_selected(file, entry)?;
             for part in [
                 codes_name(&entry.name),
                 scales_name(&entry.name),
@@ -315,13 +315,13 @@ fn plan(
             planned.push(PlannedTensor {
                 name: scales_name(&entry.name),
                 dtype: scale_dtype,
-                shape: vec![rows, cols / group_size],
+                shape: vec![rows, cols.div_ceil(group_size)],
             });
             if unsigned {
                 planned.push(PlannedTensor {
                     name: zeros_name(&entry.name),
                     dtype: TensorDtype::U8,
-                    shape: vec![rows, cols / group_size],
+                    shape: vec![rows, cols.div_ceil(group_size)],
                 });
             }
             let info = QuantizedTensorInfo {
@@ -357,11 +357,12 @@ fn plan(
     Ok(plans)
 }
 
-/// Checks that a selected tensor can be quantized; its rows and columns.
+/// Checks that a selected tensor can be quantized; its rows and columns. Any group size fits
+/// any K ≥ 1: when it does not divide K, each row's last group is short (the format's scales
+/// are `[N, ⌈K/group⌉]`).
 fn check_selected(
     file: &TensorFile,
     entry: &TensorEntry,
-    options: QuantizeOptions,
 ) -> Result<(usize, usize), CheckpointError> {
     let refuse = |reason: String| {
         Err(CheckpointError::tensor(
@@ -382,18 +383,6 @@ fn check_selected(
             entry.shape
         ));
     };
-    if let GroupSize::Elements(size) = options.group_size {
-        if !cols.is_multiple_of(size) {
-            return Err(CheckpointError::Quantize {
-                path: file.path().to_path_buf(),
-                tensor: entry.name.clone(),
-                source: QuantizeError::GroupDoesNotDivide {
-                    cols,
-                    group_size: size,
-                },
-            });
-        }
-    }
     if cols == 0 {
         return refuse("it has no columns".to_string());
     }

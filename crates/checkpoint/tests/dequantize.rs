@@ -138,11 +138,16 @@ fn dequantized_weights_are_the_libraries_dequantization() {
     let input = directory.path().join("model.safetensors");
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_file(&input, &model(), metadata);
+    // Groups of 32 leave the [7, 48] weight a short last group of 16; groups of 128 are one
+    // short group of 48 there and of 128 elsewhere.
     for (weight_type, group) in [
         ("u3", GroupSize::Elements(16)),
         ("i4", GroupSize::PerChannel),
         ("f6e3m2", GroupSize::Elements(16)),
         ("u8", GroupSize::Elements(16)),
+        ("u3", GroupSize::Elements(32)),
+        ("i5", GroupSize::Elements(128)),
+        ("f4e2m1", GroupSize::Elements(32)),
     ] {
         let quantized = directory.path().join(format!("{weight_type}.safetensors"));
         quantize_checkpoint(
@@ -235,6 +240,69 @@ fn write_permuted(path: &Path, permutation: &[u8], permutation_shape: usize) {
             ("bias", Dtype::F32, vec![2], encode(Dtype::F32, &[1.0, 2.0])),
         ],
         metadata,
+    );
+}
+
+/// Writes a quantized checkpoint by hand: one u4 weight [2, 40] in groups of 32 (the last of 8
+/// columns), its scales of shape `scale_shape`.
+fn write_short_group(path: &Path, scale_shape: [usize; 2]) {
+    let codes: Vec<u8> = (0..40u8).map(|byte| byte.wrapping_mul(53)).collect();
+    let scale_values = [0.5, 0.25, 1.0, 0.125];
+    let scales = encode(Dtype::F16, &scale_values[..scale_shape[0] * scale_shape[1]]);
+    let zeros = vec![8u8, 7, 0, 15][..scale_shape[0] * scale_shape[1]].to_vec();
+    let info = r#"{"dtype":"u4","group_size":32,"shape":[2,40],"scale_dtype":"f16","zero_points":true,"source_dtype":"F16","search":"none"}"#;
+    let metadata = HashMap::from([
+        (FORMAT_VERSION_KEY.to_string(), "1".to_string()),
+        ("anybit.w".to_string(), info.to_string()),
+    ]);
+    write_file(
+        path,
+        &[
+            ("w.codes", Dtype::U8, vec![2, 20], codes),
+            ("w.scales", Dtype::F16, scale_shape.to_vec(), scales),
+            ("w.zeros", Dtype::U8, scale_shape.to_vec(), zeros),
+        ],
+        metadata,
+    );
+}
+
+#[test]
+fn a_short_last_group_has_its_own_scale_and_zero_point() {
+    let directory = tempfile::tempdir().unwrap();
+    let input = directory.path().join("short.safetensors");
+    write_short_group(&input, [2, 2]);
+    let checkpoint = QuantizedCheckpoint::open(&input).unwrap();
+    let matrix = checkpoint.matrix("w").unwrap();
+    assert_eq!((matrix.group_size, matrix.groups_per_row()), (32, 2));
+    let output = directory.path().join("plain.safetensors");
+    dequantize(&input, &output, Some(TensorDtype::F32)).unwrap();
+    let file = TensorFile::open(&output).unwrap();
+    let values: Vec<f32> = file
+        .data(file.tensor("w").unwrap())
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    for row in 0..2 {
+        for column in 0..40 {
+            // Columns 32..40 are the short group: scale and zero point 1 of their row.
+            let group = row * 2 + column / 32;
+            let code = matrix.code(row, column) as f64;
+            let zero = [8.0, 7.0, 0.0, 15.0][group];
+            let scale = [0.5, 0.25, 1.0, 0.125][group];
+            assert_eq!(
+                values[row * 40 + column],
+                ((code - zero) * scale) as f32,
+                "row {row}, column {column}"
+            );
+        }
+    }
+    // Scales of one group per row (K / 32 rounded down) are the wrong shape.
+    write_short_group(&input, [2, 1]);
+    refused(
+        &input,
+        &output,
+        None,
+        "tensor `w`: `w.scales` is F16 [2, 1]; expected F16 [2, 2]",
     );
 }
 

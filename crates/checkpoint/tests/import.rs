@@ -58,7 +58,9 @@ impl Layer {
         seed: u64,
     ) -> Self {
         let mut random = Random(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let groups = cols / group_size;
+        // The last group is short when the group size does not divide K (GPTQ's
+        // g_idx = k // group_size).
+        let groups = cols.div_ceil(group_size);
         let levels = 1u32 << bits;
         let codes = (0..cols)
             .map(|_| (0..rows).map(|_| random.below(levels)).collect())
@@ -451,6 +453,51 @@ fn gptq_layers_of_every_width_import_exactly() {
 }
 
 #[test]
+fn gptq_layers_with_a_short_last_group_import_exactly() {
+    // K = 576 in groups of 128 (SmolLM2-135M's Q/K/V/gate/up): four groups of 128 and one of
+    // 64, as GPTQ quantizes them; with and without act-order.
+    for bits in [2u32, 3, 4, 8] {
+        for act_order in [false, true] {
+            let directory = tempfile::tempdir().unwrap();
+            let layer = Layer::new(bits, 32, 576, 128, false, act_order, 8 + bits as u64);
+            assert_eq!(layer.scales.len(), 5);
+            let mut tensors = gptq_tensors("model.layers.0.mlp.up_proj", &layer, false, true);
+            tensors.push(norm());
+            let input = directory.path().join("model.safetensors");
+            write_file(&input, &tensors);
+            gptq_config(directory.path(), bits, 128, act_order, false, false);
+            check_import(
+                directory.path(),
+                &input,
+                ImportFormat::Gptq,
+                &[("model.layers.0.mlp.up_proj", &layer)],
+                &[act_order],
+            );
+            let imported =
+                QuantizedCheckpoint::open(&directory.path().join("imported.safetensors")).unwrap();
+            let parts = imported.parts("model.layers.0.mlp.up_proj.weight").unwrap();
+            assert_eq!(parts.scales.len(), 32 * 5);
+        }
+    }
+    // A g_idx whose short last group has the wrong number of columns is refused.
+    let directory = tempfile::tempdir().unwrap();
+    let layer = Layer::new(4, 32, 576, 128, false, true, 3);
+    let mut tensors = gptq_tensors("layer", &layer, false, true);
+    let mut g_idx: Vec<i32> = (0..576).map(|k| k / 128).collect();
+    g_idx[520] = 3;
+    tensors[3].3 = g_idx.iter().flat_map(|g| g.to_le_bytes()).collect();
+    let input = directory.path().join("model.safetensors");
+    write_file(&input, &tensors);
+    gptq_config(directory.path(), 4, 128, true, false, false);
+    refused(
+        &input,
+        &directory.path().join("out.safetensors"),
+        ImportFormat::Gptq,
+        "tensor `layer.g_idx`: group 3 has 129 columns, not 128; only groups of 128 columns (the last of the 64 left of K = 576) are supported",
+    );
+}
+
+#[test]
 fn symmetric_gptq_without_zero_points_and_config_json() {
     let directory = tempfile::tempdir().unwrap();
     let layer = Layer::new(4, 32, 64, 32, true, false, 3);
@@ -477,10 +524,11 @@ fn symmetric_gptq_without_zero_points_and_config_json() {
 
 #[test]
 fn awq_layers_import_exactly() {
-    for group in [32usize, 128] {
+    // K = 256 in groups of 32 and 128, and K = 320 in groups of 128 (the last of 64).
+    for (group, cols) in [(32usize, 256), (128, 256), (128, 320)] {
         let directory = tempfile::tempdir().unwrap();
-        let q = Layer::new(4, 64, 256, group, false, false, 4);
-        let o = Layer::new(4, 128, 256, group, false, false, 5);
+        let q = Layer::new(4, 64, cols, group, false, false, 4);
+        let o = Layer::new(4, 128, cols, group, false, false, 5);
         let mut tensors = awq_tensors("model.layers.0.self_attn.q_proj", &q);
         tensors.extend(awq_tensors("model.layers.0.self_attn.o_proj", &o));
         tensors.push(norm());
@@ -659,7 +707,7 @@ fn bad_checkpoints_and_configurations_are_refused() {
         &input,
         &output,
         ImportFormat::Gptq,
-        "tensor `layer.g_idx`: group 0 has 40 columns, not the group size 32",
+        "tensor `layer.g_idx`: group 0 has 40 columns, not 32; only groups of 32 columns each are supported",
     );
     // Act-order without g_idx.
     let without: Vec<_> = tensors

@@ -401,6 +401,67 @@ fn round_trip_of_every_kind_of_weight_type_scale_and_search() {
 }
 
 #[test]
+fn a_group_that_does_not_divide_k_leaves_a_short_last_group() {
+    let directory = tempfile::tempdir().unwrap();
+    let input = directory.path().join("model.safetensors");
+    // K = 576 in groups of 128: four groups and one of 64 (SmolLM2-135M's Q/K/V/gate/up);
+    // K = 100 at 3 bits: rows of 300 bits, not whole bytes; K = 256: whole groups.
+    let tensors = vec![
+        float("q.weight", Dtype::F16, &[40, 576], 21),
+        float("odd.weight", Dtype::F32, &[9, 100], 22),
+        float("down.weight", Dtype::BF16, &[12, 256], 23),
+    ];
+    write_file(&input, &tensors);
+    for (dtype, search) in [
+        ("u3", ScaleSearch::None),
+        ("i4", ScaleSearch::Mse),
+        ("f6e3m2", ScaleSearch::Mse),
+    ] {
+        let settings = settings(dtype, GroupSize::Elements(128), DType::F16, search);
+        let output = directory.path().join(format!("{dtype}.safetensors"));
+        let summary = run(&input, &output, &settings).unwrap();
+        let bytes = std::fs::read(&output).unwrap();
+        let reference = SafeTensors::deserialize(&bytes).unwrap();
+        for (name, rows, groups) in [
+            ("q.weight", 40, 5),
+            ("odd.weight", 9, 1),
+            ("down.weight", 12, 2),
+        ] {
+            let scales = reference.tensor(&format!("{name}.scales")).unwrap();
+            assert_eq!(scales.shape(), [rows, groups], "{dtype} {name}");
+            assert_eq!(
+                reference.tensor(&format!("{name}.zeros")).is_ok(),
+                dtype.starts_with('u')
+            );
+            if dtype.starts_with('u') {
+                let zeros = reference.tensor(&format!("{name}.zeros")).unwrap();
+                assert_eq!(zeros.shape(), [rows, groups]);
+            }
+        }
+        let checkpoint = QuantizedCheckpoint::open(&output).unwrap();
+        for name in ["q.weight", "odd.weight", "down.weight"] {
+            let (in_memory, original) = expected(&tensors, name, &settings);
+            let loaded = checkpoint.matrix(name).unwrap();
+            assert_eq!(loaded.group_size, 128);
+            assert_eq!(loaded, in_memory, "{dtype} {name}");
+            let report = summary
+                .tensors
+                .iter()
+                .find(|tensor| tensor.name == name)
+                .map(|tensor| tensor.outcome.clone())
+                .unwrap();
+            let whole = error_report(&original, &in_memory.dequantize()).unwrap();
+            let TensorOutcome::Quantized(report) = report else {
+                panic!("{name} is quantized");
+            };
+            assert_eq!(report.max_abs, whole.max_abs, "{name}");
+        }
+        let info = checkpoint.info("q.weight").unwrap();
+        assert_eq!((info.group_size, info.shape), (128, [40, 576]));
+    }
+}
+
+#[test]
 fn weights_larger_than_a_block_and_rows_that_are_not_whole_bytes() {
     let directory = tempfile::tempdir().unwrap();
     let input = directory.path().join("model.safetensors");
@@ -625,14 +686,6 @@ fn tensors_that_cannot_be_quantized_are_refused_by_name() {
         &including("nothing.*"),
         "the pattern `nothing.*` matches no tensor of the checkpoint",
     );
-    let group_256 = settings(
-        "u3",
-        GroupSize::Elements(256),
-        DType::F16,
-        ScaleSearch::None,
-    );
-    refused(&input, &output, &group_256,
-        "tensor `model.layers.0.mlp.up_proj.weight`: K = 128 is not divisible by the group size 256");
     let signed_one_bit = settings(
         "i1",
         GroupSize::Elements(128),

@@ -107,7 +107,8 @@ enum Command {
         /// Weight type: u1..u8, i2..i8 or a small float such as f6e3m2 or f4e2m1.
         #[arg(long)]
         dtype: String,
-        /// Group size along K (the last dimension): 16, 32, 64, 128, 256 or per-channel.
+        /// Group size along K (the last dimension): 16, 32, 64, 128, 256 or per-channel. When
+        /// it does not divide K, the last group of each row is short (K mod group elements).
         #[arg(long, default_value = "128")]
         group: String,
         /// The type scales are stored in: f16, bf16 or f32.

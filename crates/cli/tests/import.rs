@@ -308,6 +308,6 @@ fn refused_imports_leave_everything_as_it_was() {
     );
     check(
         &["import", "--from", "awq", input, "-o", output],
-        "tensor `proj.qweight`: K = 8 is not a multiple of the group size 32",
+        "tensor `proj.scales`: its shape is [2, 16]; a weight of N = 128, K = 8 in groups of 32 has [1, 128]",
     );
 }

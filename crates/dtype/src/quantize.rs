@@ -2,7 +2,12 @@
 //!
 //! A matrix `W` of shape `[rows, cols]` (N×K, row-major) is cut along K into groups of
 //! `group_size` consecutive elements; each group gets one scale (and, for unsigned integer
-//! types, one zero point):
+//! types, one zero point). A row has ⌈K / group_size⌉ groups: when the group size does not
+//! divide K, the last group of every row is short, holding the K mod group_size elements left
+//! (as GPTQ's `g_idx = k // group_size` does). A short group is quantized exactly as the
+//! same group padded with zeros to the full size would be, the padding then dropped: every
+//! candidate range includes 0 and 0 is exact in every type, so zeros change neither a group's
+//! range nor its squared error.
 //!
 //! | weight type      | scheme                              | dequantized value        |
 //! |------------------|-------------------------------------|--------------------------|
@@ -71,7 +76,8 @@ impl Weights<'_> {
 /// How many consecutive elements along K share a scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupSize {
-    /// Groups of 16, 32, 64, 128 or 256 elements.
+    /// Groups of 16, 32, 64, 128 or 256 elements; the last group of a row is short when the
+    /// size does not divide K.
     Elements(usize),
     /// One group per row (the whole of K).
     PerChannel,
@@ -116,8 +122,8 @@ pub enum QuantizeError {
         original: usize,
         approximation: usize,
     },
-    #[error("K = {cols} is not divisible by the group size {group_size}; choose a group size that divides K, or per-channel")]
-    GroupDoesNotDivide { cols: usize, group_size: usize },
+    #[error("the matrix has no columns (K = 0), so a group per row (per-channel) has no elements")]
+    NoColumns,
     #[error(
         "group size {0} is not supported; valid group sizes are 16, 32, 64, 128, 256 and per-channel"
     )]
@@ -163,14 +169,15 @@ pub struct QuantizedMatrix {
     pub rows: usize,
     pub cols: usize,
     pub dtype: DType,
-    /// Elements per group (K for per-channel).
+    /// Elements per group (K for per-channel); the last group of a row holds fewer when this
+    /// does not divide K.
     pub group_size: usize,
     pub scale_dtype: DType,
     /// Codes of `dtype`, row-major, packed as [`crate::pack`] does (rows are not padded).
     pub codes: Vec<u8>,
-    /// Scales `[rows, cols / group_size]`, each exactly representable in `scale_dtype`.
+    /// Scales `[rows, ⌈cols / group_size⌉]`, each exactly representable in `scale_dtype`.
     pub scales: Vec<f32>,
-    /// Zero points `[rows, cols / group_size]` as codes of `dtype`, for unsigned types.
+    /// Zero points `[rows, ⌈cols / group_size⌉]` as codes of `dtype`, for unsigned types.
     pub zero_points: Option<Vec<u32>>,
 }
 
@@ -226,14 +233,12 @@ pub fn quantize_with_search(
         return Err(QuantizeError::InvalidScaleDType(scale_dtype));
     }
     let group_size = match group_size {
+        GroupSize::PerChannel if cols == 0 => return Err(QuantizeError::NoColumns),
         GroupSize::PerChannel => cols,
         GroupSize::Elements(size) if GroupSize::VALID.contains(&size) => size,
         GroupSize::Elements(size) => return Err(QuantizeError::InvalidGroupSize(size)),
     };
-    if group_size == 0 || !cols.is_multiple_of(group_size) {
-        return Err(QuantizeError::GroupDoesNotDivide { cols, group_size });
-    }
-    let groups_per_row = cols / group_size;
+    let groups_per_row = cols.div_ceil(group_size);
     let mut quantized = QuantizedMatrix {
         rows,
         cols,
@@ -245,18 +250,22 @@ pub fn quantize_with_search(
         zero_points: matches!(dtype, DType::Unsigned(_)).then(Vec::new),
     };
     let grid = CodeGrid::new(dtype);
-    let mut group = vec![0f64; group_size];
-    let mut codes = vec![0u32; group_size];
+    let mut group_buffer = vec![0f64; group_size];
+    let mut codes_buffer = vec![0u32; group_size];
     for row in 0..rows {
         for group_index in 0..groups_per_row {
-            let first = row * cols + group_index * group_size;
-            weights.copy_to(first, &mut group);
+            let start = group_index * group_size;
+            let length = group_size.min(cols - start);
+            let group = &mut group_buffer[..length];
+            let codes = &mut codes_buffer[..length];
+            let first = row * cols + start;
+            weights.copy_to(first, group);
             if let Some(offset) = group.iter().position(|value| !value.is_finite()) {
-                let col = group_index * group_size + offset;
+                let col = start + offset;
                 let value = group[offset] as f32;
                 return Err(QuantizeError::NonFinite { row, col, value });
             }
-            let range = GroupRange::of(&group);
+            let range = GroupRange::of(group);
             let levels_for = |factor: f64| {
                 GroupLevels::new(&grid, scale_dtype, range, factor).map_err(|scale| {
                     QuantizeError::ScaleOverflow {
@@ -271,19 +280,19 @@ pub fn quantize_with_search(
             // The whole range first (round to nearest); a shrunk one must be strictly better.
             let mut levels = levels_for(1.0)?;
             if search == ScaleSearch::Mse {
-                let mut least = levels.squared_error(&grid, &group);
+                let mut least = levels.squared_error(&grid, group);
                 for &factor in &MSE_SHRINK_FACTORS[1..] {
                     let candidate = levels_for(factor)?;
-                    let error = candidate.squared_error(&grid, &group);
+                    let error = candidate.squared_error(&grid, group);
                     if error < least {
                         (levels, least) = (candidate, error);
                     }
                 }
             }
-            for (code, &value) in codes.iter_mut().zip(&group) {
+            for (code, &value) in codes.iter_mut().zip(group.iter()) {
                 *code = levels.code(&grid, value);
             }
-            write_codes(&mut quantized.codes, dtype.bits(), first, &codes);
+            write_codes(&mut quantized.codes, dtype.bits(), first, codes);
             quantized.scales.push(levels.scale as f32);
             if let (Some(zero_points), Some(zero)) = (&mut quantized.zero_points, levels.zero_point)
             {
@@ -470,9 +479,10 @@ fn round_scale_up(scale: f64, scale_dtype: DType) -> Option<f64> {
 }
 
 impl QuantizedMatrix {
-    /// Number of groups in one row.
+    /// Number of groups in one row: ⌈cols / group_size⌉ (the last one short when the group
+    /// size does not divide K).
     pub fn groups_per_row(&self) -> usize {
-        self.cols / self.group_size
+        self.cols.div_ceil(self.group_size)
     }
 
     /// The code at (row, col).
@@ -496,25 +506,31 @@ impl QuantizedMatrix {
     pub fn dequantize(&self) -> Vec<f32> {
         let grid = CodeGrid::new(self.dtype);
         let mut out = Vec::with_capacity(self.rows * self.cols);
-        let mut codes = vec![0u32; self.group_size];
-        for group in 0..self.rows * self.groups_per_row() {
-            read_codes(
-                &self.codes,
-                self.dtype.bits(),
-                group * self.group_size,
-                &mut codes,
-            );
-            let scale = self.scales[group] as f64;
-            match &self.zero_points {
-                Some(zero_points) => {
-                    let zero = zero_points[group] as f64;
-                    out.extend(
-                        codes
-                            .iter()
-                            .map(|&code| ((code as f64 - zero) * scale) as f32),
-                    );
+        let mut buffer = vec![0u32; self.group_size.min(self.cols)];
+        let groups_per_row = self.groups_per_row();
+        for row in 0..self.rows {
+            for group_in_row in 0..groups_per_row {
+                let start = group_in_row * self.group_size;
+                let codes = &mut buffer[..self.group_size.min(self.cols - start)];
+                read_codes(
+                    &self.codes,
+                    self.dtype.bits(),
+                    row * self.cols + start,
+                    codes,
+                );
+                let group = row * groups_per_row + group_in_row;
+                let scale = self.scales[group] as f64;
+                match &self.zero_points {
+                    Some(zero_points) => {
+                        let zero = zero_points[group] as f64;
+                        out.extend(
+                            codes
+                                .iter()
+                                .map(|&code| ((code as f64 - zero) * scale) as f32),
+                        );
+                    }
+                    None => out.extend(codes.iter().map(|&code| (grid.value(code) * scale) as f32)),
                 }
-                None => out.extend(codes.iter().map(|&code| (grid.value(code) * scale) as f32)),
             }
         }
         out

@@ -366,22 +366,24 @@ fn check_layer<'a>(
             format!("its shape is {:?}; expected [groups, {rows}]", scales.shape),
         );
     };
+    // A group size that does not divide K leaves each row a short last group (GPTQ's
+    // `g_idx = k // group_size`): ⌈K/group⌉ groups.
     let group_size = config.group_size.unwrap_or(cols);
-    if group_size == 0 || !cols.is_multiple_of(group_size) {
+    if group_size == 0 {
         return refuse(
             qweight_file,
             &qweight_name,
-            format!("K = {cols} is not a multiple of the group size {group_size}"),
+            "the group size is 0".to_string(),
         );
     }
-    if scale_cols != rows || groups != cols / group_size {
+    if scale_cols != rows || groups != cols.div_ceil(group_size) {
         return refuse(
             scales_file,
             &scales_part,
             format!(
                 "its shape is {:?}; a weight of N = {rows}, K = {cols} in groups of {group_size} has [{}, {rows}]",
                 scales.shape,
-                cols / group_size
+                cols.div_ceil(group_size)
             ),
         );
     }
@@ -512,7 +514,8 @@ fn check_layer<'a>(
 
 /// The permutation that makes each group's columns contiguous (stable: in a group, columns keep
 /// their order), or `None` when `g_idx[k]` is already `k / group_size`. Each of the `groups`
-/// groups must have exactly `group_size` columns.
+/// groups must have exactly `group_size` columns, the last the K mod group_size left when the
+/// group size does not divide K (as GPTQ's act-order assigns them).
 fn group_permutation(
     g_idx: &[i32],
     group_size: usize,
@@ -532,10 +535,21 @@ fn group_permutation(
             }
         }
     }
-    if let Some(group) = counts.iter().position(|&count| count != group_size) {
+    let expected = |group: usize| group_size.min(g_idx.len().saturating_sub(group * group_size));
+    if let Some(group) = (0..groups).find(|&group| counts[group] != expected(group)) {
+        let cols = g_idx.len();
+        let sizes = if cols.is_multiple_of(group_size) {
+            format!("groups of {group_size} columns each")
+        } else {
+            format!(
+                "groups of {group_size} columns (the last of the {} left of K = {cols})",
+                cols % group_size
+            )
+        };
         return Err(format!(
-            "group {group} has {} columns, not the group size {group_size}; groups of unequal sizes are not supported",
-            counts[group]
+            "group {group} has {} columns, not {}; only {sizes} are supported",
+            counts[group],
+            expected(group)
         ));
     }
     let in_order = g_idx
