@@ -128,19 +128,22 @@ impl DecodeSchedule {
     /// within about 6 % of the best candidate on the benchmark shapes):
     /// - enough token tiles for `m`; about 64 codes per lane and step (two chunks of 4-bit
     ///   codes, four of 8-bit, one of the rest);
-    /// - two row tiles per warp on wide layers (N ≥ 16384) at M ≤ 32 where their codes fit in
-    ///   64 registers (each B fragment then serves twice the weights), else one (narrow layers
-    ///   need the warps more; at M = 64 the accumulators need the registers);
+    /// - on wide layers (N ≥ 16384) two row tiles per warp (each B fragment then serves twice
+    ///   the weights) at M ≤ 16 where their codes fit in 64 registers, at M = 32 for the odd
+    ///   widths and at M = 64 for the even ones (not 8-bit floats, nor 6-bit codes with zero
+    ///   points); eight row warps at M = 32 and 64 where that or an even width holds; narrow
+    ///   layers need the warps more and take one row tile;
     /// - at M ≤ 8, the next step's weights loaded before this step is computed (prefetch), and
     ///   where a step holds two or more chunks, one row tile per warp with K split as for two;
     /// - `x` staged in shared memory wherever its tiles fit [`MAX_SHARED_BYTES`], splitting K
-    ///   over fewer warps where that makes them fit, unless a step's registers (accumulators,
-    ///   dequantized codes, zero points, B fragments) already come to about 150;
-    /// - two row warps at M ≤ 8, four above; K split over as few warps (1, 2, 4 or 8) as give
+    ///   over fewer warps where that makes them fit, unless at M ≤ 8 a step's registers
+    ///   (accumulators, dequantized codes, zero points, B fragments) already come to about 150
+    ///   (above M = 8 staging wins even where some registers spill);
+    /// - two row warps at M ≤ 8 (four for 3-bit integers), four above (eight, see above); K split over as few warps (1, 2, 4 or 8) as give
     ///   [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`] for more, among
     ///   the splits the shape allows;
     /// - at most 16 warps per block, so that a thread keeps 128 registers and nothing spills
-    ///   (8 when a step's dequantized codes take more than 48 registers).
+    ///   (8 when a step's dequantized codes take more than 48 registers, and at M = 64).
     pub fn heuristic(
         m: usize,
         n: usize,
@@ -160,13 +163,32 @@ impl DecodeSchedule {
             32
         };
         let words = chunks * lane_codes * dequant_bits / 32;
-        let tiles_per_warp = if n >= 16384 && 2 * words <= 64 && token_tiles <= 4 {
-            2
-        } else {
-            1
+        let wide = n >= 16384;
+        // 8-bit floats convert through more registers: two row tiles ran 28 % slower at M = 16
+        // (57344×8192 f8e4m3 on an H100: 373 against 268 µs with one).
+        let eight_bit_float = bits == 8 && matches!(format.weight, DType::MiniFloat(_));
+        let tiles_per_warp = match token_tiles {
+            1 | 2 => wide && 2 * words <= 64 && !eight_bit_float,
+            // At M = 32 the widths whose step is one chunk gain from two row tiles (57344×8192:
+            // i3 238 against 301 µs), the others from eight row warps of one (see below).
+            4 => wide && chunks == 1 && bits % 2 == 1,
+            // At M = 64 two row tiles of eight warps on the wide layer beat one (i4 290 against
+            // 394 µs) where the registers allow it without spilling: not for odd widths, 8-bit
+            // floats or 6-bit codes with zero points.
+            _ => {
+                wide && bits % 2 == 0
+                    && !eight_bit_float
+                    && !(bits == 6 && format.zeros != ZeroPoints::None)
+            }
         };
-        // Above 48 registers of codes a block keeps to 8 warps (255 registers a thread).
-        let max_warps = if tiles_per_warp * words > 48 { 8 } else { 16 };
+        let tiles_per_warp = if tiles_per_warp { 2 } else { 1 };
+        // Above 48 registers of codes, and at M = 64 (whose accumulators take 32 more), a
+        // block keeps to 8 warps (255 registers a thread); 16 warps of 128 spilled.
+        let max_warps = if tiles_per_warp * words > 48 || token_tiles == 8 {
+            8
+        } else {
+            16
+        };
         // At M ≤ 8 the next step's weights are loaded before this step is computed (two
         // register buffers): it kept more bytes in flight per warp and gained 3–30 % at 1 and
         // 3–8 bits on an H100 (57344×8192), nothing at 2 bits.
@@ -178,6 +200,10 @@ impl DecodeSchedule {
             (4, WARPS_WANTED_ONE_TILE)
         } else if token_tiles == 1 {
             (2, WARPS_WANTED_ONE_TILE)
+        } else if wide && token_tiles >= 4 && (tiles_per_warp == 2 || bits % 2 == 0) {
+            // Eight row warps on the wide layer at M = 32 and 64 (57344×8192 i4 M = 32: 179
+            // against 202 µs with four; i8 M = 64: 305 against 333).
+            (8, WARPS_WANTED)
         } else {
             (4, WARPS_WANTED)
         };
@@ -248,12 +274,10 @@ impl DecodeSchedule {
         };
         let live = schedule.tiles_per_warp * (4 * token_tiles + words + zero_words + prefetched)
             + 2 * dot_steps * token_tiles;
-        // At M = 64 the 6-bit gathers, the small-float conversions and the f32 conversions spilled
-        // too (CI's SASS check).
-        let spills_at_64 = token_tiles == 8
-            && (bits == 6 || dequant_bits == 32 || matches!(format.weight, DType::MiniFloat(_)));
-        if live <= 150
-            && !spills_at_64
+        // Above M = 8 staging wins even where it spills: every warp reading its own x costs
+        // more (57344×8192 M = 64, H100: f6e3m2 360 against 1118 µs, and with some spilled
+        // registers: f5e2m2 448 against 1139 µs; M = 16 and 32 alike).
+        if (live <= 150 || token_tiles > 1)
             && staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES
             && supported(staged)
         {

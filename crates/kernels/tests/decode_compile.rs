@@ -20,6 +20,13 @@ const WIDTHS: [&str; 9] = ["u1", "i2", "u3", "i4", "u5", "i6", "u7", "i8", "f8e4
 /// Local-memory instructions tolerated per kernel.
 const LOCAL_ACCESSES: usize = 16;
 
+/// Weight types whose M = 64 kernels spill: with zero points, the odd widths' two-step loop at
+/// eight token tiles needs more than 255 registers. The heuristic still stages `x` for them,
+/// which was measured 2.5× faster than the spill-free kernel without staging
+/// (docs/perf-notes.md, 2026-11-28); the fix belongs in the kernel. Each of them must still
+/// spill (so the list shrinks when one stops), and no other kernel may.
+const SPILLING_AT_64: [&str; 4] = ["u1", "u3", "u5", "u7"];
+
 /// The kernels the heuristic picks for `shapes` ((M, N, K) each), `weights` and `activations`.
 fn library_kernels(
     weights: &[DType],
@@ -130,11 +137,25 @@ fn library_kernels_compile_with_vector_loads_and_hmma() {
             .collect()
     });
     assert_eq!(report.len(), 44 + 9 + 9 + 18, "every kernel was checked");
+    // Kernel names read `... qmm_decode_<weight>_<act>_..._t8...`: eight token tiles is M = 64.
+    let known_spill = |name: &str| {
+        SPILLING_AT_64
+            .iter()
+            .any(|weight| name.contains(&format!("qmm_decode_{weight}_")))
+            && name.contains("t8c")
+    };
     let bad: Vec<String> = report
         .iter()
-        .filter(|(_, &(loads, hmma, local))| loads == 0 || hmma == 0 || local > LOCAL_ACCESSES)
+        .filter(|(name, &(loads, hmma, local))| {
+            loads == 0 || hmma == 0 || (local > LOCAL_ACCESSES) != known_spill(name)
+        })
         .map(|(name, (loads, hmma, local))| {
-            format!("{name}: {loads} LDG.E.128, {hmma} HMMA, {local} local accesses")
+            let expected = if known_spill(name) {
+                " (listed in SPILLING_AT_64: remove it if it no longer spills)"
+            } else {
+                ""
+            };
+            format!("{name}: {loads} LDG.E.128, {hmma} HMMA, {local} local accesses{expected}")
         })
         .collect();
     assert!(
