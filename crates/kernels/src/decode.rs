@@ -176,7 +176,7 @@ impl DecodeSchedule {
             // 394 µs) where the registers allow it without spilling: not for odd widths, 8-bit
             // floats or 6-bit codes with zero points.
             _ => {
-                wide && bits % 2 == 0
+                wide && bits.is_multiple_of(2)
                     && !eight_bit_float
                     && !(bits == 6 && format.zeros != ZeroPoints::None)
             }
@@ -200,7 +200,7 @@ impl DecodeSchedule {
             (4, WARPS_WANTED_ONE_TILE)
         } else if token_tiles == 1 {
             (2, WARPS_WANTED_ONE_TILE)
-        } else if wide && token_tiles >= 4 && (tiles_per_warp == 2 || bits % 2 == 0) {
+        } else if wide && token_tiles >= 4 && (tiles_per_warp == 2 || bits.is_multiple_of(2)) {
             // Eight row warps on the wide layer at M = 32 and 64 (57344×8192 i4 M = 32: 179
             // against 202 µs with four; i8 M = 64: 305 against 333).
             (8, WARPS_WANTED)
