@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from . import _native
-from ._weight import QuantizedWeight
+from ._weight import QuantizedWeight, _check_kernel_group
 
 #: The most tokens one kernel launch takes; larger M is split into launches of this many.
 MAX_TOKENS_PER_LAUNCH = _native.MAX_TOKENS_PER_LAUNCH
@@ -103,6 +103,8 @@ def _check(x, qweight, bias) -> None:
         raise TypeError(
             f"x is {x.dtype}; the anybit kernels take float16 or bfloat16 activations"
         )
+    # A short last group: the kernels cannot take this weight on any device.
+    _check_kernel_group(qweight.group_size, qweight.shape[1])
     if x.device.type != "cuda":
         raise ValueError(
             f"x is on {x.device}; anybit.matmul runs on CUDA tensors (move x and the weight with .cuda())"

@@ -29,7 +29,9 @@ WEIGHT_TYPES = tuple(
     ]
 )
 
-#: Group sizes along K; ``None`` means one group per row (per channel).
+#: Group sizes along K; ``None`` means one group per row (per channel). A size that does not
+#: divide K leaves each row a short last group (``K mod group_size`` elements), as GPTQ's
+#: ``g_idx = k // group_size`` does: the CPU path takes it, the GPU kernels do not.
 GROUP_SIZES = (16, 32, 64, 128, 256, None)
 
 _SCALE_DTYPES = {
@@ -84,12 +86,30 @@ def _check_group(group_size, k: int) -> Optional[int]:
         raise ValueError(
             f"group size {group_size} is not supported: use 16, 32, 64, 128, 256 or None (per channel)"
         )
+    return group_size
+
+
+def _groups(group_size: Optional[int], k: int) -> int:
+    """Groups per row: ⌈K / group_size⌉ (the last one short when the size does not divide K)."""
+    return 1 if group_size is None else -(-k // group_size)
+
+
+def _kernel_group_sizes(k: int) -> str:
+    """The group sizes the GPU kernels take for K input features: those that divide K."""
+    sizes = [str(size) for size in GROUP_SIZES if size is not None and k % size == 0]
+    return ", ".join(sizes + ["None (per channel)"])
+
+
+def _check_kernel_group(group_size: Optional[int], k: int) -> None:
+    """The GPU kernels need a group size that divides K; a short last group is refused here,
+    before anything is prepared, naming the sizes that work."""
     if group_size is not None and k % group_size != 0:
         raise ValueError(
-            f"K = {k} (the weight's second dimension) is not a multiple of the group size "
-            f"{group_size}: choose a group size that divides K, or None (per channel)"
+            f"this weight's group size {group_size} does not divide K = {k}: each row ends in a "
+            f"short group of {k % group_size} elements, which the CPU path takes but the GPU "
+            f"kernels do not. Quantize it with a group size that divides K for CUDA (for "
+            f"K = {k}: {_kernel_group_sizes(k)})"
         )
-    return group_size
 
 
 def _scale_dtype(scale_dtype, default: torch.dtype) -> torch.dtype:
@@ -245,7 +265,8 @@ class QuantizedWeight:
         codes: ``uint8`` packed codes (element ``i`` of the row-major matrix at bits
             ``[i·b, (i+1)·b)`` of a little-endian bit stream), ``[N, K·b/8]`` when a row is a
             whole number of bytes, else ``[⌈N·K·b/8⌉]``; always on the CPU.
-        scales: ``[N, groups]`` in :attr:`scale_dtype`; on the CPU.
+        scales: ``[N, groups]`` in :attr:`scale_dtype`, ``groups = ⌈K / group_size⌉`` (when the
+            group size does not divide K, each row's last group is short); on the CPU.
         zeros: ``[N, groups]`` ``uint8`` zero-point codes for unsigned types (the weight is
             ``(q − z) · s``), else ``None``; on the CPU.
         perm: for weights imported with GPTQ's act-order, the column permutation (``int64``
@@ -273,7 +294,7 @@ class QuantizedWeight:
         for name, tensor in (("codes", codes), ("scales", scales)):
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, not {type(tensor).__name__}")
-        groups = 1 if group_size is None else k // group_size
+        groups = _groups(group_size, k)
         bits = _bits(dtype)
         if codes.dtype != torch.uint8:
             raise TypeError(f"codes must be torch.uint8, not {codes.dtype}")
@@ -393,8 +414,13 @@ class QuantizedWeight:
 
     def to(self, device) -> "QuantizedWeight":
         """This weight with its kernel layout on ``device`` (prepared once, on the first move
-        to a GPU; moves between GPUs copy it). ``cpu`` drops the kernel layout."""
+        to a GPU; moves between GPUs copy it). ``cpu`` drops the kernel layout. A weight whose
+        group size does not divide K (a short last group) stays on the CPU: moving it to a GPU
+        raises ``ValueError`` naming the group sizes the kernels take for its K."""
         device = torch.device(device)
+        if device.type == "cuda":
+            # Before anything else: such a weight can go to no GPU, whatever this machine has.
+            _check_kernel_group(self.group_size, self.shape[1])
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
                 f"cannot move the weight to {device}: CUDA is not available here (no GPU, no "
@@ -472,9 +498,10 @@ class QuantizedWeight:
           slice of the inputs and the partial products are summed, e.g. by an all-reduce):
           columns ``[rank·K/P, (rank+1)·K/P)`` with the scales and zero points of their
           groups. Each part must be whole groups (``K/world_size`` a multiple of the group
-          size; any split of K for per-channel weights). An act-order weight splits only where
-          each part's stored columns are a permutation of its own input features; its part
-          keeps that permutation.
+          size; any split of K for per-channel weights), so a weight whose group size does not
+          divide K (a short last group) does not split along K (``world_size`` 1 only). An
+          act-order weight splits only where each part's stored columns are a permutation of
+          its own input features; its part keeps that permutation.
 
         A split these conditions forbid raises ``ValueError`` naming the sizes and the world
         sizes that work. Codes are sliced as bytes where rows and parts are whole bytes (every
@@ -503,7 +530,21 @@ class QuantizedWeight:
             part = QuantizedWeight(codes, scales, zeros, self.dtype, group, (size, k), perm=self.perm)
         else:
             unit = 1 if group is None else group
-            if k % (world_size * unit) != 0:
+            if group is not None and k % group != 0 and world_size > 1:
+                # Equal parts of whole groups would make K a multiple of the group size.
+                working = [
+                    str(size) for size in GROUP_SIZES if size is not None and k % (world_size * size) == 0
+                ]
+                if k % world_size == 0:
+                    working.append("None (per channel)")
+                raise ValueError(
+                    f"cannot split the K = {k} input features of this weight into {world_size} "
+                    f"parts: its groups of {group} end in a short group of {k % group} (K is not "
+                    f"a multiple of {group}), so no split into equal parts is whole groups (world "
+                    f"sizes that work: 1). Group sizes that split K = {k} into {world_size} parts: "
+                    f"{', '.join(working) or 'none'}; or split it column-parallel (dim=0)"
+                )
+            if world_size > 1 and k % (world_size * unit) != 0:
                 if group is None:
                     reason = "the world size must divide K"
                 else:
@@ -540,7 +581,8 @@ class QuantizedWeight:
             if group is None:
                 scales, zeros = self.scales, self.zeros
             else:
-                groups = slice(start // group, (start + size) // group)
+                # The last part ends at K, with the short last group if there is one.
+                groups = slice(start // group, -(-(start + size) // group))
                 scales = self.scales[:, groups]
                 zeros = None if self.zeros is None else self.zeros[:, groups]
             part = QuantizedWeight(codes, scales, zeros, self.dtype, group, (n, size), perm=perm)
@@ -575,8 +617,11 @@ def quantize(
     ``i2``–``i8`` and small floats; unsigned types get a zero point over ``[min(w, 0),
     max(w, 0)]``); ``search="mse"`` also tries each group's range shrunk by 0.95 … 0.5 and
     keeps the least squared error. Scales are stored as ``scale_dtype`` (default: ``w``'s
-    dtype for 16-bit weights, float16 for float32 ones), rounded up. The result is on ``w``'s
-    device (a CUDA weight is prepared for the kernels at once).
+    dtype for 16-bit weights, float16 for float32 ones), rounded up. A ``group_size`` that does
+    not divide K leaves each row a short last group (``K mod group_size`` elements, with a
+    scale of its own, as GPTQ does); such a weight works on the CPU, while the GPU kernels need
+    a group size that divides K. The result is on ``w``'s device (a CUDA weight is prepared for
+    the kernels at once; a short last group raises ``ValueError`` there, before quantizing).
     """
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"w must be a torch.Tensor, not {type(w).__name__}")
@@ -599,8 +644,10 @@ def quantize(
     scale_dtype = _scale_dtype(scale_dtype, default_scale)
     if search not in (None, "mse"):
         raise ValueError(f"search {search!r} is not supported: use None (round to nearest) or 'mse'")
+    if w.device.type == "cuda":
+        _check_kernel_group(group_size, k)
     source = w.detach().to("cpu").contiguous()
-    groups = 1 if group_size is None else k // group_size
+    groups = _groups(group_size, k)
     codes = torch.empty((n * k * _bits(dtype) + 7) // 8, dtype=torch.uint8)
     scales = torch.empty((n, groups), dtype=torch.float32)
     zeros = torch.empty((n, groups), dtype=torch.uint8) if dtype.startswith("u") else None
@@ -645,9 +692,10 @@ def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[Quantize
     for name in native.quantized_names():
         dtype, group_size, n, k, scale_dtype, zero_points, _search, permuted = native.quantized_info(name)
         # The format writes K for one group per row; a K that is itself a group size reads as
-        # that group size (the same weight).
+        # that group size (the same weight). A group size that does not divide K leaves each
+        # row a short last group: ⌈K / group⌉ scales per row.
         group = group_size if group_size in GROUP_SIZES else None
-        groups = k // group_size
+        groups = -(-k // group_size)
         codes = torch.empty((n * k * _bits(dtype) + 7) // 8, dtype=torch.uint8)
         scales = torch.empty((n, groups), dtype=torch.float32)
         zeros = torch.empty((n, groups), dtype=torch.uint8) if zero_points else None

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._ops import _aligned, matmul
-from ._weight import QuantizedWeight, load, quantize
+from ._weight import QuantizedWeight, _kernel_group_sizes, load, quantize
 
 
 class QuantizedLinear(nn.Module):
@@ -368,9 +368,11 @@ def quantize_model(
     """Replaces every ``nn.Linear`` of ``model`` (in place, on its device) by a
     :class:`QuantizedLinear` of its weight quantized to ``dtype``, except those whose qualified
     name matches a pattern of ``skip`` (the name itself, a glob such as ``"*.gate"``, or its
-    last components such as ``"lm_head"``). Returns the names of the replaced layers. A layer
-    whose input features the group size does not divide raises ``ValueError`` naming it (skip
-    it, or choose another group size).
+    last components such as ``"lm_head"``). Returns the names of the replaced layers. A group
+    size that does not divide a layer's input features leaves each row of its weight a short
+    last group, which the CPU path takes; for a layer on a GPU, whose kernels need a group size
+    that divides K, it raises ``ValueError`` naming the layer and the sizes that work (skip
+    it, or choose another group size), before any layer is replaced.
 
     Layers are quantized by ``workers`` threads at a time (default: the CPUs this process may
     use, at most 8): the work runs on the CPU without the GIL, and each layer's result does
@@ -391,10 +393,13 @@ def quantize_model(
         if isinstance(module, nn.Linear) and name and not _skipped(name, skip)
     ]
     for name, linear in targets:
-        if group_size is not None and linear.in_features % group_size != 0:
+        k = linear.in_features
+        if linear.weight.device.type == "cuda" and group_size is not None and k % group_size != 0:
             raise ValueError(
-                f"layer {name!r} has {linear.in_features} input features, which the group size "
-                f"{group_size} does not divide: add it to skip=, or choose another group size"
+                f"layer {name!r} is on {linear.weight.device} and has {k} input features, which "
+                f"the group size {group_size} does not divide: the GPU kernels take no short last "
+                f"group (group sizes that work for K = {k}: {_kernel_group_sizes(k)}); add it "
+                "to skip=, or choose another group size"
             )
 
     def quantized(target):
@@ -450,7 +455,10 @@ def load_quantized(
         device = linear.weight.device
         module = QuantizedLinear(value, bias)
         if device.type == "cuda":
-            module = module.to(device)
+            try:
+                module = module.to(device)
+            except ValueError as error:
+                raise ValueError(f"{key!r}: {error}") from None
         _replace(model, name, module)
         del tensors[key]
         replaced.append(name)

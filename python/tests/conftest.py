@@ -46,10 +46,15 @@ def round_up_to(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def reference_quantize(w: torch.Tensor, dtype: str, group_size, scale_dtype):
     """Round-to-nearest group quantization in f64, as docs/dtypes.md describes it: returns
-    (codes [n, k] int64, scales [n, groups] f64, zeros [n, groups] f64 or None)."""
+    (codes [n, k] int64, scales [n, groups] f64, zeros [n, groups] f64 or None). A short last
+    group (a group size that does not divide K) is its elements with zeros after them: zeros
+    change neither its range nor its codes, and their codes are dropped."""
     n, k = w.shape
     group = k if group_size is None else group_size
-    groups = w.to(torch.float64).reshape(n, k // group, group)
+    count = -(-k // group)
+    padded = torch.zeros(n, count * group, dtype=torch.float64)
+    padded[:, :k] = w.to(torch.float64)
+    groups = padded.reshape(n, count, group)
     highest = groups.clamp(min=0).amax(-1)
     lowest = groups.clamp(max=0).amin(-1)
     bits = int(dtype[1:].split("e")[0])
@@ -66,11 +71,11 @@ def reference_quantize(w: torch.Tensor, dtype: str, group_size, scale_dtype):
     if dtype.startswith("u"):
         zero = torch.round(-lowest / scale).clamp(0, top)
         codes = (torch.round(groups / scale[..., None]) + zero[..., None]).clamp(0, top)
-        return codes.reshape(n, k).to(torch.int64), scale, zero
+        return codes.reshape(n, -1)[:, :k].to(torch.int64), scale, zero
     if dtype.startswith("i"):
         half = 1 << (bits - 1)
         codes = torch.round(groups / scale[..., None]).clamp(-half, half - 1)
-        return (codes.to(torch.int64) % (1 << bits)).reshape(n, k), scale, None
+        return (codes.to(torch.int64) % (1 << bits)).reshape(n, -1)[:, :k], scale, None
     return None, scale, None
 
 
@@ -80,9 +85,10 @@ def dequantize_reference(weight: anybit.QuantizedWeight) -> torch.Tensor:
     codes = unpack_codes(weight.codes, weight.bits, n * k).reshape(n, k)
     values = code_table(weight.dtype)[codes]
     group = k if weight.group_size is None else weight.group_size
-    scales = weight.scales.to(torch.float64).repeat_interleave(group, dim=1)
+    # [:, :k]: a short last group's scale covers only the columns that are there.
+    scales = weight.scales.to(torch.float64).repeat_interleave(group, dim=1)[:, :k]
     if weight.zeros is not None:
-        values = values - weight.zeros.to(torch.float64).repeat_interleave(group, dim=1)
+        values = values - weight.zeros.to(torch.float64).repeat_interleave(group, dim=1)[:, :k]
     return values * scales
 
 

@@ -163,3 +163,18 @@ def test_load_and_move_between_devices(tmp_path):
     x = torch.randn(3, 128, device="cuda", dtype=torch.bfloat16)
     expected = x.float() @ weight.dequantize().cuda().T
     assert _relative_error(model(x), expected) <= TOLERANCE
+
+
+def test_a_short_last_group_is_refused_on_the_gpu():
+    """K = 576 in groups of 128 (a short last group of 64): the CPU path takes it, the kernels
+    do not; every way onto a GPU says so and names the group sizes that work."""
+    w = torch.randn(64, 576, device="cuda")
+    with pytest.raises(ValueError, match=r"group size 128 does not divide K = 576.*16, 32, 64, None \(per channel\)"):
+        anybit.quantize(w, "u4", 128)
+    model = torch.nn.Sequential(torch.nn.Linear(576, 64)).cuda()
+    with pytest.raises(ValueError, match=r"layer '0' is on cuda:\d and has 576 input features.*16, 32, 64, None"):
+        anybit.nn.quantize_model(model, "u4", 128)
+    assert isinstance(model[0], torch.nn.Linear)  # nothing replaced
+    weight = anybit.quantize(w.cpu(), "u4", 128)
+    with pytest.raises(ValueError, match="short group of 64 elements"):
+        QuantizedLinear(weight).cuda()

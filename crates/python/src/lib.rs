@@ -126,8 +126,8 @@ fn packed_size(dtype: &str, n: usize, k: usize) -> PyResult<usize> {
 }
 
 /// Quantizes the row-major `[n, k]` matrix at `source` (`source_dtype` f32, f16 or bf16) into
-/// `codes` (packed), `scales` (f32, `[n, groups]`, each representable in `scale_dtype`) and,
-/// for unsigned types, `zeros` (u8 codes, `[n, groups]`); `search` is `none` or `mse`.
+/// `codes` (packed), `scales` (f32, `[n, ⌈k / group⌉]`, each representable in `scale_dtype`)
+/// and, for unsigned types, `zeros` (u8 codes, the same shape); `search` is `none` or `mse`.
 #[pyfunction]
 #[pyo3(signature = (source, source_bytes, source_dtype, n, k, dtype, group_size, scale_dtype, search, codes, codes_bytes, scales, scales_bytes, zeros, zeros_bytes))]
 #[allow(clippy::too_many_arguments)]
@@ -252,7 +252,36 @@ fn plain_matrix(
     }
 }
 
-/// The number of groups per row, after checking the format and shape.
+/// The number of groups per row of the plain (CPU) form, ⌈K / group⌉: a group size that does
+/// not divide K leaves each row a short last group, which the CPU side takes (the kernels do
+/// not: [`groups_per_row`]).
+fn plain_groups_per_row(
+    dtype: DType,
+    group_size: Option<usize>,
+    n: usize,
+    k: usize,
+) -> PyResult<usize> {
+    if dtype.bits() > 8 {
+        return Err(value_error(format!(
+            "{dtype} is not a weight type: use one of at most 8 bits"
+        )));
+    }
+    if n == 0 || k == 0 {
+        return Err(value_error(format!(
+            "the weight matrix is {n}×{k}; both sizes must be at least 1"
+        )));
+    }
+    match group_size.filter(|&size| size != 0 && size != k) {
+        None => Ok(1),
+        Some(size) if GroupSize::VALID.contains(&size) => Ok(k.div_ceil(size)),
+        Some(size) => Err(value_error(format!(
+            "group size {size} is not supported: use 16, 32, 64, 128, 256 or per-channel"
+        ))),
+    }
+}
+
+/// The number of groups per row, after checking the format and shape against what the
+/// kernels take.
 fn groups_per_row(format: &QuantFormat, n: usize, k: usize) -> PyResult<usize> {
     format.check(n, k).map_err(value_error)?;
     Ok(k / format.group.size(k))
@@ -363,7 +392,8 @@ fn prepare(
 }
 
 /// Dequantizes plain parts (packed `codes`, f32 `scales`, u8 zero-point `zeros` for unsigned
-/// types) into the f32 `[n, k]` buffer `out`: `(decode(q) − z) · s`.
+/// types, scales and zero points `[n, ⌈k / group⌉]`) into the f32 `[n, k]` buffer `out`:
+/// `(decode(q) − z) · s`.
 #[pyfunction]
 #[pyo3(signature = (dtype, group_size, n, k, scale_dtype, codes, codes_bytes, scales, scales_bytes, zeros, zeros_bytes, out, out_bytes))]
 #[allow(clippy::too_many_arguments)]
@@ -386,16 +416,7 @@ fn dequantize(
     let dtype = parse_dtype(dtype)?;
     let scale_dtype = parse_dtype(scale_dtype)?;
     let unsigned = matches!(dtype, DType::Unsigned(_));
-    let format = QuantFormat {
-        weight: dtype,
-        group: group_of(group_size, k),
-        zeros: if unsigned {
-            ZeroPoints::Codes
-        } else {
-            ZeroPoints::None
-        },
-    };
-    let groups = n * groups_per_row(&format, n, k)?;
+    let groups = n * plain_groups_per_row(dtype, group_size, n, k)?;
     // SAFETY: the package passes contiguous CPU tensors of these sizes, alive for the call.
     let codes = unsafe {
         host_slice(
