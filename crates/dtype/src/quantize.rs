@@ -250,6 +250,8 @@ pub fn quantize_with_search(
         zero_points: matches!(dtype, DType::Unsigned(_)).then(Vec::new),
     };
     let grid = CodeGrid::new(dtype);
+    // The index in MSE_SHRINK_FACTORS the previous group chose.
+    let mut guess = 0;
     let mut group_buffer = vec![0f64; group_size];
     let mut codes_buffer = vec![0u32; group_size];
     for row in 0..rows {
@@ -277,21 +279,30 @@ pub fn quantize_with_search(
                     }
                 })
             };
-            // The whole range first (round to nearest); a shrunk one must be strictly better.
+            // The whole range first (round to nearest; if any candidate's scale overflows, this
+            // one's does). The search keeps the candidate of least squared error, the first of
+            // them in MSE_SHRINK_FACTORS order on a tie, so a shrunk range must be strictly
+            // better than the whole one.
             let mut levels = levels_for(1.0)?;
             if search == ScaleSearch::Mse {
-                let mut least = levels.squared_error(&grid, group);
-                for &factor in &MSE_SHRINK_FACTORS[1..] {
-                    let candidate = levels_for(factor)?;
-                    let error = candidate.squared_error(&grid, group);
-                    if error < least {
-                        (levels, least) = (candidate, error);
+                let mut least = levels.squared_error(&grid, group, f64::INFINITY);
+                let mut best = 0;
+                // The previous group's choice is tried next: neighbouring groups often choose
+                // alike, and the sooner the best is known, the sooner the others stop (their
+                // sums end once they reach it). The choice is the same in any order.
+                let others = (1..MSE_SHRINK_FACTORS.len()).filter(|&index| index != guess);
+                for index in (guess > 0).then_some(guess).into_iter().chain(others) {
+                    let candidate = levels_for(MSE_SHRINK_FACTORS[index])?;
+                    // A candidate before the best so far wins a tie as well.
+                    let bound = if index < best { least.next_up() } else { least };
+                    let error = candidate.squared_error(&grid, group, bound);
+                    if error < bound {
+                        (levels, least, best) = (candidate, error, index);
                     }
                 }
+                guess = best;
             }
-            for (code, &value) in codes.iter_mut().zip(group.iter()) {
-                *code = levels.code(&grid, value);
-            }
+            levels.codes(&grid, group, codes);
             write_codes(&mut quantized.codes, dtype.bits(), first, codes);
             quantized.scales.push(levels.scale as f32);
             if let (Some(zero_points), Some(zero)) = (&mut quantized.zero_points, levels.zero_point)
@@ -407,6 +418,42 @@ impl GroupLevels {
         }
     }
 
+    /// [`Self::code`] of every value, the form chosen once for the group (so that the integer
+    /// forms vectorize): the same codes.
+    fn codes(&self, grid: &CodeGrid, values: &[f64], out: &mut [u32]) {
+        let scale = self.scale;
+        let pairs = out.iter_mut().zip(values);
+        match (self.zero_point, grid.dtype, grid.rounding) {
+            (Some(zero), ..) => {
+                let highest = grid.max_value;
+                for (code, &value) in pairs {
+                    let level = round_ties_even(value / scale) + zero;
+                    *code = level.clamp(0.0, highest) as u32;
+                }
+            }
+            (None, DType::Signed(_), _) => {
+                // `encode_f64` of a signed type: round, saturate, two's complement (the value
+                // is finite: never NaN).
+                let (lowest, highest) = (grid.min_value, grid.max_value);
+                let mask = grid.dtype.code_mask();
+                for (code, &value) in pairs {
+                    let level = round_ties_even(value / scale).clamp(lowest, highest);
+                    *code = (level as i64 as u32) & mask;
+                }
+            }
+            (None, _, Some(rounding)) => {
+                for (code, &value) in pairs {
+                    *code = rounding.encode(value / scale);
+                }
+            }
+            (None, ..) => {
+                for (code, &value) in pairs {
+                    *code = grid.dtype.encode_f64(value / scale);
+                }
+            }
+        }
+    }
+
     /// The value `code` stands for, computed as [`QuantizedMatrix::dequantize_element`] does.
     fn value(&self, grid: &CodeGrid, code: u32) -> f64 {
         match self.zero_point {
@@ -419,27 +466,30 @@ impl GroupLevels {
     /// spends most of its time here. Every type takes a form without codes, the same sum:
     /// integers round and clamp in f64 (the level is the code's value, and the compiler
     /// vectorizes it), small floats round with [`ValueRounding`].
-    fn squared_error(&self, grid: &CodeGrid, group: &[f64]) -> f64 {
+    ///
+    /// A sum that reaches `bound` on the way may stop there: the result is then some value
+    /// ≥ `bound` (never below it, so a comparison `< bound` decides as the whole sum would).
+    fn squared_error(&self, grid: &CodeGrid, group: &[f64], bound: f64) -> f64 {
         let scale = self.scale;
         match (self.zero_point, grid.dtype) {
             (Some(zero), _) => {
                 let highest = grid.max_value;
-                sum_of_squares(group, |value| {
+                sum_of_squares(group, bound, |value| {
                     let level = (round_ties_even(value / scale) + zero).clamp(0.0, highest);
                     (level - zero) * scale - value
                 })
             }
             (None, DType::Signed(_)) => {
                 let (lowest, highest) = (grid.min_value, grid.max_value);
-                sum_of_squares(group, |value| {
+                sum_of_squares(group, bound, |value| {
                     round_ties_even(value / scale).clamp(lowest, highest) * scale - value
                 })
             }
             (None, _) => match grid.rounding {
-                Some(rounding) => {
-                    sum_of_squares(group, |value| rounding.round(value / scale) * scale - value)
-                }
-                None => sum_of_squares(group, |value| {
+                Some(rounding) => sum_of_squares(group, bound, |value| {
+                    rounding.round(value / scale) * scale - value
+                }),
+                None => sum_of_squares(group, bound, |value| {
                     self.value(grid, self.code(grid, value)) - value
                 }),
             },
@@ -448,11 +498,35 @@ impl GroupLevels {
 }
 
 /// Σ difference(v)² over `values`, in four partial sums (element i goes to sum i mod 4) so
-/// that one addition need not wait for the previous.
+/// that one addition need not wait for the previous; `(s0 + s1) + (s2 + s3)` at the end.
+///
+/// Every 8 elements the partial sums combined are compared with `bound`; once they reach it,
+/// that value is returned. It is a lower bound of the whole sum: every term is ≥ 0, and adding
+/// a non-negative number never lowers a sum in round-to-nearest arithmetic, nor does a larger
+/// operand lower a rounded sum, so the whole sum would be ≥ `bound` too. (Used by the MSE
+/// search, which only asks whether a candidate is strictly below the best so far; candidates
+/// far from the best stop early. The sum of a candidate that does not stop is computed in the
+/// same order as without a bound.)
 #[inline(always)]
-fn sum_of_squares(values: &[f64], difference: impl Fn(f64) -> f64) -> f64 {
+fn sum_of_squares(values: &[f64], bound: f64, difference: impl Fn(f64) -> f64) -> f64 {
+    const CHECK: usize = 8;
     let mut sums = [0.0; 4];
-    let chunks = values.chunks_exact(4);
+    let combined = |sums: &[f64; 4]| (sums[0] + sums[1]) + (sums[2] + sums[3]);
+    let blocks = values.chunks_exact(CHECK);
+    let tail = blocks.remainder();
+    for block in blocks {
+        for chunk in block.chunks_exact(4) {
+            for (sum, &value) in sums.iter_mut().zip(chunk) {
+                let d = difference(value);
+                *sum += d * d;
+            }
+        }
+        let so_far = combined(&sums);
+        if so_far >= bound {
+            return so_far;
+        }
+    }
+    let chunks = tail.chunks_exact(4);
     let rest = chunks.remainder();
     for chunk in chunks {
         for (sum, &value) in sums.iter_mut().zip(chunk) {
@@ -464,7 +538,7 @@ fn sum_of_squares(values: &[f64], difference: impl Fn(f64) -> f64) -> f64 {
         let d = difference(value);
         *sum += d * d;
     }
-    (sums[0] + sums[1]) + (sums[2] + sums[3])
+    combined(&sums)
 }
 
 /// The smallest value of `scale_dtype` that is ≥ `scale`, or `None` on overflow.

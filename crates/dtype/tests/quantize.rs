@@ -567,3 +567,31 @@ fn a_group_larger_than_the_row_is_one_short_group() {
         }
     }
 }
+
+#[test]
+fn mse_search_ties_go_to_the_first_candidate() {
+    // A group whose best range is shrunk (small values and one outlier) and then a group of
+    // zeros: every candidate of the zeros has error 0, so the first (the whole range, scale 1)
+    // is kept, whichever candidate the group before chose.
+    let mut values: Vec<f32> = (0..32).map(|i| (i % 8) as f32 * 0.25).collect();
+    values[5] = 10.0;
+    values.extend([0.0f32; 32]);
+    for dtype in ["u2", "i3", "f4e2m1"] {
+        let options = QuantizeOptions {
+            dtype: dtype.parse().unwrap(),
+            group_size: GroupSize::Elements(32),
+            scale_dtype: DType::F32,
+        };
+        let nearest = quantize(Weights::F32(&values), 1, 64, options).unwrap();
+        let searched =
+            quantize_with_search(Weights::F32(&values), 1, 64, options, ScaleSearch::Mse).unwrap();
+        assert!(
+            searched.scales[0] < nearest.scales[0],
+            "{dtype}: the outlier group shrinks"
+        );
+        assert_eq!(
+            searched.scales[1], 1.0,
+            "{dtype}: zeros keep the first candidate"
+        );
+    }
+}
