@@ -8,7 +8,11 @@ slice of the intermediate features, no communication), ``down`` is row-parallel 
 multiplies its slice and an all-reduce sums the parts; the bias is added once). For every case
 (weight type, group size, act-order) and M in {1, 16, 64}, rank 0 compares the split result
 with the whole MLP on its own device (the same anybit kernels, unsplit weights) and with an f32
-product of the dequantized weights, and checks that every rank holds the same result.
+product of the dequantized weights, and checks that every rank holds the same result. On CUDA,
+the cases named by ``--compiled-cases`` also run the split MLP under
+``torch.compile(fullgraph=True)`` (within the TP tolerance of the eager result: inductor fuses
+the f16 activation in f32) and captured as a CUDA graph (kernels and NCCL all-reduce; bit for
+bit the eager result).
 
     python3 scripts/gpu_tp_check.py [--out DIR]                  on a machine with 2 GPUs
     python3 scripts/gpu_tp_check.py --device cpu --smoke         CI: gloo, 2 CPU processes
@@ -69,6 +73,12 @@ def _arguments():
     parser.add_argument("--cases", default=None, help="names of the cases to run, comma-separated")
     parser.add_argument("--nproc", type=int, default=2, help="processes to start when not under torchrun")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--compiled-cases",
+        default="u4 g128,u3 g128 act-order",
+        help="cases whose split MLP also runs under torch.compile(fullgraph=True) and as a "
+        "captured CUDA graph, on CUDA only ('' for none)",
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-check-out"))
     args = parser.parse_args()
     if args.hidden is None:
@@ -185,6 +195,25 @@ def _reference(dense, x):
     return product("down", F.silu(product("gate", h)) * product("up", h))
 
 
+def _graph_of(function, x):
+    """``function(x)`` captured as a CUDA graph (the all-reduce of NCCL included) and replayed
+    once on a fresh copy of ``x``: what a serving stack's decode step does."""
+    static_x = x.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # warm-up outside the graph (NCCL and the kernels set themselves up)
+            function(static_x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = function(static_x)
+    static_x.copy_(x)
+    graph.replay()
+    torch.cuda.synchronize()
+    return static_y.clone()
+
+
 def _run_case(args, case, rank, world_size, device, activation):
     started = time.perf_counter()
     whole = _whole_mlp(args, case, world_size, device)
@@ -193,6 +222,11 @@ def _run_case(args, case, rank, world_size, device, activation):
     down = RowParallelLinear.from_quantized(whole["down"])
     dense = _dequantized(whole, device)
     prepared = time.perf_counter() - started
+    compiled_cases = [name.strip() for name in args.compiled_cases.split(",") if name.strip()]
+    also_compiled = device.type == "cuda" and case[0] in compiled_cases
+    if also_compiled:
+        split_mlp = lambda x: _mlp(gate, up, down, x)  # noqa: E731
+        compiled_mlp = torch.compile(split_mlp, fullgraph=True, dynamic=False)
     rows = []
     for m in args.tokens:
         generator = torch.Generator().manual_seed(args.seed * 7919 + m)
@@ -207,6 +241,24 @@ def _run_case(args, case, rank, world_size, device, activation):
         finite = bool(torch.isfinite(split).all())
         tp_error = _relative_error(split, single)
         reference_error = _relative_error(split, reference)
+        # Graph-replayed, the split MLP launches the same kernels and the same all-reduce as
+        # eagerly: the same bits are expected. Compiled, inductor fuses silu(gate) · up in f32
+        # and rounds once (eagerly each op rounds to f16): close, not equal.
+        compiled_error = graph_equal = None
+        if also_compiled:
+            # A failure is a failed case, not a stopped rank (the other rank would wait in the
+            # next collective).
+            with torch.no_grad():
+                try:
+                    compiled_error = _relative_error(compiled_mlp(x), split)
+                except Exception as error:  # noqa: BLE001
+                    print(f"rank {rank}: {case[0]} M = {m} under torch.compile: {error!r}", flush=True)
+                    compiled_error = float("inf")
+                try:
+                    graph_equal = torch.equal(_graph_of(split_mlp, x), split)
+                except Exception as error:  # noqa: BLE001
+                    print(f"rank {rank}: {case[0]} M = {m} as a CUDA graph: {error!r}", flush=True)
+                    graph_equal = False
         rows.append(
             {
                 "case": case[0],
@@ -217,8 +269,12 @@ def _run_case(args, case, rank, world_size, device, activation):
                 "single_vs_reference_rel_error": _relative_error(single, reference),
                 "ranks_agree": ranks_agree,
                 "finite": finite,
+                "compiled_vs_eager_rel_error": compiled_error,
+                "graph_equal": graph_equal,
                 "pass": finite
                 and ranks_agree
+                and (compiled_error is None or compiled_error <= TP_TOLERANCE)
+                and graph_equal is not False
                 and tp_error <= TP_TOLERANCE
                 and reference_error <= REFERENCE_TOLERANCE,
             }
@@ -230,14 +286,22 @@ def _run_case(args, case, rank, world_size, device, activation):
 
 def _table(rows) -> str:
     lines = [
-        "| case | M | TP vs 1 device (rel) | max abs | TP vs f32 ref (rel) | 1 device vs f32 ref (rel) | ranks agree | result |",
-        "|------|---|---|---|---|---|---|---|",
+        "| case | M | TP vs 1 device (rel) | max abs | TP vs f32 ref (rel) | 1 device vs f32 ref (rel) | ranks agree | compiled vs eager (rel) | CUDA graph = eager | result |",
+        "|------|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def same(value):
+        return "–" if value is None else ("yes" if value else "NO")
+
+    def compiled(value):
+        return "–" if value is None else f"{value:.2e}"
+
     for row in rows:
         lines.append(
             f"| {row['case']} | {row['m']} | {row['tp_vs_single_rel_error']:.2e} | "
             f"{row['tp_vs_single_max_abs']:.2e} | {row['tp_vs_reference_rel_error']:.2e} | "
             f"{row['single_vs_reference_rel_error']:.2e} | {'yes' if row['ranks_agree'] else 'NO'} | "
+            f"{compiled(row['compiled_vs_eager_rel_error'])} | {same(row['graph_equal'])} | "
             f"{'pass' if row['pass'] else 'FAIL'} |"
         )
     return "\n".join(lines)
