@@ -89,7 +89,7 @@ def test_plan_errors_name_the_problem():
         (dict(bias=0x6004), "`bias`"),
         (dict(zeros=None), "has zero points"),
         (dict(dtype="i4", zero_mode="none"), "has no zero points"),
-        (dict(k=500), "K = 500 is not a multiple of the group size 128"),
+        (dict(k=500), "K = 500 is not a multiple of 16, which groups of 128 elements need"),
         (dict(group=48), "group size 48"),
         (dict(n=0), "at least 1"),
         (dict(scale="u8"), "not u8"),

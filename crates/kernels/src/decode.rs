@@ -798,7 +798,11 @@ impl DecodeKernel {
         let m = b.int("m");
         let n = b.int("n");
         let k = match self.format.group {
-            Group::Elements(size) => b.int_multiple_of("k", size as u32),
+            // With K split over warps every slice is whole groups (`supports`); unsplit, a
+            // group need not divide K (the last one of a row may be short), and K is only
+            // promised to be a multiple of 16 (what `QuantFormat::check` asks of it).
+            Group::Elements(size) if kw > 1 => b.int_multiple_of("k", size as u32),
+            Group::Elements(_) => b.int_multiple_of("k", Group::K_MULTIPLE as u32),
             Group::PerChannel => b.int("k"),
         };
         let tiles_per_block = (wn * r) as i32;
@@ -821,7 +825,10 @@ impl DecodeKernel {
         let padded_groups = if per_channel {
             Expr::from(1)
         } else {
-            b.let_("groups", chunks.clone() * (chunk as i32) / (group as i32))
+            b.let_(
+                "groups",
+                (chunks.clone() * (chunk as i32)).ceil_div(group as i32),
+            )
         };
         let slice_groups = padded_groups.clone() / kw as i32;
         let t0 = b.let_("t0", block_x() * tiles_per_block);

@@ -55,6 +55,11 @@ impl Group {
     /// The group sizes [`Group::Elements`] takes.
     pub const SIZES: [usize; 5] = [16, 32, 64, 128, 256];
 
+    /// K of a weight with groups of elements is a multiple of this. A group size that does not
+    /// divide K leaves each row a short last group (`⌈K / group⌉` scales per row, as GPTQ's
+    /// `g_idx = k // group` and the checkpoint format have them).
+    pub const K_MULTIPLE: usize = 16;
+
     /// The number of elements of a group in a row of `k` elements.
     pub fn size(self, k: usize) -> usize {
         match self {
@@ -105,8 +110,8 @@ pub enum FormatError {
         "zero points need an unsigned integer weight type (u1..u8), and the weight type is {0}"
     )]
     ZeroPointsType(DType),
-    #[error("K = {k} is not a multiple of the group size {group}; choose a group size that divides K, or per-channel")]
-    GroupDoesNotDivide { k: usize, group: usize },
+    #[error("K = {k} is not a multiple of 16, which groups of {group} elements need (a group that does not divide K leaves a short last group, but K itself must be a multiple of 16); use per-channel scales")]
+    GroupedKNotMultiple { k: usize, group: usize },
     #[error("the weight matrix is {n}×{k}; both sizes must be at least 1")]
     EmptyShape { n: usize, k: usize },
     #[error(
@@ -149,9 +154,10 @@ impl QuantFormat {
         if n >= MAX_DIMENSION || k >= MAX_DIMENSION || n * k >= 1 << 31 {
             return Err(FormatError::ShapeTooLarge { n, k });
         }
-        let group = self.group.size(k);
-        if !k.is_multiple_of(group) {
-            return Err(FormatError::GroupDoesNotDivide { k, group });
+        if let Group::Elements(group) = self.group {
+            if !k.is_multiple_of(Group::K_MULTIPLE) {
+                return Err(FormatError::GroupedKNotMultiple { k, group });
+            }
         }
         Ok(())
     }

@@ -619,7 +619,7 @@ mod tests {
         );
         let text = error(weight(u4(), 256, 500), activations(1));
         assert!(
-            text.contains("K = 500") && text.contains("group size 128"),
+            text.contains("K = 500 is not a multiple of 16") && text.contains("groups of 128"),
             "{text}"
         );
         let text = error(weight(u4(), 0, 512), activations(1));

@@ -216,11 +216,16 @@ impl GroupLayout {
         let per_channel = group_size >= codes.k;
         GroupLayout {
             n: codes.n,
-            groups: if per_channel { 1 } else { codes.k / group_size },
+            // The last group of a row may be short (a group size that does not divide K).
+            groups: if per_channel {
+                1
+            } else {
+                codes.k.div_ceil(group_size)
+            },
             padded_groups: if per_channel {
                 1
             } else {
-                codes.padded_k() / group_size
+                codes.padded_k().div_ceil(group_size)
             },
         }
     }

@@ -189,6 +189,41 @@ fn groups_from_16_to_per_channel() {
 }
 
 #[test]
+fn groups_that_do_not_divide_k_leave_a_short_last_group() {
+    // (K, group): SmolLM2's K = 576 with groups of 128 (a last group of 64), a last group of
+    // 16, and one short group that is the whole row.
+    let shapes = [(576, 128), (80, 64), (48, 256)];
+    let schedules = [
+        SMALL,
+        "w2k1r1t1c2p".parse().unwrap(),
+        "w1k1r2t2c1x".parse().unwrap(),
+    ];
+    for (k, group) in shapes {
+        for (i, weight) in ["u4", "i3", "f6e3m2", "u8"].into_iter().enumerate() {
+            let schedule = schedules[i % schedules.len()];
+            run_case(
+                &Case {
+                    weight: weight.parse().unwrap(),
+                    group: Group::Elements(group),
+                    activation: if i % 2 == 0 {
+                        Activation::F16
+                    } else {
+                        Activation::Bf16
+                    },
+                    scale_dtype: DType::F16,
+                    m: schedule.max_tokens().min(9),
+                    n: 24,
+                    k,
+                    bias: i == 1,
+                    schedule,
+                },
+                k as u64 + i as u64,
+            );
+        }
+    }
+}
+
+#[test]
 fn schedules_with_several_tiles_chunks_prefetch_split_k_and_shared_x() {
     for (tag, k) in [
         ("w1k1r2t2c2p", 448),
