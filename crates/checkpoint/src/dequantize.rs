@@ -283,7 +283,8 @@ impl CodeValues {
 
 /// Rows `block` of the weight in its original column order, as little-endian bytes of `dtype`.
 /// Each value is computed as `QuantizedMatrix::dequantize_element` computes it (in f64, then
-/// rounded to f32), then rounded to `dtype`.
+/// rounded to f32), then rounded to `dtype`. A group at a time, with the choices (zero points,
+/// permutation) made outside the loops over its elements.
 fn dequantize_rows(
     parts: &QuantizedParts<'_>,
     values: &CodeValues,
@@ -292,35 +293,49 @@ fn dequantize_rows(
 ) -> Vec<u8> {
     let cols = parts.cols;
     let bits = parts.dtype.bits();
-    let groups_per_row = cols.div_ceil(parts.group_size);
+    let group_size = parts.group_size;
+    let groups_per_row = cols.div_ceil(group_size);
     let element_bytes = dtype.bits() as usize / 8;
     let mut bytes = vec![0u8; block.len() * cols * element_bytes];
-    let mut row_values = vec![0f32; cols];
+    let mut stored = vec![0f32; cols];
+    let mut original = vec![0f32; if parts.permutation.is_some() { cols } else { 0 }];
     let mut row_codes = vec![0u32; cols];
+    let levels = values.0.as_slice();
     for (row_in_block, row) in block.enumerate() {
         anybit_dtype::read_codes(parts.codes, bits, row * cols, &mut row_codes);
         // The last group of a row is short when the group size does not divide K.
-        let groups = row_codes.chunks(parts.group_size);
-        for (group_in_row, codes) in groups.enumerate() {
+        let groups = row_codes
+            .chunks(group_size)
+            .zip(stored.chunks_mut(group_size));
+        for (group_in_row, (codes, out)) in groups.enumerate() {
             let group = row * groups_per_row + group_in_row;
             let scale = parts.scales[group] as f64;
-            let zero = parts.zero_points.map(|zeros| zeros[group] as f64);
-            for (offset, &code) in codes.iter().enumerate() {
-                let col = group_in_row * parts.group_size + offset;
-                let mut level = values.0[code as usize];
-                if let Some(zero) = zero {
-                    level -= zero;
+            match parts.zero_points {
+                Some(zeros) => {
+                    let zero = zeros[group] as f64;
+                    for (value, &code) in out.iter_mut().zip(codes) {
+                        *value = ((levels[code as usize] - zero) * scale) as f32;
+                    }
                 }
-                // Column `col` of the stored matrix is column `permutation[col]` of the weight.
-                let original = parts
-                    .permutation
-                    .as_ref()
-                    .map_or(col, |permutation| permutation[col] as usize);
-                row_values[original] = (level * scale) as f32;
+                None => {
+                    for (value, &code) in out.iter_mut().zip(codes) {
+                        *value = (levels[code as usize] * scale) as f32;
+                    }
+                }
             }
         }
+        // Column `col` of the stored matrix is column `permutation[col]` of the weight.
+        let row_values = match &parts.permutation {
+            Some(permutation) => {
+                for (&value, &column) in stored.iter().zip(permutation) {
+                    original[column as usize] = value;
+                }
+                &original
+            }
+            None => &stored,
+        };
         let row_bytes = &mut bytes[row_in_block * cols * element_bytes..][..cols * element_bytes];
-        encode_row(&row_values, dtype, row_bytes);
+        encode_row(row_values, dtype, row_bytes);
     }
     bytes
 }
