@@ -53,12 +53,18 @@ def dequantize(path, binary):
         rows, cols = info["shape"]
         dtype, bits, group = info["dtype"], dtype_bits(info["dtype"]), info["group_size"]
         codes = unpack(tensors[name + ".codes"], rows * cols, bits).reshape(rows, cols)
+
+        def per_column(per_group):
+            """[rows, ⌈cols / group⌉] → [rows, cols]: a short last group (the group size does
+            not divide K) covers only the columns there are."""
+            return np.repeat(per_group, group, axis=1)[:, :cols]
+
         if dtype[0] in "ui":
             # Integer codes times an f16/bf16 scale need at most 9 + 11 significant bits:
             # float32 holds the exact product the format defines (computed in f64).
             if dtype.startswith("u"):
                 zeros = tensors[name + ".zeros"].astype(np.float32)
-                values = codes.astype(np.float32) - np.repeat(zeros, group, axis=1)
+                values = codes.astype(np.float32) - per_column(zeros)
             else:
                 half = 1 << (bits - 1)
                 values = (((codes + half) & ((1 << bits) - 1)).astype(np.int32) - half)
@@ -66,11 +72,11 @@ def dequantize(path, binary):
             scales = tensors[name + ".scales"]
             if info["scale_dtype"] == "f32":
                 values = values.astype(np.float64)
-            out[name] = (values * np.repeat(scales, group, axis=1)).astype(np.float32)
+            out[name] = (values * per_column(scales)).astype(np.float32)
         else:
             if dtype not in tables:
                 tables[dtype] = code_values(binary, dtype)
-            scales = np.repeat(tensors[name + ".scales"].astype(np.float64), group, axis=1)
+            scales = per_column(tensors[name + ".scales"].astype(np.float64))
             out[name] = (tables[dtype][codes] * scales).astype(np.float32)
         if info.get("permuted"):
             # Stored column j is column perm[j] of the original weight (GPTQ act-order imports).

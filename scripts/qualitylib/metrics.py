@@ -73,9 +73,13 @@ def dtype_bits(dtype):
     return int(dtype[1:dtype.index("e")])
 
 
-def bits_per_weight(dtype, group, scale_bits=16):
+def bits_per_weight(dtype, group, shapes, scale_bits=16):
     """Code bits plus one scale per group and, for unsigned types, one zero point per group
-    counted as a code of the weight type (the way the kernels read them)."""
+    counted as a code of the weight type (the way the kernels read them), averaged over the
+    weights of `shapes` ([N, K] each). A row of K has ⌈K / group⌉ groups: when the group size
+    does not divide K, the last is short and still holds a whole scale (and zero point)."""
     bits = dtype_bits(dtype)
     zero = bits if dtype.startswith("u") else 0
-    return bits + (scale_bits + zero) / group
+    weights = sum(rows * cols for rows, cols in shapes)
+    groups = sum(rows * -(-cols // group) for rows, cols in shapes)
+    return bits + (scale_bits + zero) * groups / weights

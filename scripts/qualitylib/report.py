@@ -56,6 +56,24 @@ def _svg_open(width, height, title):
             f'<text x="60" y="18" font-size="14">{title}</text>']
 
 
+# The marker of each group size in the KL chart.
+GROUP_SHAPES = {32: "circle", 64: "rect", 128: "diamond"}
+
+
+def _marker(shape, cx, cy, color, title=None):
+    """An SVG marker (circle, square or diamond, about 7 px) at (cx, cy), with a tooltip."""
+    tip = f"<title>{title}</title>" if title else ""
+    if shape == "circle":
+        return (f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{color}" '
+                f'fill-opacity="0.8">{tip}</circle>')
+    if shape == "diamond":
+        points = f"{cx:.1f},{cy - 4.5:.1f} {cx + 4.5:.1f},{cy:.1f} {cx:.1f},{cy + 4.5:.1f} " \
+                 f"{cx - 4.5:.1f},{cy:.1f}"
+        return f'<polygon points="{points}" fill="{color}" fill-opacity="0.8">{tip}</polygon>'
+    return (f'<rect x="{cx - 3.5:.1f}" y="{cy - 3.5:.1f}" width="7" height="7" fill="{color}" '
+            f'fill-opacity="0.8">{tip}</rect>')
+
+
 def kl_chart(document, path):
     """Mean KL divergence (log scale) against bits per weight; one point per format and group
     (round to nearest), the best trade-off (over every row) joined and labelled."""
@@ -87,15 +105,9 @@ def kl_chart(document, path):
     out.append(f'<path d="{path_d}" fill="none" stroke="#555" stroke-width="1.5" '
                f'stroke-dasharray="5,3"/>')
     for r in rows:
-        shape = ("circle" if r["group"] == 32 else "rect")
         cx, cy, color = x(r["bits_per_weight"]), y(r["kl"]), COLORS[kind(r["dtype"])]
-        if shape == "circle":
-            out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{color}" '
-                       f'fill-opacity="0.8"><title>{label(r)}: KL {r["kl"]:.4g}</title></circle>')
-        else:
-            out.append(f'<rect x="{cx - 3.5:.1f}" y="{cy - 3.5:.1f}" width="7" height="7" '
-                       f'fill="{color}" fill-opacity="0.8"><title>{label(r)}: KL '
-                       f'{r["kl"]:.4g}</title></rect>')
+        out.append(_marker(GROUP_SHAPES.get(r["group"], "rect"), cx, cy, color,
+                           f'{label(r)}: KL {r["kl"]:.4g}'))
     for i, r in enumerate(front):
         cx, cy = x(r["bits_per_weight"]), y(r["kl"])
         mse = " mse" if r["search"] == "mse" else ""
@@ -105,17 +117,16 @@ def kl_chart(document, path):
                    f'stroke-width="1.5"/><text x="{cx + 8:.1f}" y="{ty:.1f}" '
                    f'font-size="11">{label(r)}{mse}</text>')
     legend = [(COLORS[k], KIND_NAMES[k], "circle") for k in "iuf"]
-    legend += [("#888", "group 32", "circle"), ("#888", "group 64", "rect"),
-               ("black", "best trade-off", "ring")]
+    legend += [("#888", f"group {g}", GROUP_SHAPES.get(g, "rect"))
+               for g in sorted({r["group"] for r in rows})]
+    legend += [("black", "best trade-off", "ring")]
     for i, (color, text, shape) in enumerate(legend):
         lx, ly = width - right + 20, top + 20 + 20 * i
-        if shape == "circle":
-            out.append(f'<circle cx="{lx}" cy="{ly}" r="4" fill="{color}"/>')
-        elif shape == "rect":
-            out.append(f'<rect x="{lx - 4}" y="{ly - 4}" width="8" height="8" fill="{color}"/>')
-        else:
+        if shape == "ring":
             out.append(f'<circle cx="{lx}" cy="{ly}" r="6" fill="none" stroke="{color}" '
                        f'stroke-width="1.5"/>')
+        else:
+            out.append(_marker(shape, lx, ly, color))
         out.append(f'<text x="{lx + 12}" y="{ly + 4}">{text}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
@@ -211,6 +222,33 @@ def search_findings(document):
     return sorted(findings, key=lambda finding: sort_key(finding[0]))
 
 
+def _short_groups(document):
+    """What the groups that do not divide K mean on this model: a short last group per row."""
+    columns = {int(k): int(n) for k, n in document.get("weight_columns", {}).items()}
+    if not columns:  # results written before the document listed them: the model's hidden size
+        columns = {int(document["config"]["hidden"]): 0}
+    notes = []
+    for group in sorted(set(document["settings"]["groups"]) | set(document["settings"]["mse_groups"])):
+        short = sorted(k for k in columns if k % group)
+        if not short:
+            continue
+        parts = ", ".join(f"K = {k} = {k // group}·{group} + {k % group}" for k in short)
+        whole = sorted(k for k in columns if not k % group)
+        notes.append(
+            f" A group of {group} does not divide every K of this model: the weights with {parts} "
+            f"(Q, K, V, output, gate and up) have {k_groups(short[0], group)} groups per row, the "
+            f"last of them short ({short[0] % group} elements), as GPTQ's `g_idx = k // {group}` "
+            "makes them; `anybit quantize` gives the short group a scale and zero point of its "
+            f"own, and *bits/weight* counts ⌈K / {group}⌉ = {k_groups(short[0], group)} of them "
+            "per row" + (f" (the weights with K = {', '.join(map(str, whole))} have whole groups)"
+                         if whole else "") + ".")
+    return "".join(notes)
+
+
+def k_groups(k, group):
+    return -(-k // group)
+
+
 def _planned(settings):
     return (len(settings["formats"]) * len(settings["groups"])
             + len(settings["mse_formats"]) * len(settings["mse_groups"]))
@@ -279,9 +317,7 @@ def write(document, markdown_path):
         f"- **Formats**: every integer of 2–8 bits, signed (iN, symmetric) and unsigned with a "
         f"zero point (uN), and every small float of 4–8 bits `anybit dtypes` lists, each with "
         f"groups of {groups} and f16 scales, scales by round to nearest (`--search none`). The MSE "
-        f"scale search (`--search mse`) is measured for {mse_scope}. Groups of "
-        f"128 are not in the table: 128 does not divide K = 576, the input size of the Q, K, V, "
-        f"gate and up weights of this model, and `anybit quantize` refuses it.",
+        f"scale search (`--search mse`) is measured for {mse_scope}." + _short_groups(document),
         f"- **Text**: [data/quality/text.txt](../data/quality/text.txt) (William Morris, *News "
         f"from Nowhere*, chapters I–II, public domain), {document['text_tokens']} tokens. The "
         f"reference perplexity is {ref['perplexity']:.2f} over every whole window of "
@@ -304,7 +340,8 @@ def write(document, markdown_path):
         "English paragraph of 115 tokens the model's perplexity is 24.",
         "- **Columns**: *bits/weight* counts the codes, one f16 scale per group and, for uN, one "
         "zero point per group as a code of the weight type (as the kernels read it; the "
-        "checkpoint file stores zero points as bytes, `file_bits_per_weight` in the JSON). "
+        "checkpoint file stores zero points as bytes, `file_bits_per_weight` in the JSON), with "
+        "⌈K / group⌉ groups in a row of K (a short last group counts whole). "
         "*Weight error* is ‖W − Ŵ‖ / ‖W‖ over all quantized weights. *KL divergence* is the mean "
         "over scored tokens of KL(reference ‖ quantized) of the next-token distribution, in nats. "
         "*Top-1 agreement* is how often both models' most likely next token is the same.",
@@ -344,20 +381,22 @@ def write(document, markdown_path):
             lines.append(f"{text} {len(rows)} of {len(findings)} rows"
                          + (": " + ", ".join(rows) + "." if rows else "."))
             lines.append("")
-    points, device = speed_points(document, 64)
+    # The benchmark's layers are in groups of 128: compare at 128 where the table has it.
+    speed_group = 128 if any(r["group"] == 128 for r in document["rows"]) else 64
+    points, device = speed_points(document, speed_group)
     if points:
-        speed_chart(points, device, 64, speed_svg)
+        speed_chart(points, device, speed_group, speed_svg)
         lines += [
             "## Speed against quality",
             "",
             "Decode time of anybit's kernel at M = 1 on a 57344 × 8192 layer (group 128, from "
             "[docs/bench-runs/2026-11-27-anybit-aa9cc14.json](bench-runs/2026-11-27-anybit-aa9cc14.json), "
             "[BENCHMARKS.md](BENCHMARKS.md)) against the KL divergence of the same format at group "
-            "64 here (this model cannot take group 128), for the formats both have:",
+            f"{speed_group} here, for the formats both have:",
             "",
             "![KL divergence against decode time](quality-speed.svg)",
             "",
-            "| format | µs (M = 1) | KL divergence (g64) |",
+            f"| format | µs (M = 1) | KL divergence (g{speed_group}) |",
             "|---|---:|---:|",
         ]
         lines += [f"| {n} | {t:.1f} | {_kl(kl)} |" for n, t, kl in points]

