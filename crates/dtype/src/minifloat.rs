@@ -211,7 +211,11 @@ impl MiniFloat {
         if value.is_infinite() {
             return sign | self.infinity_code().unwrap_or(self.max_finite_code());
         }
-        ValueRounding::new(self).encode(value)
+        let magnitude = value.abs();
+        if magnitude >= self.max_finite() {
+            return sign | self.max_finite_code();
+        }
+        sign | self.encode_magnitude(magnitude)
     }
 
     /// Code of a finite magnitude below the largest finite value, rounding to nearest even.
@@ -242,35 +246,48 @@ impl MiniFloat {
 /// included) without going through codes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ValueRounding {
-    format: MiniFloat,
     min_normal_exponent: i64,
     mantissa_bits: i64,
     max_finite: f64,
+    sign_mask: u32,
+    max_finite_code: u32,
 }
 
 impl ValueRounding {
     pub(crate) fn new(format: MiniFloat) -> Self {
         ValueRounding {
-            format,
             min_normal_exponent: format.min_normal_exponent() as i64,
             mantissa_bits: format.mantissa_bits as i64,
             max_finite: format.max_finite(),
+            sign_mask: format.sign_mask(),
+            max_finite_code: format.max_finite_code(),
         }
     }
 
-    /// The code of the finite `value`: round to nearest even, saturating.
+    /// The code of the finite `value`: round to nearest even, saturating; the same code as
+    /// [`MiniFloat::encode_f64`], without its division and branches (quantization's last step,
+    /// once per element). The significand is rounded as in [`Self::round`]; the code is then
+    /// `(binade − first normal binade) · 2^M + significand`, which is the exponent field and
+    /// mantissa for normal values (field 1 in the first normal binade), the mantissa alone for
+    /// subnormals, and carries into the next binade when the significand rounds up to 2^(M+1).
+    #[inline(always)]
     pub(crate) fn encode(self, value: f64) -> u32 {
         debug_assert!(value.is_finite());
         let sign = if value.is_sign_negative() {
-            self.format.sign_mask()
+            self.sign_mask
         } else {
             0
         };
         let magnitude = value.abs();
         if magnitude >= self.max_finite {
-            return sign | self.format.max_finite_code();
+            return sign | self.max_finite_code;
         }
-        sign | self.format.encode_magnitude(magnitude)
+        let biased = ((magnitude.to_bits() >> 52) & 0x7ff) as i64;
+        let exponent = (biased - 1023).max(self.min_normal_exponent);
+        let up = f64::from_bits(((self.mantissa_bits - exponent + 1023) as u64) << 52);
+        let significand = round_ties_even(magnitude * up) as u32;
+        let binade = (exponent - self.min_normal_exponent) as u32;
+        sign | ((binade << self.mantissa_bits) + significand)
     }
 
     /// The format's value nearest to the finite `value` (ties to even), saturating.
@@ -377,7 +394,9 @@ mod tests {
             let y = f64::from_bits(bits);
             prop_assume!(y.is_finite());
             let format = every_format()[pick % every_format().len()];
-            let expected = format.decode(format.encode_f64(y));
+            let code = format.encode_f64(y);
+            prop_assert_eq!(ValueRounding::new(format).encode(y), code);
+            let expected = format.decode(code);
             prop_assert_eq!(ValueRounding::new(format).round(y).to_bits(), expected.to_bits());
         }
     }

@@ -29,7 +29,7 @@
 use half::{bf16, f16};
 
 use crate::convert::round_ties_even;
-use crate::minifloat::ValueRounding;
+use crate::minifloat::{exp2, floor_log2, ValueRounding};
 use crate::packing::{packed_bytes, read_code, read_codes, write_codes};
 use crate::DType;
 
@@ -250,6 +250,7 @@ pub fn quantize_with_search(
         zero_points: matches!(dtype, DType::Unsigned(_)).then(Vec::new),
     };
     let grid = CodeGrid::new(dtype);
+    let scale_type = ScaleType::new(scale_dtype);
     // The index in MSE_SHRINK_FACTORS the previous group chose.
     let mut guess = 0;
     let mut group_buffer = vec![0f64; group_size];
@@ -269,7 +270,7 @@ pub fn quantize_with_search(
             }
             let range = GroupRange::of(group);
             let levels_for = |factor: f64| {
-                GroupLevels::new(&grid, scale_dtype, range, factor).map_err(|scale| {
+                GroupLevels::new(&grid, scale_type, range, factor).map_err(|scale| {
                     QuantizeError::ScaleOverflow {
                         row,
                         group: group_index,
@@ -391,12 +392,12 @@ impl GroupLevels {
     /// exact scale that overflows `scale_dtype`.
     fn new(
         grid: &CodeGrid,
-        scale_dtype: DType,
+        scale_type: ScaleType,
         range: GroupRange,
         factor: f64,
     ) -> Result<Self, f64> {
         let exact_scale = range.scale(grid) * factor;
-        let scale = round_scale_up(exact_scale, scale_dtype).ok_or(exact_scale)?;
+        let scale = scale_type.round_up(exact_scale).ok_or(exact_scale)?;
         let zero_point = matches!(grid.dtype, DType::Unsigned(_)).then(|| {
             let lowest = range.lowest * factor;
             round_ties_even(-lowest / scale).clamp(0.0, grid.max_value)
@@ -541,15 +542,107 @@ fn sum_of_squares(values: &[f64], bound: f64, difference: impl Fn(f64) -> f64) -
     combined(&sums)
 }
 
-/// The smallest value of `scale_dtype` that is ≥ `scale`, or `None` on overflow.
-fn round_scale_up(scale: f64, scale_dtype: DType) -> Option<f64> {
-    let mut code = scale_dtype.encode(scale as f32);
-    // Positive IEEE codes are ordered like their values, so the next code up is the next value.
-    while scale_dtype.decode(code) < scale {
-        code += 1;
+/// A scale type (f16, bf16 or f32: binary floats of `mantissa_bits` stored bits) as the scales
+/// are rounded up to it, worked out once per matrix.
+#[derive(Clone, Copy, Debug)]
+struct ScaleType {
+    mantissa_bits: i32,
+    /// The exponent of the smallest normal value (below it the spacing stays the same).
+    min_exponent: i32,
+    max_finite: f64,
+}
+
+impl ScaleType {
+    fn new(dtype: DType) -> Self {
+        let (mantissa_bits, min_exponent) = match dtype {
+            DType::F16 => (10, -14),
+            DType::Bf16 => (7, -126),
+            _ => (23, -126),
+        };
+        ScaleType {
+            mantissa_bits,
+            min_exponent,
+            max_finite: dtype.max_value(),
+        }
     }
-    let rounded = scale_dtype.decode(code);
-    rounded.is_finite().then_some(rounded)
+
+    /// The smallest value of the type that is ≥ `scale` (positive and finite), or `None` when
+    /// that is beyond the largest finite value. Computed in f64: scaling by powers of two is
+    /// exact, and in between the significand rounds up (the value the codes give: encode the
+    /// scale, then step up through the codes while below it; a test holds the two together).
+    fn round_up(self, scale: f64) -> Option<f64> {
+        let exponent = floor_log2(scale).max(self.min_exponent);
+        let significand = scale * exp2(self.mantissa_bits - exponent);
+        let rounded = ceil(significand) * exp2(exponent - self.mantissa_bits);
+        (rounded <= self.max_finite).then_some(rounded)
+    }
+}
+
+/// The smallest integer ≥ `x`, for 0 ≤ x < 2^52, without a library call.
+fn ceil(x: f64) -> f64 {
+    let nearest = round_ties_even(x);
+    if nearest < x {
+        nearest + 1.0
+    } else {
+        nearest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DType, ScaleType};
+    use proptest::prelude::*;
+
+    /// Rounding up through the codes: encode, then the next code up while below.
+    fn through_codes(scale: f64, dtype: DType) -> Option<f64> {
+        let mut code = dtype.encode(scale as f32);
+        while dtype.decode(code) < scale {
+            code += 1;
+        }
+        let rounded = dtype.decode(code);
+        rounded.is_finite().then_some(rounded)
+    }
+
+    fn check(scale: f64) {
+        for dtype in [DType::F16, DType::Bf16, DType::F32] {
+            let fast = ScaleType::new(dtype).round_up(scale).map(f64::to_bits);
+            assert_eq!(
+                fast,
+                through_codes(scale, dtype).map(f64::to_bits),
+                "{dtype} {scale:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn scales_round_up_as_through_the_codes() {
+        for dtype in [DType::F16, DType::Bf16, DType::F32] {
+            let max = dtype.max_value();
+            for value in [
+                1.0, 1e-40, 6e-8, 5.96e-8, 6.1e-5, max, 1e-300, 3e38, 3.5e38, 1e39,
+            ] {
+                check(value);
+                check(f64::from_bits(value.to_bits() + 1));
+                check(f64::from_bits(value.to_bits() - 1));
+            }
+        }
+        // Every positive finite f16 and bf16 value and the f64 values right around it.
+        let f16_values = (1..0x7c00u32).map(|code| DType::F16.decode(code));
+        let bf16_values = (1..0x7f80u32).map(|code| DType::Bf16.decode(code));
+        for value in f16_values.chain(bf16_values) {
+            check(value);
+            check(f64::from_bits(value.to_bits() + 1));
+            check(f64::from_bits(value.to_bits() - 1));
+            check(value * 1.0001);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_positive_scale_rounds_up_as_through_the_codes(bits in 1u64..0x7ff0_0000_0000_0000) {
+            check(f64::from_bits(bits));
+        }
+    }
 }
 
 impl QuantizedMatrix {
