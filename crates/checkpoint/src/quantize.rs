@@ -579,7 +579,7 @@ fn quantize_block(
     })?;
     let mut statistics = ErrorStatistics::default();
     statistics
-        .add(&values, &matrix.dequantize())
+        .add_quantized(&values, &matrix)
         .map_err(|source| CheckpointError::Quantize {
             path: input.path().to_path_buf(),
             tensor: entry.name.clone(),

@@ -739,6 +739,55 @@ impl ErrorStatistics {
         Ok(())
     }
 
+    /// Adds `original` compared with the dequantization of `quantized` (row-major, the same
+    /// length): the same sums as `add(original, &quantized.dequantize())`, element by element in
+    /// the same order, without making the dequantized copy.
+    pub fn add_quantized(
+        &mut self,
+        original: &[f32],
+        quantized: &QuantizedMatrix,
+    ) -> Result<(), QuantizeError> {
+        let count = quantized.rows * quantized.cols;
+        if original.len() != count {
+            return Err(QuantizeError::LengthMismatch {
+                original: original.len(),
+                approximation: count,
+            });
+        }
+        let grid = CodeGrid::new(quantized.dtype);
+        let (cols, group_size) = (quantized.cols, quantized.group_size);
+        let groups_per_row = quantized.groups_per_row();
+        let mut buffer = vec![0u32; group_size.min(cols)];
+        let mut values = vec![0f32; group_size.min(cols)];
+        for row in 0..quantized.rows {
+            for group_in_row in 0..groups_per_row {
+                let start = group_in_row * group_size;
+                let length = group_size.min(cols - start);
+                let first = row * cols + start;
+                let codes = &mut buffer[..length];
+                read_codes(&quantized.codes, quantized.dtype.bits(), first, codes);
+                let group = row * groups_per_row + group_in_row;
+                let scale = quantized.scales[group] as f64;
+                let approximation = &mut values[..length];
+                match &quantized.zero_points {
+                    Some(zero_points) => {
+                        let zero = zero_points[group] as f64;
+                        for (value, &code) in approximation.iter_mut().zip(codes.iter()) {
+                            *value = ((code as f64 - zero) * scale) as f32;
+                        }
+                    }
+                    None => {
+                        for (value, &code) in approximation.iter_mut().zip(codes.iter()) {
+                            *value = (grid.value(code) * scale) as f32;
+                        }
+                    }
+                }
+                self.add(&original[first..first + length], approximation)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the sums of another part (compared separately), as if its elements followed.
     pub fn merge(&mut self, other: &ErrorStatistics) {
         self.max_abs = self.max_abs.max(other.max_abs);

@@ -595,3 +595,26 @@ fn mse_search_ties_go_to_the_first_candidate() {
         );
     }
 }
+
+#[test]
+fn error_statistics_of_a_quantized_matrix_are_those_of_its_dequantization() {
+    // K = 40 in groups of 32 (a short last group), every kind of type.
+    let values: Vec<f32> = (0..3 * 40)
+        .map(|i| ((i * 37) % 29) as f32 / 5.0 - 2.7)
+        .collect();
+    for dtype in ["u3", "i5", "f6e3m2", "u8"] {
+        let options = QuantizeOptions {
+            dtype: dtype.parse().unwrap(),
+            group_size: GroupSize::Elements(32),
+            scale_dtype: DType::F16,
+        };
+        let quantized = quantize(Weights::F32(&values), 3, 40, options).unwrap();
+        let mut fused = ErrorStatistics::default();
+        fused.add_quantized(&values, &quantized).unwrap();
+        let mut plain = ErrorStatistics::default();
+        plain.add(&values, &quantized.dequantize()).unwrap();
+        assert_eq!(fused, plain, "{dtype}");
+        assert!(fused.report().relative_frobenius > 0.0);
+        assert!(fused.add_quantized(&values[1..], &quantized).is_err());
+    }
+}
