@@ -9,8 +9,9 @@ def log_softmax(logits):
     flat_in = logits.reshape(-1, logits.shape[-1])
     flat_out = out.reshape(-1, logits.shape[-1])
     for start in range(0, flat_in.shape[0], 256):
-        block = flat_in[start:start + 256].astype(np.float64)
-        block -= block.max(axis=-1, keepdims=True)
+        rows = flat_in[start:start + 256]
+        # The largest logit of a row is the same in float32; subtracted in float64 (exact).
+        block = np.subtract(rows, rows.max(axis=-1, keepdims=True), dtype=np.float64)
         block -= np.log(np.exp(block).sum(axis=-1, keepdims=True))
         flat_out[start:start + 256] = block
     return out
@@ -36,17 +37,37 @@ def perplexity(logprobs, targets):
     return float(np.exp(-picked.astype(np.float64).mean()))
 
 
+# Rows of logits taken at a time by `compare`: their float64 copy (25 MB) stays small.
+_ROWS = 64
+
+
 def compare(reference, logits):
-    """Perplexity, mean KL(reference ‖ model), top-1 agreement of a model's logits."""
-    logprobs = log_softmax(logits[:, :-1])
-    # KL(p ‖ q) = Σ p (log p − log q) per position; the difference first, so that two
-    # entropies of a few nats do not cancel in float32 where KL is 1e-4.
-    kl = np.einsum("...v,...v->...", reference.probs, reference.logprobs - logprobs)
+    """Perplexity, mean KL(reference ‖ model), top-1 agreement of a model's logits.
+
+    In one pass over blocks of rows: each block's log-probabilities are computed, compared and
+    dropped, never the whole [windows, tokens, vocab] array (every row is computed as on its
+    own, so the numbers do not depend on the block size)."""
+    count, length, vocab = logits.shape
+    scored = length - 1
+    kl = np.empty((count, scored), dtype=np.float32)
+    top = np.empty((count, scored), dtype=np.int64)
+    picked = np.empty((count, scored), dtype=np.float32)
+    for window in range(count):
+        for start in range(0, scored, _ROWS):
+            rows = slice(start, min(scored, start + _ROWS))
+            logprobs = log_softmax(logits[window, rows])
+            # KL(p ‖ q) = Σ p (log p − log q) per position; the difference first, so that two
+            # entropies of a few nats do not cancel in float32 where KL is 1e-4.
+            kl[window, rows] = np.einsum("rv,rv->r", reference.probs[window, rows],
+                                         reference.logprobs[window, rows] - logprobs)
+            top[window, rows] = logprobs.argmax(axis=-1)
+            targets = reference.targets[window, rows]
+            picked[window, rows] = np.take_along_axis(logprobs, targets[:, None], axis=-1)[:, 0]
     return {
-        "perplexity": perplexity(logprobs, reference.targets),
+        "perplexity": float(np.exp(-picked.astype(np.float64).mean())),
         "kl": float(np.mean(kl)),
         "kl_p99": float(np.percentile(kl, 99)),
-        "top1": float(np.mean(logprobs.argmax(axis=-1) == reference.top1)),
+        "top1": float(np.mean(top == reference.top1)),
     }
 
 
@@ -62,9 +83,16 @@ class RelativeFrobenius:
     def __call__(self, approximations):
         error = 0.0
         for name, original in self.originals.items():
-            difference = approximations[name].astype(np.float64) - original
-            error += float(np.sum(difference * difference))
+            approximation, original = approximations[name].reshape(-1), original.reshape(-1)
+            # In float64, in pieces that stay in the cache.
+            for start in range(0, original.size, _PIECE):
+                piece = slice(start, start + _PIECE)
+                difference = np.subtract(approximation[piece], original[piece], dtype=np.float64)
+                error += float(np.dot(difference, difference))
         return float(np.sqrt(error / self.norm))
+
+
+_PIECE = 1 << 16
 
 
 def dtype_bits(dtype):

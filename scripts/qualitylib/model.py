@@ -4,7 +4,8 @@
   keeps the result in `.cache/quality/` (the GGUF reader takes seconds; the cache a fraction).
   Weights keep GGUF's names and layout: a 2-D weight `blk.L.attn_q.weight` is `[N, K]` (output
   rows, input columns), the layout `anybit quantize` takes.
-- `forward` is the fast path: the tokens of several windows at once, float32, batched matmuls.
+- `forward` is the fast path: the tokens of several windows at once, float32, batched matmuls
+  (one BLAS thread: the quality run quantizes the next configuration on the other core).
   llama.cpp's converter permutes the rows of Q and K within each head so that RoPE rotates
   adjacent pairs (x[2i], x[2i+1]); `forward` undoes the permutation and rotates the two halves
   of each head (x[i], x[i + d/2]), the convention of the original checkpoint.
@@ -145,35 +146,66 @@ def _rope_halves(x, cos, sin):
     return np.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
 
 
-def _silu(x):
-    return x / (1.0 + np.exp(-x))
+def _silu_times(gate, up):
+    """silu(gate) · up, as gate / (1 + exp(−gate)) · up, in one temporary (gate is kept)."""
+    out = np.negative(gate)
+    np.exp(out, out=out)
+    out += 1.0
+    np.divide(gate, out, out=out)
+    out *= up
+    return out
 
 
-def _causal_attention(q, k, v, group, scale, block=256):
+def _is_power_of_two(value):
+    mantissa, _ = np.frexp(value)
+    return mantissa == 0.5
+
+
+def _causal_attention(q, k, v, group, scale, block=128):
     """Softmax attention with a causal mask; q [count, heads, len, d], k and v [count, kv, len, d].
-    Queries go in blocks that see only the keys up to their last position (half the work of a
-    full square). The `group` query heads of a key/value head share it (grouped-query)."""
+    Queries go in blocks that see only the keys up to their last position (little more than
+    half the work of a full square); the keys before a block are all visible, so the mask is
+    added to the block's diagonal square only. The `group` query heads of a key/value head share
+    it (grouped-query). A scale that is a power of two (1/8 for heads of 64) multiplies the
+    queries instead of the scores (exactly the same products, one pass over the smaller array),
+    and the softmax's division by its sum is applied to the mixed values [.., d] rather than to
+    the weights [.., keys] (the same up to float32 rounding)."""
     count, heads, length, d = q.shape
     kv = k.shape[1]
+    scale_queries = _is_power_of_two(scale)
+    if scale_queries:
+        q = q * scale
     q = q.reshape(count, kv, group, length, d)
+    k_t = k.transpose(0, 1, 3, 2)
     out = np.empty((count, kv, group, length, d), dtype=np.float32)
     for start in range(0, length, block):
         end = min(length, start + block)
         size = end - start
         rows_q = q[:, :, :, start:end, :].reshape(count, kv, group * size, d)
-        scores = rows_q @ k[:, :, :end, :].transpose(0, 1, 3, 2)
+        scores = rows_q @ k_t[:, :, :, :end]
         scores = scores.reshape(count, kv, group, size, end)
-        scores *= scale
-        # The diagonal block: query i sees keys up to i (added as -inf: one pass, where
-        # boolean indexing took several).
-        rows = np.arange(start, end)[:, None]
-        scores += np.where(np.arange(end)[None, :] > rows, -np.inf, 0).astype(np.float32)
+        if not scale_queries:
+            scores *= scale
+        # The diagonal square: query i sees keys up to i (added as -inf: one pass).
+        scores[..., start:end] += _causal_mask(size)
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
+        total = scores.sum(axis=-1, keepdims=True)
         mixed = scores.reshape(count, kv, group * size, end) @ v[:, :, :end, :]
-        out[:, :, :, start:end, :] = mixed.reshape(count, kv, group, size, d)
+        np.divide(mixed.reshape(count, kv, group, size, d), total,
+                  out=out[:, :, :, start:end, :])
     return out.reshape(count, heads, length, d)
+
+
+_MASKS = {}
+
+
+def _causal_mask(size):
+    """[size, size] float32: 0 on and below the diagonal, -inf above."""
+    if size not in _MASKS:
+        _MASKS[size] = np.where(np.arange(size)[None, :] > np.arange(size)[:, None], -np.inf,
+                                0).astype(np.float32)
+    return _MASKS[size]
 
 
 def forward(model, windows, layers=None):
@@ -204,7 +236,7 @@ def forward(model, windows, layers=None):
         h = _rms_norm(x, w[p + "ffn_norm.weight"], c.rms_eps)
         gate = h @ w[p + "ffn_gate.weight"].T
         up = h @ w[p + "ffn_up.weight"].T
-        x = x + (_silu(gate) * up) @ w[p + "ffn_down.weight"].T
+        x = x + _silu_times(gate, up) @ w[p + "ffn_down.weight"].T
     x = _rms_norm(x, w["output_norm.weight"], c.rms_eps)
     head = w.get("output.weight", w["token_embd.weight"])  # tied embeddings when absent
     return (x @ head.T).reshape(count, length, -1)

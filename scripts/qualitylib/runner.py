@@ -2,18 +2,20 @@
 weights go through `anybit quantize` and `anybit dequantize` (the path users run), then the model
 runs on fixed text and is compared with the reference model.
 
-While the model runs on one configuration's weights, the next configuration is quantized and
-dequantized by the anybit binary in the background (a separate process: it overlaps the numpy
-work that does not use both cores).
+While the model runs on one configuration's weights (one BLAS thread), the next configuration
+is quantized and dequantized by the anybit binary in the background (separate processes) and its
+weight error computed (numpy, in a thread: it releases the GIL), on the other core.
 """
+import collections
+import concurrent.futures
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -69,7 +71,7 @@ def windows_of(tokens, window, count_tokens):
 def run_forward(model, windows, layers, batch=2):
     """Logits of every window, `batch` windows per forward pass (bounds memory)."""
     parts = [forward(model, windows[i:i + batch], layers) for i in range(0, len(windows), batch)]
-    return np.concatenate(parts)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class Anybit:
@@ -109,25 +111,34 @@ class Anybit:
 
 
 class Prefetch:
-    """Runs a function in a thread; `result()` waits for it and re-raises its error."""
+    """`function(*item)` for every item of `items`, in order, in one background thread that runs
+    up to `depth` items ahead of the caller. Used as a context manager; iterating gives the
+    results in order (an error is raised where its item's result would be); on leaving, items
+    not started are dropped and the one running is waited for. Running ahead keeps the
+    background busy while the caller works on a long item (a forward pass) after a short one."""
 
-    def __init__(self, function, *args):
-        self._value = None
-        self._error = None
-        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
-        self._thread.start()
+    def __init__(self, function, items, depth=2):
+        self._function = function
+        self._items = iter(list(items))
+        self._depth = depth
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._futures = collections.deque()
 
-    def _run(self, function, args):
-        try:
-            self._value = function(*args)
-        except BaseException as error:  # handed to the caller of result()
-            self._error = error
+    def __enter__(self):
+        for item in itertools.islice(self._items, self._depth):
+            self._futures.append(self._executor.submit(self._function, *item))
+        return self
 
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
+    def __exit__(self, *exception):
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        return False
+
+    def __iter__(self):
+        while self._futures:
+            result = self._futures.popleft().result()
+            for item in itertools.islice(self._items, 1):
+                self._futures.append(self._executor.submit(self._function, *item))
+            yield result
 
 
 def _reference(model, settings, windows, cache_dir, text_hash):
@@ -171,6 +182,13 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
         source = os.path.join(workdir, "reference.safetensors")
         safetensors.write(source, originals, {"model": model.source["name"]})
         anybit = Anybit(binary, workdir, dequantizer)
+
+        def prepare(dtype, group, search):
+            """In the background: the configuration's weights, file size, seconds of quantize
+            and dequantize, and weight error."""
+            weights, size, seconds = anybit.quantize_dequantize(source, dtype, group, search)
+            return weights, size, seconds, weight_error(weights)
+
         shapes = [w.shape for w in originals.values()]
         configs = settings.configs()
         done = {}
@@ -180,36 +198,35 @@ def measure(model, tokens, settings, binary, cache_dir, text_hash, previous=None
         rows = [done[c] for c in configs if c in done]
         if rows:
             log(f"{len(rows)} configurations kept from the previous run")
-        pending = Prefetch(anybit.quantize_dequantize, source, *todo[0]) if todo else None
-        for index, (dtype, group, search) in enumerate(todo):
-            weights, file_bytes, quantize_seconds = pending.result()
-            following = todo[index + 1] if index + 1 < len(todo) else None
-            pending = Prefetch(anybit.quantize_dequantize, source, *following) if following else None
-            begin = time.time()
-            logits = run_forward(model.with_weights(weights), reference.windows, settings.layers)
-            row = {
-                "dtype": dtype,
-                "group": group,
-                "search": search,
-                "bits_per_weight": metrics.bits_per_weight(dtype, group, shapes),
-                "file_bits_per_weight": 8 * file_bytes / weight_count,
-                "weight_error": weight_error(weights),
-                "tokens": int(reference.targets.size),
-                "quantize_seconds": quantize_seconds,
-                "model_seconds": None,
-            }
-            row.update(metrics.compare(reference, logits))
-            row["model_seconds"] = time.time() - begin
-            rows.append(row)
-            elapsed = time.time() - started
-            log(f"[{len(rows)}/{len(configs)}] {dtype:>7} g{group:<3} {search:4}  "
-                f"bits {row['bits_per_weight']:.3f}  ppl {row['perplexity']:8.3f}  "
-                f"KL {row['kl']:.5f}  top1 {row['top1']:.3f}  "
-                f"werr {row['weight_error']:.4f}  ({elapsed:.0f} s)")
-            if on_result:
-                on_result(_document(settings, reference_perplexity, all_windows, rows,
-                                    weight_count, time.time() - started, model, True,
-                                    reference.perplexity()))
+        with Prefetch(prepare, todo) as prepared:
+            for (dtype, group, search), result in zip(todo, prepared):
+                weights, file_bytes, quantize_seconds, error = result
+                begin = time.time()
+                logits = run_forward(model.with_weights(weights), reference.windows,
+                                     settings.layers)
+                row = {
+                    "dtype": dtype,
+                    "group": group,
+                    "search": search,
+                    "bits_per_weight": metrics.bits_per_weight(dtype, group, shapes),
+                    "file_bits_per_weight": 8 * file_bytes / weight_count,
+                    "weight_error": error,
+                    "tokens": int(reference.targets.size),
+                    "quantize_seconds": quantize_seconds,
+                    "model_seconds": None,
+                }
+                row.update(metrics.compare(reference, logits))
+                row["model_seconds"] = time.time() - begin
+                rows.append(row)
+                elapsed = time.time() - started
+                log(f"[{len(rows)}/{len(configs)}] {dtype:>7} g{group:<3} {search:4}  "
+                    f"bits {row['bits_per_weight']:.3f}  ppl {row['perplexity']:8.3f}  "
+                    f"KL {row['kl']:.5f}  top1 {row['top1']:.3f}  "
+                    f"werr {row['weight_error']:.4f}  ({elapsed:.0f} s)")
+                if on_result:
+                    on_result(_document(settings, reference_perplexity, all_windows, rows,
+                                        weight_count, time.time() - started, model, True,
+                                        reference.perplexity()))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return _document(settings, reference_perplexity, all_windows, rows, weight_count,

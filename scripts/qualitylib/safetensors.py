@@ -2,7 +2,7 @@
 length, a JSON header naming each tensor's dtype, shape and byte range, then the data).
 
 Only what the quality measurement needs: F32 tensors are written; F32, F16 and BF16 are read as
-float32, U8 and I32 as they are.
+float32, U8 and I32 as they are (F32, U8 and I32 without a copy, from the file mapped).
 """
 import json
 import os
@@ -38,15 +38,16 @@ def write(path, tensors, metadata=None):
 
 
 def read(path):
-    """Reads every tensor of `path` (name → array) and the metadata."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """Reads every tensor of `path` (name → array) and the metadata. The file is mapped, not
+    copied: F32, U8 and I32 tensors are read-only views of the mapping (which stays valid after
+    the file is removed); F16 and BF16 become float32 arrays."""
+    data = np.memmap(path, dtype=np.uint8, mode="r")
     if len(data) < 8:
         raise ValueError(f"{path}: not a safetensors file (too short)")
-    (length,) = struct.unpack("<Q", data[:8])
+    (length,) = struct.unpack("<Q", data[:8].tobytes())
     if 8 + length > len(data):
         raise ValueError(f"{path}: header length {length} beyond the file")
-    header = json.loads(data[8:8 + length])
+    header = json.loads(data[8:8 + length].tobytes())
     metadata = header.pop("__metadata__", {})
     base = 8 + length
     tensors = {}
@@ -56,14 +57,22 @@ def read(path):
         raw = data[base + start:base + end]
         if dtype in ("U8", "I32"):
             kind = np.uint8 if dtype == "U8" else np.dtype("<i4")
-            tensors[name] = np.frombuffer(raw, dtype=kind).reshape(entry["shape"])
+            tensors[name] = _view(raw, kind).reshape(entry["shape"])
             continue
         if dtype == "BF16":
-            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            bits = _view(raw, "<u2").astype(np.uint32) << 16
             array = bits.view(np.float32)
         elif dtype in _READ:
-            array = np.frombuffer(raw, dtype=np.dtype(_READ[dtype]).newbyteorder("<"))
+            array = _view(raw, np.dtype(_READ[dtype]).newbyteorder("<"))
         else:
             raise ValueError(f"{path}: tensor {name} has dtype {dtype}; expected F32, F16 or BF16")
-        tensors[name] = array.astype(np.float32).reshape(entry["shape"])
+        tensors[name] = array.astype(np.float32, copy=False).reshape(entry["shape"])
     return tensors, metadata
+
+
+def _view(raw, dtype):
+    """`raw` bytes as an array of `dtype`: a view where they are aligned for it, else a copy."""
+    dtype = np.dtype(dtype)
+    if raw.ctypes.data % dtype.alignment == 0:
+        return np.asarray(raw).view(dtype)
+    return np.frombuffer(raw.tobytes(), dtype=dtype)
