@@ -7,7 +7,8 @@ import os
 from .metrics import dtype_bits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCH_RUN = os.path.join(ROOT, "docs", "bench-runs", "2026-11-27-anybit-aa9cc14.json")
+BENCH_NAME = "2026-11-28-anybit-34ac735.json"
+BENCH_RUN = os.path.join(ROOT, "docs", "bench-runs", BENCH_NAME)
 CHOICE_NOTES = os.path.join(ROOT, "data", "quality", "choose.md")
 COLORS = {"i": "#1f77b4", "u": "#2ca02c", "f": "#d62728"}
 MODEL = "SmolLM2-135M-Instruct"
@@ -390,7 +391,7 @@ def write(document, markdown_path):
             "## Speed against quality",
             "",
             "Decode time of anybit's kernel at M = 1 on a 57344 × 8192 layer (group 128, from "
-            "[docs/bench-runs/2026-11-27-anybit-aa9cc14.json](bench-runs/2026-11-27-anybit-aa9cc14.json), "
+            f"[docs/bench-runs/{BENCH_NAME}](bench-runs/{BENCH_NAME}), "
             "[BENCHMARKS.md](BENCHMARKS.md)) against the KL divergence of the same format at group "
             f"{speed_group} here, for the formats both have:",
             "",
