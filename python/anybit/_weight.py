@@ -695,7 +695,8 @@ def load(path: Union[str, os.PathLike], device=None) -> Dict[str, Union[Quantize
         # that group size (the same weight). A group size that does not divide K leaves each
         # row a short last group: ⌈K / group⌉ scales per row.
         group = group_size if group_size in GROUP_SIZES else None
-        groups = -(-k // group_size)
+        # (A group size of 0 is refused by read_quantized, with the file and tensor named.)
+        groups = -(-k // group_size) if group_size else 0
         codes = torch.empty((n * k * _bits(dtype) + 7) // 8, dtype=torch.uint8)
         scales = torch.empty((n, groups), dtype=torch.float32)
         zeros = torch.empty((n, groups), dtype=torch.uint8) if zero_points else None

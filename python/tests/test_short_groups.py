@@ -196,3 +196,16 @@ def test_the_gpu_path_refuses_a_short_last_group_naming_the_sizes_that_work():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             fine.to("cuda")
+
+
+def test_a_file_with_group_size_zero_is_a_clear_error(tmp_path):
+    import json
+
+    weight = anybit.quantize(torch.randn(4, K), "i4", 128)
+    path = tmp_path / "zero.safetensors"
+    info = {"dtype": "i4", "group_size": 0, "shape": [4, K], "scale_dtype": "f16",
+            "zero_points": False, "source_dtype": "F16", "search": "none"}
+    write_safetensors(path, {"w.codes": weight.codes, "w.scales": weight.scales},
+                      {"anybit.format_version": "1", "anybit.w": json.dumps(info)})
+    with pytest.raises(ValueError, match="zero.safetensors: tensor `w`: group size 0"):
+        anybit.load(path)
