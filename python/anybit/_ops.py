@@ -103,7 +103,7 @@ def _check(x, qweight, bias) -> None:
         raise TypeError(
             f"x is {x.dtype}; the anybit kernels take float16 or bfloat16 activations"
         )
-    # A short last group: the kernels cannot take this weight on any device.
+    # A short last group: refused on the CUDA path (not yet checked on a GPU).
     _check_kernel_group(qweight.group_size, qweight.shape[1])
     if x.device.type != "cuda":
         raise ValueError(

@@ -31,7 +31,8 @@ WEIGHT_TYPES = tuple(
 
 #: Group sizes along K; ``None`` means one group per row (per channel). A size that does not
 #: divide K leaves each row a short last group (``K mod group_size`` elements), as GPTQ's
-#: ``g_idx = k // group_size`` does: the CPU path takes it, the GPU kernels do not.
+#: ``g_idx = k // group_size`` does: the CPU path takes it; the CUDA path does not yet (the
+#: kernels' short last group has not been checked on a GPU).
 GROUP_SIZES = (16, 32, 64, 128, 256, None)
 
 _SCALE_DTYPES = {
@@ -95,20 +96,23 @@ def _groups(group_size: Optional[int], k: int) -> int:
 
 
 def _kernel_group_sizes(k: int) -> str:
-    """The group sizes the GPU kernels take for K input features: those that divide K."""
+    """The group sizes the CUDA path takes for K input features: those that divide K."""
     sizes = [str(size) for size in GROUP_SIZES if size is not None and k % size == 0]
     return ", ".join(sizes + ["None (per channel)"])
 
 
 def _check_kernel_group(group_size: Optional[int], k: int) -> None:
-    """The GPU kernels need a group size that divides K; a short last group is refused here,
-    before anything is prepared, naming the sizes that work."""
+    """The CUDA path takes a group size that divides K; a short last group is refused here,
+    before anything is prepared, naming the sizes that work. (The kernels' own format check
+    takes a short last group where K is a multiple of 16, but those kernels have not been run
+    on a GPU yet.)"""
     if group_size is not None and k % group_size != 0:
         raise ValueError(
             f"this weight's group size {group_size} does not divide K = {k}: each row ends in a "
-            f"short group of {k % group_size} elements, which the CPU path takes but the GPU "
-            f"kernels do not. Quantize it with a group size that divides K for CUDA (for "
-            f"K = {k}: {_kernel_group_sizes(k)})"
+            f"short group of {k % group_size} elements, which the CPU path takes but the CUDA "
+            f"path does not yet (the kernels' short last group has not been checked on a GPU). "
+            f"Quantize it with a group size that divides K for CUDA (for K = {k}: "
+            f"{_kernel_group_sizes(k)})"
         )
 
 
@@ -619,8 +623,8 @@ def quantize(
     keeps the least squared error. Scales are stored as ``scale_dtype`` (default: ``w``'s
     dtype for 16-bit weights, float16 for float32 ones), rounded up. A ``group_size`` that does
     not divide K leaves each row a short last group (``K mod group_size`` elements, with a
-    scale of its own, as GPTQ does); such a weight works on the CPU, while the GPU kernels need
-    a group size that divides K. The result is on ``w``'s device (a CUDA weight is prepared for
+    scale of its own, as GPTQ does); such a weight works on the CPU, while the CUDA path takes
+    only a group size that divides K for now. The result is on ``w``'s device (a CUDA weight is prepared for
     the kernels at once; a short last group raises ``ValueError`` there, before quantizing).
     """
     if not isinstance(w, torch.Tensor):

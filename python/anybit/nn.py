@@ -370,8 +370,8 @@ def quantize_model(
     name matches a pattern of ``skip`` (the name itself, a glob such as ``"*.gate"``, or its
     last components such as ``"lm_head"``). Returns the names of the replaced layers. A group
     size that does not divide a layer's input features leaves each row of its weight a short
-    last group, which the CPU path takes; for a layer on a GPU, whose kernels need a group size
-    that divides K, it raises ``ValueError`` naming the layer and the sizes that work (skip
+    last group, which the CPU path takes; for a layer on a GPU, where the CUDA path takes only
+    a group size that divides K for now, it raises ``ValueError`` naming the layer and the sizes that work (skip
     it, or choose another group size), before any layer is replaced.
 
     Layers are quantized by ``workers`` threads at a time (default: the CPUs this process may
@@ -397,7 +397,7 @@ def quantize_model(
         if linear.weight.device.type == "cuda" and group_size is not None and k % group_size != 0:
             raise ValueError(
                 f"layer {name!r} is on {linear.weight.device} and has {k} input features, which "
-                f"the group size {group_size} does not divide: the GPU kernels take no short last "
+                f"the group size {group_size} does not divide: the CUDA path takes no short last "
                 f"group (group sizes that work for K = {k}: {_kernel_group_sizes(k)}); add it "
                 "to skip=, or choose another group size"
             )
