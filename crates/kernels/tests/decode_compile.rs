@@ -1,7 +1,8 @@
 //! The kernels the library's heuristic chooses compile through NVRTC (no GPU needed), and their
 //! SASS shows what the schedule promises: 128-bit global loads of the weights, tensor-core
 //! HMMA, and no register array in local memory (a few local accesses of loop-invariant values
-//! are tolerated; a spilled array shows as hundreds). For sm_90a: every weight type with f16
+//! are tolerated; a spilled array shows as hundreds), except the M = 64 kernels listed in
+//! `SPILLING_AT_64`, which must spill. For sm_90a: every weight type with f16
 //! activations at M = 1 on a layer that splits K; M = 64, sm_80 and bf16 for one type of every
 //! width. (NVRTC takes seconds per kernel; the GPU check compiles and runs every type ×
 //! activation × group × M.) Needs the toolkit that `scripts/install-cuda-wheels` installs, as
