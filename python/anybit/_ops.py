@@ -103,8 +103,10 @@ def _check(x, qweight, bias) -> None:
         raise TypeError(
             f"x is {x.dtype}; the anybit kernels take float16 or bfloat16 activations"
         )
-    # A short last group: refused on the CUDA path (not yet checked on a GPU).
-    _check_kernel_group(qweight.group_size, qweight.shape[1])
+    # A weight in groups whose K is not a multiple of 16 can go to no GPU: say so first, rather
+    # than "move the weight" (a weight on a GPU has passed this check when it was moved).
+    if qweight.device.type != "cuda":
+        _check_kernel_group(qweight.group_size, qweight.shape[1])
     if x.device.type != "cuda":
         raise ValueError(
             f"x is on {x.device}; anybit.matmul runs on CUDA tensors (move x and the weight with .cuda())"

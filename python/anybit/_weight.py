@@ -31,9 +31,16 @@ WEIGHT_TYPES = tuple(
 
 #: Group sizes along K; ``None`` means one group per row (per channel). A size that does not
 #: divide K leaves each row a short last group (``K mod group_size`` elements), as GPTQ's
-#: ``g_idx = k // group_size`` does: the CPU path takes it; the CUDA path does not yet (the
-#: kernels' short last group has not been checked on a GPU).
+#: ``g_idx = k // group_size`` does: the CPU path takes it, and so does the CUDA path where K
+#: is a multiple of 16 (as the kernels need of any weight in groups).
 GROUP_SIZES = (16, 32, 64, 128, 256, None)
+
+#: K of a weight in groups (any size of :data:`GROUP_SIZES` but ``None``) is a multiple of
+#: this on the CUDA path, whether the group size divides K or leaves a short last group: the
+#: kernels' own rule (``Group::K_MULTIPLE`` of the Rust library, whose format check refuses
+#: such a weight too, later, when it is prepared; a test keeps the two in step). Per channel,
+#: any K.
+_KERNEL_K_MULTIPLE = 16
 
 _SCALE_DTYPES = {
     torch.float16: "f16",
@@ -95,25 +102,29 @@ def _groups(group_size: Optional[int], k: int) -> int:
     return 1 if group_size is None else -(-k // group_size)
 
 
-def _kernel_group_sizes(k: int) -> str:
-    """The group sizes the CUDA path takes for K input features: those that divide K."""
-    sizes = [str(size) for size in GROUP_SIZES if size is not None and k % size == 0]
-    return ", ".join(sizes + ["None (per channel)"])
-
-
 def _check_kernel_group(group_size: Optional[int], k: int) -> None:
-    """The CUDA path takes a group size that divides K; a short last group is refused here,
-    before anything is prepared, naming the sizes that work. (The kernels' own format check
-    takes a short last group where K is a multiple of 16, but those kernels have not been run
-    on a GPU yet.)"""
-    if group_size is not None and k % group_size != 0:
-        raise ValueError(
-            f"this weight's group size {group_size} does not divide K = {k}: each row ends in a "
-            f"short group of {k % group_size} elements, which the CPU path takes but the CUDA "
-            f"path does not yet (the kernels' short last group has not been checked on a GPU). "
-            f"Quantize it with a group size that divides K for CUDA (for K = {k}: "
-            f"{_kernel_group_sizes(k)})"
-        )
+    """The CUDA path takes a weight in groups where K is a multiple of
+    :data:`_KERNEL_K_MULTIPLE` (a group size that does not divide K leaves a short last group,
+    which the kernels take), and per channel any K. Checked here before anything is quantized,
+    prepared or looked for on a GPU; the message names K and what works."""
+    if group_size is not None and k % _KERNEL_K_MULTIPLE != 0:
+        raise ValueError(f"{_kernel_k_problem(group_size, k)}: {_kernel_k_choices(k)}")
+
+
+def _kernel_k_problem(group_size: int, k: int) -> str:
+    return (
+        f"K = {k} is not a multiple of {_KERNEL_K_MULTIPLE}, which the CUDA path needs of a "
+        f"weight in groups (here of {group_size}; a group size that does not divide K leaves "
+        f"a short last group, which it takes, but K itself must be a multiple of "
+        f"{_KERNEL_K_MULTIPLE})"
+    )
+
+
+def _kernel_k_choices(k: int) -> str:
+    return (
+        f"for CUDA, quantize it per channel (group_size=None), the one choice for K = {k}; "
+        "or keep it on the CPU, which takes it as it is"
+    )
 
 
 def _scale_dtype(scale_dtype, default: torch.dtype) -> torch.dtype:
@@ -419,11 +430,13 @@ class QuantizedWeight:
     def to(self, device) -> "QuantizedWeight":
         """This weight with its kernel layout on ``device`` (prepared once, on the first move
         to a GPU; moves between GPUs copy it). ``cpu`` drops the kernel layout. A weight whose
-        group size does not divide K (a short last group) stays on the CPU: moving it to a GPU
-        raises ``ValueError`` naming the group sizes the kernels take for its K."""
+        group size does not divide K (a short last group) moves like any other where K is a
+        multiple of 16; a weight in groups whose K is not stays on the CPU: moving it to a GPU
+        raises ``ValueError`` naming K and what works (per channel)."""
         device = torch.device(device)
         if device.type == "cuda":
-            # Before anything else: such a weight can go to no GPU, whatever this machine has.
+            # Before anything else: a weight in groups whose K is not a multiple of 16 can go
+            # to no GPU, whatever this machine has.
             _check_kernel_group(self.group_size, self.shape[1])
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
@@ -623,9 +636,10 @@ def quantize(
     keeps the least squared error. Scales are stored as ``scale_dtype`` (default: ``w``'s
     dtype for 16-bit weights, float16 for float32 ones), rounded up. A ``group_size`` that does
     not divide K leaves each row a short last group (``K mod group_size`` elements, with a
-    scale of its own, as GPTQ does); such a weight works on the CPU, while the CUDA path takes
-    only a group size that divides K for now. The result is on ``w``'s device (a CUDA weight is prepared for
-    the kernels at once; a short last group raises ``ValueError`` there, before quantizing).
+    scale of its own, as GPTQ does); such a weight works on the CPU, and on the CUDA path where
+    K is a multiple of 16, which the kernels need of any weight in groups. The result is on
+    ``w``'s device (a CUDA weight is prepared for the kernels at once; a CUDA ``w`` in groups
+    whose K is not a multiple of 16 raises ``ValueError``, before quantizing).
     """
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"w must be a torch.Tensor, not {type(w).__name__}")

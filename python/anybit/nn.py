@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._ops import _aligned, matmul
-from ._weight import QuantizedWeight, _kernel_group_sizes, load, quantize
+from ._weight import GROUP_SIZES, QuantizedWeight, _check_kernel_group, load, quantize
 
 
 class QuantizedLinear(nn.Module):
@@ -370,9 +370,10 @@ def quantize_model(
     name matches a pattern of ``skip`` (the name itself, a glob such as ``"*.gate"``, or its
     last components such as ``"lm_head"``). Returns the names of the replaced layers. A group
     size that does not divide a layer's input features leaves each row of its weight a short
-    last group, which the CPU path takes; for a layer on a GPU, where the CUDA path takes only
-    a group size that divides K for now, it raises ``ValueError`` naming the layer and the sizes that work (skip
-    it, or choose another group size), before any layer is replaced.
+    last group, which the CPU path takes, and the CUDA path too where the input features are a
+    multiple of 16 (as the kernels need of any weight in groups); for a layer on a GPU whose
+    input features are not, it raises ``ValueError`` naming the layer and what works (skip it,
+    or quantize per channel), before any layer is replaced.
 
     Layers are quantized by ``workers`` threads at a time (default: the CPUs this process may
     use, at most 8): the work runs on the CPU without the GIL, and each layer's result does
@@ -393,14 +394,14 @@ def quantize_model(
         if isinstance(module, nn.Linear) and name and not _skipped(name, skip)
     ]
     for name, linear in targets:
-        k = linear.in_features
-        if linear.weight.device.type == "cuda" and group_size is not None and k % group_size != 0:
-            raise ValueError(
-                f"layer {name!r} is on {linear.weight.device} and has {k} input features, which "
-                f"the group size {group_size} does not divide: the CUDA path takes no short last "
-                f"group (group sizes that work for K = {k}: {_kernel_group_sizes(k)}); add it "
-                "to skip=, or choose another group size"
-            )
+        # (A group size that is not one is refused by quantize, naming the layer.)
+        if linear.weight.device.type == "cuda" and group_size in GROUP_SIZES:
+            try:
+                _check_kernel_group(group_size, linear.in_features)
+            except ValueError as error:
+                raise ValueError(
+                    f"layer {name!r} is on {linear.weight.device}: {error}; or add it to skip="
+                ) from None
 
     def quantized(target):
         name, linear = target

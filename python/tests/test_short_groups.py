@@ -1,10 +1,12 @@
 """Weights whose group size does not divide K (each row's last group short, as GPTQ's
 ``g_idx = k // group_size`` makes it; SmolLM2-135M's K = 576 in groups of 128): quantization
 against the zero-padded weight and the torch reference, dequantization, QuantizedLinear on the
-CPU, files (written here and by `anybit quantize`), tensor-parallel parts, and the GPU path's
-refusal, which names the group sizes that work."""
+CPU, files (written here and by `anybit quantize`), tensor-parallel parts, the GPU path up to
+the GPU (the kernel layout, the launch plan), and its refusal of a K that is not a multiple of
+16, which names K and what works. test_cuda.py runs the kernels on such weights."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 import anybit
+from anybit._weight import _check_kernel_group
 from anybit.nn import QuantizedLinear, load_quantized, quantize_model
 from conftest import dequantize_reference, reference_quantize, unpack_codes, write_quantized_checkpoint, write_safetensors
 
@@ -170,33 +173,92 @@ def test_shards(generator):
         weight.shard(1, 1, 3)
 
 
-def test_the_gpu_path_refuses_a_short_last_group_naming_the_sizes_that_work():
-    weight = anybit.quantize(torch.randn(8, K), "u4", 128)
+@pytest.mark.parametrize("dtype", ["u4", "u3", "i4", "f6e3m2"])
+@pytest.mark.parametrize("group_size,k", [(128, 576), (128, 352), (64, 80), (256, 48)])
+def test_the_gpu_path_takes_a_short_last_group_where_k_is_a_multiple_of_16(dtype, group_size, k):
+    """Everything the CUDA path does before a GPU: the kernel layout made on the host (what
+    .to("cuda") copies to the device) at the sizes the kernels' format check gives, and the
+    launch plan, whose kernels do not split K over warps (those need whole groups per slice).
+    The kernels' results are checked in test_cuda.py."""
+    n = 72
+    weight = anybit.quantize(torch.randn(n, k), dtype, group_size)
+    assert weight.scales.shape == (n, -(-k // group_size))
+    codes_bytes, scales_bytes = anybit._native.prepared_sizes(dtype, group_size, n, k, weight.scale_name)
+    codes, scales, zeros = weight._prepare_on_host()
+    assert codes.numel() == codes_bytes and scales.numel() == scales_bytes
+    assert (zeros is None) == (weight.zeros is None) and (zeros is None or zeros.numel() == scales_bytes)
+    for m in (1, 5, 64, 200):
+        for activation in ("f16", "bf16"):
+            launches = anybit._native.plan(
+                dtype, group_size, weight.zero_mode, n, k, weight.scale_name, 0x10000, 0x20000,
+                None if zeros is None else 0x30000, activation, m, 0x40000, None, 0x50000,
+            )
+            assert sum(tokens for _, _, tokens in launches) == m
+            for name, _, _ in launches:
+                assert re.search(r"_w\d+k1r", name), name
+    # No refusal on the way to a GPU: the next question is whether there is one.
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            weight.to("cuda")
+        with pytest.raises(ValueError, match="x is on cpu; anybit.matmul runs on CUDA tensors"):
+            anybit.matmul(torch.randn(2, k, dtype=torch.float16), weight)
+
+
+def test_the_gpu_path_refuses_a_k_that_is_not_a_multiple_of_16():
+    """K = 568 in groups of 128 (four of 128 and one of 56): the CPU path takes it; the
+    kernels need K of a weight in groups to be a multiple of 16, so every way onto a GPU
+    refuses it, naming K and what works, before any GPU is looked for."""
+    k = 568
+    weight = anybit.quantize(torch.randn(8, k), "u4", 128)
+    x = torch.randn(2, k)
+    assert torch.allclose(QuantizedLinear(weight)(x), x @ weight.dequantize().T, atol=1e-5)
     message = (
-        r"this weight's group size 128 does not divide K = 576: each row ends in a short group of "
-        r"64 elements, which the CPU path takes but the CUDA path does not yet \(the kernels' "
-        r"short last group has not been checked on a GPU\)\. Quantize it with a group size that "
-        r"divides K for CUDA \(for K = 576: 16, 32, 64, None \(per channel\)\)"
+        r"K = 568 is not a multiple of 16, which the CUDA path needs of a weight in groups \(here "
+        r"of 128; a group size that does not divide K leaves a short last group, which it takes, "
+        r"but K itself must be a multiple of 16\): for CUDA, quantize it per channel "
+        r"\(group_size=None\), the one choice for K = 568; or keep it on the CPU, which takes it "
+        r"as it is"
     )
-    # Before any GPU is looked for: the same answer on a machine without one. (A module's
-    # .to("cuda") asks torch for the device first; test_cuda.py checks it on a GPU.)
     with pytest.raises(ValueError, match=message):
         weight.to("cuda")
     with pytest.raises(ValueError, match=message):
         weight.cuda()
     with pytest.raises(ValueError, match=message):
-        anybit.matmul(torch.randn(2, K, dtype=torch.float16), weight)
-    # The kernels' own format check takes it (their short last group is tested on the CPU
-    # interpreter; the package refuses it above until a GPU run has checked those kernels),
-    # but not a K that is not a multiple of 16.
-    assert anybit._native.prepared_sizes("u4", 128, 8, K, "f16")
-    with pytest.raises(ValueError, match="K = 568 is not a multiple of 16, which groups of 128"):
-        anybit._native.prepared_sizes("u4", 128, 8, 568, "f16")
-    # A dividing group size goes on as before (here: to the check for a GPU).
-    fine = anybit.quantize(torch.randn(8, K), "u4", 64)
+        anybit.matmul(x.half(), weight)
+    # Whatever the group size (none divides such a K).
+    for group_size in (16, 32, 256):
+        with pytest.raises(ValueError, match=f"K = 568 is not a multiple of 16.*here of {group_size};"):
+            anybit.quantize(torch.randn(8, k), "i4", group_size).to("cuda")
+    # Per channel, any K goes on (here: to the check for a GPU), and so does the kernels' side.
+    per_channel = anybit.quantize(torch.randn(8, k), "u4", None)
+    assert anybit._native.prepared_sizes("u4", None, 8, k, "f16")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
-            fine.to("cuda")
+            per_channel.to("cuda")
+    # The kernels' own format check refuses it too (later, when a weight is prepared).
+    with pytest.raises(ValueError, match="K = 568 is not a multiple of 16, which groups of 128"):
+        anybit._native.prepared_sizes("u4", 128, 8, k, "f16")
+
+
+def test_the_package_and_the_kernels_take_the_same_k():
+    """The package's check before a GPU and the kernels' format check agree on every K up to
+    1100 and every group size: K a multiple of 16 in groups (the group dividing K or not), any
+    K per channel."""
+    for k in range(1, 1100):
+        for group_size in anybit.GROUP_SIZES:
+            try:
+                anybit._native.prepared_sizes("u4", group_size, 4, k, "f16")
+                kernels = True
+            except ValueError as error:
+                assert "is not a multiple of 16" in str(error)
+                kernels = False
+            try:
+                _check_kernel_group(group_size, k)
+                package = True
+            except ValueError:
+                package = False
+            assert package == kernels, (k, group_size)
+            assert kernels == (group_size is None or k % 16 == 0), (k, group_size)
 
 
 def test_a_file_with_group_size_zero_is_a_clear_error(tmp_path):
