@@ -207,6 +207,7 @@ fn the_corpus_covers_every_instruction_and_statement() {
         "barrier",
         "view",
         "cast",
+        "cast_planes",
         "where",
         "dot",
     ];
@@ -239,6 +240,7 @@ fn the_corpus_covers_every_instruction_and_statement() {
         | Inst::Barrier
         | Inst::View { .. }
         | Inst::Cast { .. }
+        | Inst::CastPlanes { .. }
         | Inst::Unary { .. }
         | Inst::Binary { .. }
         | Inst::Compare { .. }

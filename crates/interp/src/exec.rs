@@ -13,7 +13,7 @@ use std::io::Write;
 use std::rc::Rc;
 
 use anybit_dtype::{read_code, write_code, DType};
-use anybit_layout::SharedLayout;
+use anybit_layout::{RegisterLayout, SharedLayout};
 use anybit_vm::{
     CmpOp, Cond, Elementwise, ElementwiseOperand, Expr, ExprOp, Inst, Literal, Operand, ParamKind,
     Program, ReduceOp, Span, Stmt, StmtKind, TensorType, Verified,
@@ -588,16 +588,47 @@ impl<'p> Machine<'p, '_> {
                 let converted = num::cast(tensor.dtype, *dtype, &tensor.codes);
                 let (codes, info) = match layout {
                     None => (converted, tensor.info.clone()),
-                    Some(layout) => {
-                        let permutation = anybit_vm::local_permutation(&tensor.info.layout, layout)
-                            .map_err(|reason| internal(format!("a cast's layout: {reason}")))?;
-                        let local_size = permutation.len().max(1);
-                        let codes = converted
-                            .chunks(local_size)
-                            .flat_map(|thread| permutation.iter().map(|&l| thread[l]))
-                            .collect();
-                        (codes, self.layouts.get(layout)?)
+                    Some(layout) => (
+                        reorder(&converted, &tensor.info.layout, layout)?,
+                        self.layouts.get(layout)?,
+                    ),
+                };
+                st.assign(
+                    dst,
+                    RegTensor {
+                        dtype: *dtype,
+                        info,
+                        codes,
+                    },
+                );
+                Ok(())
+            }
+            Inst::CastPlanes {
+                dst,
+                planes,
+                code,
+                dtype,
+                layout,
+            } => {
+                let first = st.register(&planes[0])?;
+                let mut joined = vec![0u32; first.codes.len()];
+                let mut shift = 0;
+                for plane in planes {
+                    let plane = st.register(plane)?;
+                    // The plane's codes in the first plane's local order.
+                    let ordered = reorder(&plane.codes, &plane.info.layout, &first.info.layout)?;
+                    for (code, part) in joined.iter_mut().zip(ordered) {
+                        *code |= part << shift;
                     }
+                    shift += plane.dtype.bits();
+                }
+                let converted = num::cast(*code, *dtype, &joined);
+                let (codes, info) = match layout {
+                    None => (converted, first.info.clone()),
+                    Some(layout) => (
+                        reorder(&converted, &first.info.layout, layout)?,
+                        self.layouts.get(layout)?,
+                    ),
                 };
                 st.assign(
                     dst,
@@ -1122,4 +1153,16 @@ fn reduce(src: &RegTensor, op: ReduceOp, dim: usize, info: Rc<LayoutInfo>) -> Re
         .map(|&element| values.get(element as usize).copied().unwrap_or(0))
         .collect();
     RegTensor { dtype, info, codes }
+}
+
+/// Each thread's codes (thread-major, `from`'s local order) in `to`'s local order; the
+/// verifier proved that `to` only reorders each thread's elements.
+fn reorder(codes: &[u32], from: &RegisterLayout, to: &RegisterLayout) -> Result<Vec<u32>, Fault> {
+    let permutation = anybit_vm::local_permutation(from, to)
+        .map_err(|reason| internal(format!("a cast's layout: {reason}")))?;
+    let local_size = permutation.len().max(1);
+    Ok(codes
+        .chunks(local_size)
+        .flat_map(|thread| permutation.iter().map(|&l| thread[l]))
+        .collect())
 }

@@ -215,7 +215,7 @@ pub fn random_weight(
         call: e.to_string(),
     })?;
     let bits = format.weight.bits();
-    let codes_layout = FragmentLayout::new(bits, n, k);
+    let codes_layout = FragmentLayout::new(format.weight, n, k);
     let groups_layout = GroupLayout::new(&codes_layout, format.group.size(k));
     let mut codes = random_bytes(rng, codes_layout.bytes());
     if bits == 8 {

@@ -27,7 +27,7 @@ use anybit_vm::builder::{block_x, ProgramBuilder, Tensor};
 use anybit_vm::{Expr, FloatLit, Literal, Program, ReduceOp, Unroll};
 
 use crate::format::{Activation, Group, QuantFormat, ZeroPoints};
-use crate::prepared::{steps_per_chunk, LANES, STEP_COLS, TILE_ROWS};
+use crate::prepared::{bit_planes, steps_per_chunk, LANES, STEP_COLS, TILE_ROWS};
 
 /// The tiling of a decode kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -181,7 +181,9 @@ impl DecodeSchedule {
                     && !(bits == 6 && format.zeros != ZeroPoints::None)
             }
         };
-        let tiles_per_warp = if tiles_per_warp { 2 } else { 1 };
+        // Bit-plane weights are converted one chunk of one row tile at a time (`supports`).
+        let planar = bit_planes(format.weight).len() > 1;
+        let tiles_per_warp = if tiles_per_warp && !planar { 2 } else { 1 };
         // Above 48 registers of codes, and at M = 64 (whose accumulators take 32 more), a
         // block keeps to 8 warps (255 registers a thread); 16 warps of 128 spilled.
         let max_warps = if tiles_per_warp * words > 48 || token_tiles == 8 {
@@ -683,6 +685,43 @@ fn a_operand(
     explicit_layout(&dims, &threads, &locals)
 }
 
+/// The A operand `[k_warps, rows, cols]` of one step of `steps` k steps as loaded, for a higher
+/// bit plane of `width` bits of codes whose lowest plane is `base` bits wide: the order of
+/// [`crate::prepared::plane_position`] (a word of the plane holds the pairs of `base / width`
+/// words of the lowest plane, interleaved pair by pair).
+fn a_operand_plane(
+    kw: usize,
+    wn: usize,
+    r: usize,
+    steps: usize,
+    base: u32,
+    width: u32,
+) -> RegisterLayout {
+    use Role::{Local as L, Thread as T};
+    let base_steps = 16 / (4 * base as usize); // k steps per word of the lowest plane
+    let ratio = (base / width) as usize;
+    let dims = vec![
+        vec![(kw, T)],
+        // rows: warp, row tile, row half, g
+        vec![(wn, T), (r, L), (2, L), (8, T)],
+        // columns: word of the plane, word of the lowest plane within it, step in that word,
+        // column half, t, pair member
+        vec![
+            (steps / (base_steps * ratio), L),
+            (ratio, L),
+            (base_steps, L),
+            (2, L),
+            (4, T),
+            (2, L),
+        ],
+    ];
+    let threads = [(0, 0), (1, 0), (1, 3), (2, 4)];
+    // row tile, word, pair member, step in the lowest plane's word, column half, row half,
+    // then (fastest) which word of the lowest plane
+    let locals = [(1, 1), (2, 0), (2, 5), (2, 2), (2, 3), (1, 2), (2, 1)];
+    explicit_layout(&dims, &threads, &locals)
+}
+
 /// How a kernel applies scales.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scaling {
@@ -726,6 +765,12 @@ impl DecodeKernel {
     /// Whether this kernel computes the product for an `[n, k]` weight: with K split over
     /// several warps, every slice must be whole chunks and whole groups of the unpadded K.
     pub fn supports(&self, k: usize) -> bool {
+        // The bit planes of a weight are sliced out of one chunk of one row tile.
+        if bit_planes(self.format.weight).len() > 1
+            && (self.schedule.tiles_per_warp > 1 || self.schedule.chunks_per_step > 1)
+        {
+            return false;
+        }
         let kw = self.schedule.k_warps;
         if kw == 1 {
             return true;
@@ -770,6 +815,7 @@ impl DecodeKernel {
             s.chunks_per_step,
         );
         let step_steps = steps * c; // k steps per iteration
+        let planes = bit_planes(wtype);
         let has_zeros = self.format.zeros != ZeroPoints::None;
         let scaling = self.scaling();
         // Columns per group; per channel every step reads group 0 (see `group_view`).
@@ -964,11 +1010,45 @@ impl DecodeKernel {
                     weights: &Tensor,
                     x_tile: Option<&Tensor>,
                     first_chunk: Expr| {
-            let codes = b.view("codes", weights, wtype, a_lanes.clone());
-            let mut deq = if a_lanes == a_fragments {
-                b.cast("deq", &codes, dequant_type)
+            let mut deq = if planes.len() > 1 {
+                // Bit planes (one chunk of one row tile, `supports` checked): each plane's
+                // slice of the lane's bits, put together and converted by one `cast_planes`.
+                let mut offset = 0;
+                let views: Vec<Tensor> = planes
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &width)| {
+                        let lanes = if index == 0 {
+                            a_operand(kw, wn, r, step_steps, width, AOrder::Loaded)
+                        } else {
+                            a_operand_plane(kw, wn, r, step_steps, planes[0], width)
+                        };
+                        let view = b.view_slice(
+                            &format!("plane{index}"),
+                            weights,
+                            DType::Unsigned(width as u8),
+                            lanes,
+                            offset,
+                        );
+                        offset += (lane_elems * width as usize) as u32;
+                        view
+                    })
+                    .collect();
+                let views: Vec<&Tensor> = views.iter().collect();
+                b.cast_planes(
+                    "deq",
+                    &views,
+                    wtype,
+                    dequant_type,
+                    Some(a_fragments.clone()),
+                )
             } else {
-                b.cast_to("deq", &codes, dequant_type, a_fragments.clone())
+                let codes = b.view("codes", weights, wtype, a_lanes.clone());
+                if a_lanes == a_fragments {
+                    b.cast("deq", &codes, dequant_type)
+                } else {
+                    b.cast_to("deq", &codes, dequant_type, a_fragments.clone())
+                }
             };
             let per_code = matches!(scaling, Scaling::PerCode { .. });
             let usage = if per_code { &codes_use } else { &rows_use };

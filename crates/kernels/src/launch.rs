@@ -146,7 +146,7 @@ pub struct PlannedLaunch {
 /// The buffer lengths in bytes, in the kernels' parameter order (`x`, codes, scales, zeros,
 /// bias, `y`), that a product of `tokens` tokens reads and writes.
 fn implied_lengths(weight: &WeightPointers, tokens: usize, bias: bool) -> Vec<usize> {
-    let codes = FragmentLayout::new(weight.format.weight.bits(), weight.n, weight.k);
+    let codes = FragmentLayout::new(weight.format.weight, weight.n, weight.k);
     let groups = GroupLayout::new(&codes, weight.format.group.size(weight.k));
     let scale_bytes = (weight.scale_dtype.bits() / 8) as usize;
     let mut lengths = vec![

@@ -18,8 +18,19 @@
 //! Within a lane's chunk, widths that divide 32 (1, 2, 4, 8 bits) interleave each 32-bit word:
 //! the word holds `P = 16 / bits` pairs of fragment slots `(2q, 2q + 1)` (in step, slot order),
 //! the first members in its low half and the second members in its high half, so the two codes
-//! a packed f16x2 conversion needs sit exactly 16 bits apart (one mask gives both). Other widths
-//! keep the plain order (`step · 8 + slot`). [`lane_position`] is this order.
+//! a packed f16x2 conversion needs sit exactly 16 bits apart (one mask gives both).
+//!
+//! Integer codes of 3, 5 and 6 bits are split into **bit planes** of 1, 2 and 4 bits, low bits
+//! first (3 = 2 + 1, 5 = 4 + 1, 6 = 4 + 2; [`bit_planes`]): a lane's chunk holds its codes'
+//! lowest plane interleaved as above, then the next plane. A higher plane of width `w` packs
+//! the fields of `R = w₀ / w` words of the lowest plane (width `w₀`) into one word, pair `j` of
+//! the lowest plane's word `v` at pair `j·R + v % R` ([`plane_position`]): pair `j`'s field of
+//! the lowest plane sits at bit `w₀·j` of its word and its field of the higher plane at bit
+//! `w₀·j + w·(v % R)`, so one shift of the higher plane's word (by the same amount for every
+//! `j` whose low field needs the same shift) brings it next to the low field, and the kernel's
+//! `cast_planes` converts a pair with one mask per plane and one fused multiply-add (i3:
+//! about 3.4 instructions a pair). Codes of 7 bits and small floats of the widths that do not
+//! divide 32 keep the plain order (`step · 8 + slot`), one plane.
 //!
 //! `S = 16 / gcd(bits, 16)` is the fewest k steps whose `8·S·bits` bits per lane are a whole
 //! number of 16-byte loads (4-bit: 4 steps = one load; 3-bit: 16 steps = three loads). Rows are
@@ -30,11 +41,11 @@
 //! rows a lane needs (`r` and `r + 8`) next to each other:
 //! `((tile · groups + group) · 8 + r % 8) · 2 + r / 8`.
 //!
-//! What this module promises: [`FragmentLayout::position`] is a bijection from the padded
-//! matrix onto the prepared stream, and [`prepare_codes`] / [`unprepare_codes`] are inverses on
+//! What this module promises: [`FragmentLayout::fields`] is a bijection from the bits of the
+//! padded matrix onto the bits of the prepared stream, and [`prepare_codes`] / [`unprepare_codes`] are inverses on
 //! the unpadded matrix (a property test checks every width).
 
-use anybit_dtype::{packed_bytes, read_code, write_code};
+use anybit_dtype::{packed_bytes, read_code, write_code, DType};
 use anybit_layout::RegisterLayout;
 
 /// Rows of one tile: the M of `mma.m16n8k16` (the weight is the A operand).
@@ -78,10 +89,52 @@ pub const fn lane_position(bits: u32, step: usize, slot: usize) -> usize {
     word * 2 * pairs_per_word + (slot % 2) * pairs_per_word + index
 }
 
+/// Where slot `slot` of k step `step` sits in a lane's stream of one plane of `width` bits
+/// of codes whose lowest plane is `base` bits wide (see the module docs); for the lowest plane
+/// (`width == base`) this is [`lane_position`].
+pub const fn plane_position(base: u32, width: u32, step: usize, slot: usize) -> usize {
+    if width == base {
+        return lane_position(width, step, slot);
+    }
+    let base_pairs = 16 / base as usize;
+    let ratio = (base / width) as usize;
+    let pairs_per_word = 16 / width as usize;
+    let pair = step * (FRAGMENT_SLOTS / 2) + slot / 2;
+    let (base_word, j) = (pair / base_pairs, pair % base_pairs);
+    let (word, v) = (base_word / ratio, base_word % ratio);
+    word * 2 * pairs_per_word + (slot % 2) * pairs_per_word + j * ratio + v
+}
+
+/// The bit planes of `dtype`'s codes in the prepared stream, low bits first: `[2, 1]` for 3-bit
+/// integers, `[4, 1]` for 5, `[4, 2]` for 6, else the width itself (one plane).
+pub fn bit_planes(dtype: DType) -> Vec<u32> {
+    let bits = dtype.bits();
+    let integer = matches!(dtype, DType::Unsigned(_) | DType::Signed(_));
+    match bits {
+        3 if integer => vec![2, 1],
+        5 if integer => vec![4, 1],
+        6 if integer => vec![4, 2],
+        _ => vec![bits],
+    }
+}
+
+/// Where one plane of an element's code sits in the prepared stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Bits of the plane.
+    pub width: u32,
+    /// The code's bits `shift .. shift + width` are this plane's.
+    pub shift: u32,
+    /// The index of the field in the stream, counted in fields of `width` bits.
+    pub index: usize,
+}
+
 /// The prepared layout of the codes of an `[n, k]` weight of `bits`-bit elements.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FragmentLayout {
     pub bits: u32,
+    /// The widths of the code's bit planes, low bits first ([`bit_planes`]).
+    pub planes: Vec<u32>,
     pub n: usize,
     pub k: usize,
     /// k steps per chunk (`S`).
@@ -103,10 +156,12 @@ pub const fn steps_per_chunk(bits: u32) -> usize {
 }
 
 impl FragmentLayout {
-    /// The layout of an `[n, k]` matrix of `bits`-bit codes (1 ≤ bits ≤ 8).
-    pub fn new(bits: u32, n: usize, k: usize) -> FragmentLayout {
+    /// The layout of an `[n, k]` matrix of `dtype` codes (1 to 8 bits).
+    pub fn new(dtype: DType, n: usize, k: usize) -> FragmentLayout {
+        let bits = dtype.bits();
         FragmentLayout {
             bits,
+            planes: bit_planes(dtype),
             n,
             k,
             steps_per_chunk: steps_per_chunk(bits),
@@ -159,14 +214,37 @@ impl FragmentLayout {
         packed_bytes(self.len(), self.bits)
     }
 
-    /// The index in the prepared stream of element (row, col) of the padded matrix.
-    pub fn position(&self, row: usize, col: usize) -> usize {
+    /// Where the bits of element (row, col) of the padded matrix sit: one field per plane,
+    /// low bits first.
+    pub fn fields(&self, row: usize, col: usize) -> impl Iterator<Item = Field> + '_ {
         let (tile, r) = (row / TILE_ROWS, row % TILE_ROWS);
         let (step, c) = (col / STEP_COLS, col % STEP_COLS);
         let (chunk, step) = (step / self.steps_per_chunk, step % self.steps_per_chunk);
         let (lane, slot) = self.positions[r][c];
-        ((tile * self.chunks() + chunk) * LANES + lane as usize) * self.lane_elements()
-            + lane_position(self.bits, step, slot as usize)
+        let lane_elements = self.lane_elements();
+        let lane_chunk = (tile * self.chunks() + chunk) * LANES + lane as usize;
+        // Bit where the current plane starts in the lane's chunk, and the code bit it holds.
+        let mut start = lane_chunk * lane_elements * self.bits as usize;
+        let mut shift = 0;
+        let base = self.planes[0];
+        self.planes.iter().map(move |&width| {
+            let bit = start + plane_position(base, width, step, slot as usize) * width as usize;
+            let field = Field {
+                width,
+                shift,
+                index: bit / width as usize,
+            };
+            start += lane_elements * width as usize;
+            shift += width;
+            field
+        })
+    }
+
+    /// The code of element (row, col) in a prepared stream, its planes put together.
+    pub fn read(&self, prepared: &[u8], row: usize, col: usize) -> u32 {
+        self.fields(row, col).fold(0, |code, field| {
+            code | read_code(prepared, field.width, field.index) << field.shift
+        })
     }
 }
 
@@ -181,7 +259,10 @@ pub fn prepare_codes(layout: &FragmentLayout, plain: &[u8]) -> Vec<u8> {
     for row in 0..layout.n {
         for col in 0..layout.k {
             let code = read_code(plain, bits, row * layout.k + col);
-            write_code(&mut prepared, bits, layout.position(row, col), code);
+            for field in layout.fields(row, col) {
+                let part = (code >> field.shift) & ((1 << field.width) - 1);
+                write_code(&mut prepared, field.width, field.index, part);
+            }
         }
     }
     prepared
@@ -193,7 +274,7 @@ pub fn unprepare_codes(layout: &FragmentLayout, prepared: &[u8]) -> Vec<u8> {
     let mut plain = vec![0u8; packed_bytes(layout.n * layout.k, bits)];
     for row in 0..layout.n {
         for col in 0..layout.k {
-            let code = read_code(prepared, bits, layout.position(row, col));
+            let code = layout.read(prepared, row, col);
             write_code(&mut plain, bits, row * layout.k + col, code);
         }
     }
@@ -268,6 +349,8 @@ impl GroupLayout {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -322,20 +405,99 @@ mod tests {
         assert_eq!(lane_position(3, 2, 5), 21);
     }
 
+    /// The stream index of element (row, col) of a one-plane layout.
+    fn position(layout: &FragmentLayout, row: usize, col: usize) -> usize {
+        let fields: Vec<Field> = layout.fields(row, col).collect();
+        assert_eq!(fields.len(), 1);
+        fields[0].index
+    }
+
     #[test]
     fn positions_of_the_first_chunk_of_a_4_bit_matrix() {
-        let layout = FragmentLayout::new(4, 32, 128);
+        let layout = FragmentLayout::new(DType::Unsigned(4), 32, 128);
+        let position = |row, col| position(&layout, row, col);
         // Lane 0 holds (0,0) (0,1) (8,0) (8,1) (0,8) (0,9) (8,8) (8,9) of each step, as
         // slots 0..8, stored in the order 0 2 4 6 1 3 5 7.
-        assert_eq!(layout.position(0, 0), 0);
-        assert_eq!(layout.position(0, 1), 4);
-        assert_eq!(layout.position(8, 0), 1);
-        assert_eq!(layout.position(0, 8), 2);
-        assert_eq!(layout.position(8, 9), 7);
-        assert_eq!(layout.position(0, 16), 8); // step 1 follows in the same lane
-        assert_eq!(layout.position(0, 2), 32); // lane 1
-        assert_eq!(layout.position(1, 0), 4 * 32); // lane 4
-        assert_eq!(layout.position(0, 64), 32 * 32); // chunk 1 of tile 0
-        assert_eq!(layout.position(16, 0), 2 * 32 * 32); // tile 1
+        assert_eq!(position(0, 0), 0);
+        assert_eq!(position(0, 1), 4);
+        assert_eq!(position(8, 0), 1);
+        assert_eq!(position(0, 8), 2);
+        assert_eq!(position(8, 9), 7);
+        assert_eq!(position(0, 16), 8); // step 1 follows in the same lane
+        assert_eq!(position(0, 2), 32); // lane 1
+        assert_eq!(position(1, 0), 4 * 32); // lane 4
+        assert_eq!(position(0, 64), 32 * 32); // chunk 1 of tile 0
+        assert_eq!(position(16, 0), 2 * 32 * 32); // tile 1
+    }
+
+    #[test]
+    fn integer_widths_that_do_not_divide_32_are_split_into_planes() {
+        assert_eq!(bit_planes(DType::Signed(3)), [2, 1]);
+        assert_eq!(bit_planes(DType::Unsigned(5)), [4, 1]);
+        assert_eq!(bit_planes(DType::Signed(6)), [4, 2]);
+        assert_eq!(bit_planes(DType::Unsigned(7)), [7]);
+        assert_eq!(bit_planes(DType::Signed(4)), [4]);
+        assert_eq!(bit_planes(DType::Unsigned(8)), [8]);
+        let f6e3m2 = "f6e3m2".parse::<DType>().unwrap();
+        assert_eq!(bit_planes(f6e3m2), [6]);
+        // u3, 16 steps per chunk: a lane's chunk is 256 bits of the 2-bit plane (interleaved
+        // like a u2 weight's), then 128 bits of the 1-bit plane, two 2-bit words to a word.
+        let layout = FragmentLayout::new(DType::Unsigned(3), 16, 256);
+        let fields = |row, col| layout.fields(row, col).collect::<Vec<_>>();
+        let field = |width, shift, bit: usize| Field {
+            width,
+            shift,
+            index: bit / width as usize,
+        };
+        // (0, 0): lane 0, step 0, slot 0; (0, 1): slot 1, the pair's second member.
+        assert_eq!(fields(0, 0), [field(2, 0, 0), field(1, 2, 256)]);
+        assert_eq!(fields(0, 1), [field(2, 0, 16), field(1, 2, 256 + 16)]);
+        // (8, 0): slot 2, pair 1 of the 2-bit word: bit 2 of the 1-bit word.
+        assert_eq!(fields(8, 0), [field(2, 0, 2), field(1, 2, 256 + 2)]);
+        // (0, 32): step 2, pair 0 of the second 2-bit word: bit 1 of the 1-bit word.
+        assert_eq!(fields(0, 32), [field(2, 0, 32), field(1, 2, 256 + 1)]);
+        // (0, 2): lane 1, whose chunk starts 384 bits later.
+        assert_eq!(fields(0, 2), [field(2, 0, 384), field(1, 2, 384 + 256)]);
+        // (0, 64): step 4, in the 2-bit plane's third word and the 1-bit plane's second.
+        assert_eq!(fields(0, 64), [field(2, 0, 64), field(1, 2, 256 + 32)]);
+    }
+
+    /// What the placement of the higher planes is for: with the code at the low field's
+    /// position within its byte (the offset `cast_planes` takes), every word of a higher
+    /// plane needs at most `2·R` distinct shifts for all the pairs it serves (i3: 4 for 16
+    /// pairs), and the two members of a pair are 16 bits apart in every plane.
+    #[test]
+    fn a_higher_plane_word_needs_few_shifts() {
+        for (dtype, most) in [
+            (DType::Signed(3), 4),
+            (DType::Unsigned(5), 8),
+            (DType::Signed(6), 4),
+        ] {
+            let layout = FragmentLayout::new(dtype, 16, 256);
+            let planes = layout.planes.clone();
+            // (plane, word of the plane) -> the shifts it takes.
+            let mut shifts = std::collections::BTreeMap::<(usize, usize), BTreeSet<i64>>::new();
+            for step in 0..layout.steps_per_chunk {
+                for (r, c) in [(0, 0), (8, 0), (0, 8), (8, 8)] {
+                    let low: Vec<Field> = layout.fields(r, step * STEP_COLS + c).collect();
+                    let high: Vec<Field> = layout.fields(r, step * STEP_COLS + c + 1).collect();
+                    let base_bit = (low[0].index * planes[0] as usize % 32) as i64;
+                    let offset = base_bit % 8;
+                    for (plane, (a, b)) in low.iter().zip(&high).enumerate().skip(1) {
+                        let (bit_a, bit_b) =
+                            (a.index * a.width as usize, b.index * b.width as usize);
+                        assert_eq!(bit_b, bit_a + 16, "{dtype}: pair members 16 bits apart");
+                        let shift = (bit_a % 32) as i64 - (offset + a.shift as i64);
+                        shifts.entry((plane, bit_a / 32)).or_default().insert(shift);
+                    }
+                }
+            }
+            for ((plane, word), set) in shifts {
+                assert!(
+                    set.len() <= most,
+                    "{dtype}: plane {plane} word {word} needs shifts {set:?}"
+                );
+            }
+        }
     }
 }

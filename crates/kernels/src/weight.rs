@@ -108,7 +108,7 @@ impl PreparedWeight {
             return Err(WeightError::ScaleType(scale_dtype));
         }
         let bits = format.weight.bits();
-        let codes_layout = FragmentLayout::new(bits, n, k);
+        let codes_layout = FragmentLayout::new(format.weight, n, k);
         let groups_layout = GroupLayout::new(&codes_layout, format.group.size(k));
         let groups = groups_layout.groups;
         let length = |what, found, unit, expected| WeightError::Length {
@@ -259,8 +259,7 @@ impl PreparedWeight {
         let weight = self.format.weight;
         (0..self.k)
             .map(|col| {
-                let position = self.codes_layout.position(row, col);
-                let code = anybit_dtype::read_code(&self.codes, weight.bits(), position);
+                let code = self.codes_layout.read(&self.codes, row, col);
                 let group = col / group_size;
                 let zero = self.zeros.as_ref().map_or(0.0, |zeros| value(zeros, group));
                 (weight.decode(code) - zero) * value(&self.scales, group)

@@ -284,7 +284,8 @@ fn plain_groups_per_row(
 /// kernels take.
 fn groups_per_row(format: &QuantFormat, n: usize, k: usize) -> PyResult<usize> {
     format.check(n, k).map_err(value_error)?;
-    Ok(k / format.group.size(k))
+    // The last group of a row may be short: ⌈K / group⌉ groups.
+    Ok(k.div_ceil(format.group.size(k)))
 }
 
 /// The byte sizes of the prepared codes and of the prepared scales (and zero points) of an
@@ -301,7 +302,7 @@ fn prepared_sizes(
     let scale_dtype = parse_dtype(scale_dtype)?;
     let format = QuantFormat::new(dtype, group_of(group_size, k));
     format.check(n, k).map_err(value_error)?;
-    let codes = FragmentLayout::new(dtype.bits(), n, k);
+    let codes = FragmentLayout::new(dtype, n, k);
     let groups = GroupLayout::new(&codes, format.group.size(k));
     Ok((
         codes.bytes(),

@@ -597,6 +597,26 @@ impl ProgramBuilder {
         Tensor(dst.to_string())
     }
 
+    /// `%dst = cast_planes(%p0, %p1, .., code, dtype[, layout]);` — the codes of type `code` whose
+    /// bits are split into `planes` (low bits first), put together and converted to `dtype`.
+    pub fn cast_planes(
+        &mut self,
+        dst: &str,
+        planes: &[&Tensor],
+        code: DType,
+        dtype: DType,
+        layout: Option<RegisterLayout>,
+    ) -> Tensor {
+        self.inst(Inst::CastPlanes {
+            dst: dst.to_string(),
+            planes: planes.iter().map(|plane| plane.0.clone()).collect(),
+            code,
+            dtype,
+            layout,
+        });
+        Tensor(dst.to_string())
+    }
+
     /// `%dst = neg|abs|exp(%src);`
     pub fn unary(&mut self, dst: &str, op: UnaryOp, src: &Tensor) -> Tensor {
         self.inst(Inst::Unary {

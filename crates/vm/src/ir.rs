@@ -435,6 +435,18 @@ pub enum Inst {
         dtype: DType,
         layout: Option<RegisterLayout>,
     },
+    /// `%dst = cast_planes(%p0, %p1, .., code, dtype[, layout]);` — element by element, the
+    /// planes' unsigned codes put together, low bits first (plane `i` shifted by the widths of
+    /// the planes before it), read as the integer type `code` and converted to `dtype`; with a
+    /// layout, put in that layout's local order. The planes hold the same elements in every
+    /// thread, each plane in its own local order.
+    CastPlanes {
+        dst: String,
+        planes: Vec<String>,
+        code: DType,
+        dtype: DType,
+        layout: Option<RegisterLayout>,
+    },
     /// `%dst = neg(%src);` and so on.
     Unary {
         dst: String,
@@ -492,6 +504,7 @@ impl Inst {
             | Inst::LoadShared { dst, .. }
             | Inst::View { dst, .. }
             | Inst::Cast { dst, .. }
+            | Inst::CastPlanes { dst, .. }
             | Inst::Unary { dst, .. }
             | Inst::Binary { dst, .. }
             | Inst::Compare { dst, .. }
@@ -526,6 +539,7 @@ impl Inst {
             Inst::Barrier => "barrier",
             Inst::View { .. } => "view",
             Inst::Cast { .. } => "cast",
+            Inst::CastPlanes { .. } => "cast_planes",
             Inst::Unary { op, .. } => op.name(),
             Inst::Binary { op, .. } => op.name(),
             Inst::Compare { op, .. } => op.name(),

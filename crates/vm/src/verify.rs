@@ -199,6 +199,21 @@ pub enum VerifyErrorKind {
         to: String,
         reason: String,
     },
+    #[error("`cast_planes`: plane `%{name}` is {dtype}; planes are unsigned integers (u1 .. u8)")]
+    PlaneType { name: String, dtype: DType },
+    #[error("`cast_planes`: the code type {code} must be an integer type of as many bits as the planes have together ({widths} = {sum} bits)")]
+    PlaneWidths {
+        code: DType,
+        widths: String,
+        sum: u32,
+    },
+    #[error("`cast_planes`: plane `%{name}` (layout {layout}) must hold the elements of the first plane ({first}) in every thread: {reason}")]
+    PlaneLayout {
+        name: String,
+        layout: String,
+        first: String,
+        reason: String,
+    },
     #[error("`dot` needs a [.., M, K], b [.., K, N], c [.., M, N] with the same leading (batch) dimensions; found a {a}, b {b}, c {c}")]
     DotShape { a: Shape, b: Shape, c: Shape },
     #[error("`dot`: {reason} (a is {a}, b is {b}, c is {c})")]
@@ -980,6 +995,71 @@ impl<'p> Verifier<'p> {
                 layout: to,
             } => {
                 let (_, from) = self.register_tensor(inst, src)?;
+                let layout = match to {
+                    None => from,
+                    Some(to) => {
+                        self.check_layout(inst, *dtype, to)?;
+                        if let Err(reason) = local_permutation(&from, to) {
+                            return self.fail(K::CastLayout {
+                                from: from.to_string(),
+                                to: to.to_string(),
+                                reason,
+                            });
+                        }
+                        to.clone()
+                    }
+                };
+                self.define(
+                    inst,
+                    dst,
+                    TensorType::Register {
+                        dtype: *dtype,
+                        layout,
+                    },
+                )
+            }
+            Inst::CastPlanes {
+                dst,
+                planes,
+                code,
+                dtype,
+                layout: to,
+            } => {
+                let mut widths = Vec::with_capacity(planes.len());
+                let mut first: Option<RegisterLayout> = None;
+                for plane in planes {
+                    let (plane_type, layout) = self.register_tensor(inst, plane)?;
+                    let DType::Unsigned(width) = plane_type else {
+                        return self.fail(K::PlaneType {
+                            name: plane.clone(),
+                            dtype: plane_type,
+                        });
+                    };
+                    widths.push(u32::from(width));
+                    match &first {
+                        None => first = Some(layout),
+                        Some(first) => {
+                            if let Err(reason) = local_permutation(&layout, first) {
+                                return self.fail(K::PlaneLayout {
+                                    name: plane.clone(),
+                                    layout: layout.to_string(),
+                                    first: first.to_string(),
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                }
+                let sum: u32 = widths.iter().sum();
+                if !matches!(code, DType::Unsigned(_) | DType::Signed(_)) || code.bits() != sum {
+                    let widths: Vec<String> = widths.iter().map(ToString::to_string).collect();
+                    return self.fail(K::PlaneWidths {
+                        code: *code,
+                        widths: widths.join(" + "),
+                        sum,
+                    });
+                }
+                let from = first.expect("the parser and the builder give at least one plane");
                 let layout = match to {
                     None => from,
                     Some(to) => {

@@ -426,6 +426,149 @@ impl FastCast {
     }
 }
 
+/// A packed conversion of integer codes whose bits are split into planes (`cast_planes`):
+/// each plane's register brings its two fields (the low member at `offset + shift` of the
+/// low half, the high member 16 bits above) and the recipe masks each plane's field out of its
+/// register, ORs them together into one code at `offset`, and converts it as the code type's
+/// integer recipe at that offset does. The masks and the OR become `LOP3`s (the constant OR and
+/// the sign flip of the top plane fold into them), so a pair costs one `LOP3` per plane and one
+/// fused multiply-add, plus the shifts that bring each plane's fields into place.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlaneCast {
+    /// The code type's integer recipe at `offset`.
+    pub base: FastCast,
+    /// The planes' widths, low bits first.
+    pub widths: Vec<u32>,
+}
+
+impl PlaneCast {
+    /// The conversion of `code` (an integer type) to `to` for codes at bit `offset` of each
+    /// half, put together from planes of `widths` bits (low bits first, adding up to the
+    /// code's width), if the integer recipe takes that offset.
+    pub fn new(code: DType, to: DType, widths: &[u32], offset: u32) -> Option<PlaneCast> {
+        if !matches!(code, DType::Unsigned(_) | DType::Signed(_))
+            || widths.iter().sum::<u32>() != code.bits()
+        {
+            return None;
+        }
+        let base = FastCast::new(code, to)?.at_offset(offset)?;
+        matches!(
+            base.recipe,
+            Recipe::Halves {
+                shift_a: 0,
+                mask_b: 0,
+                ..
+            }
+        )
+        .then(|| PlaneCast {
+            base,
+            widths: widths.to_vec(),
+        })
+    }
+
+    /// Where each plane's field starts in a half: the code's offset plus the widths below it.
+    pub fn field_offsets(&self) -> Vec<u32> {
+        let mut start = self.base.offset;
+        self.widths
+            .iter()
+            .map(|width| {
+                let field = start;
+                start += width;
+                field
+            })
+            .collect()
+    }
+
+    /// The mask of each plane's two fields.
+    fn masks(&self) -> Vec<u32> {
+        self.widths
+            .iter()
+            .zip(self.field_offsets())
+            .map(|(width, field)| both(((1 << width) - 1) << field))
+            .collect()
+    }
+
+    /// The name of the device function.
+    pub fn function_name(&self) -> String {
+        let widths: Vec<String> = self.widths.iter().map(ToString::to_string).collect();
+        format!(
+            "ab_cvt_planes_{}_{}_{}_at{}",
+            self.base.from,
+            self.base.to,
+            widths.join("_"),
+            self.base.offset
+        )
+    }
+
+    /// The device function `u32 NAME(u32 p0, u32 p1, ..)`: plane `i`'s fields in `p_i` (every
+    /// other bit ignored), the result the two converted halves.
+    pub fn device_function(&self) -> String {
+        let Recipe::Halves {
+            xor, or, mul, add, ..
+        } = self.base.recipe
+        else {
+            unreachable!("PlaneCast::new keeps integer recipes only")
+        };
+        let params: Vec<String> = (0..self.widths.len())
+            .map(|i| format!("u32 p{i}"))
+            .collect();
+        let masks = self.masks();
+        let fma = if self.base.to == DType::F16 {
+            "ab_fma_f16x2"
+        } else {
+            "ab_fma_bf16x2"
+        };
+        let mut s = format!(
+            "// {} from planes of {:?} bits at {} -> {}: {}\n__device__ __forceinline__ u32 {}({}) {{\n",
+            self.base.from,
+            self.widths,
+            self.base.offset,
+            self.base.to,
+            self.base.summary(),
+            self.function_name(),
+            params.join(", ")
+        );
+        let top = masks.len() - 1;
+        if xor == 0 || xor == masks[top] {
+            // One LOP3 per plane: `x = (p & mask) | x`, starting from the magic number (a
+            // register: a LOP3 takes one immediate), the top plane's field inverted where the
+            // code's sign is flipped (its field is the sign bit).
+            s.push_str(&format!("  u32 x = 0x{or:08x}u;\n"));
+            for (i, mask) in masks.iter().enumerate() {
+                let lut = if i == top && xor != 0 { "0xae" } else { "0xea" };
+                s.push_str(&format!(
+                    "  asm(\"lop3.b32 %0, %1, 0x{mask:08x}, %2, {lut};\" : \"=r\"(x) : \"r\"(p{i}), \"r\"(x));\n"
+                ));
+            }
+        } else {
+            let fields: Vec<String> = masks
+                .iter()
+                .enumerate()
+                .map(|(i, mask)| format!("(p{i} & 0x{mask:08x}u)"))
+                .collect();
+            s.push_str(&format!(
+                "  u32 x = {};\n  x ^= 0x{xor:08x}u;\n  x |= 0x{or:08x}u;\n",
+                fields.join(" | ")
+            ));
+        }
+        s.push_str(&format!(
+            "  return {fma}(x, 0x{:08x}u, 0x{:08x}u);\n}}\n",
+            both(mul as u32),
+            both(add as u32)
+        ));
+        s
+    }
+
+    /// Host evaluation of the device function.
+    pub fn eval(&self, planes: &[u32]) -> u32 {
+        let x = planes
+            .iter()
+            .zip(self.masks())
+            .fold(0, |x, (plane, mask)| x | (plane & mask));
+        self.base.eval_pair(x)
+    }
+}
+
 /// What `cast` gives for one code: `to.encode(from.decode(code) as f32)`.
 pub fn reference_cast(from: DType, to: DType, code: u32) -> u32 {
     to.encode(from.decode(code) as f32)
@@ -555,6 +698,68 @@ mod tests {
             .unwrap()
             .at_offset(4)
             .is_none());
+    }
+
+    /// Every code of every integer type up to 8 bits, split into planes in several ways, at
+    /// every offset the recipe takes, with every bit outside the planes' fields set.
+    #[test]
+    fn plane_casts_are_exact_for_every_code() {
+        let splits: [&[u32]; 8] = [
+            &[2, 1],
+            &[1, 2],
+            &[4, 1],
+            &[4, 2],
+            &[4, 2, 1],
+            &[1, 1, 1],
+            &[2, 2],
+            &[4, 4],
+        ];
+        let mut checked = 0;
+        for split in splits {
+            let bits: u32 = split.iter().sum();
+            for code in [DType::Unsigned(bits as u8), DType::Signed(bits as u8)] {
+                for to in [DType::F16, DType::Bf16] {
+                    for offset in 0..16 {
+                        let Some(cast) = PlaneCast::new(code, to, split, offset) else {
+                            continue;
+                        };
+                        let fields = cast.field_offsets();
+                        for lo in 0..1u32 << bits {
+                            for hi in [0, (1 << bits) - 1, lo ^ 1] {
+                                // Plane i's register: its fields in place, every other bit set.
+                                let mut shift = 0;
+                                let planes: Vec<u32> = split
+                                    .iter()
+                                    .zip(&fields)
+                                    .map(|(&width, &field)| {
+                                        let mask = (1 << width) - 1;
+                                        let (low, high) =
+                                            ((lo >> shift) & mask, (hi >> shift) & mask);
+                                        shift += width;
+                                        (low << field | high << (field + 16)) | !both(mask << field)
+                                    })
+                                    .collect();
+                                let got = cast.eval(&planes);
+                                assert_eq!(
+                                    (got & 0xffff, got >> 16),
+                                    (reference_cast(code, to, lo), reference_cast(code, to, hi)),
+                                    "{code} -> {to} from planes {split:?} at {offset}: codes {lo:#x}, {hi:#x}"
+                                );
+                            }
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 60, "only {checked} plane casts");
+        // i3 from 2 + 1 bits at offset 2 into f16: the 2-bit field at bits 2..4, the 1-bit
+        // field at bit 4 (the sign, flipped by the xor).
+        let i3 = PlaneCast::new(DType::Signed(3), DType::F16, &[2, 1], 2).unwrap();
+        assert_eq!(i3.field_offsets(), [2, 4]);
+        assert_eq!(i3.masks(), [0x000c_000c, 0x0010_0010]);
+        assert!(PlaneCast::new(DType::Signed(7), DType::F16, &[4, 2, 1], 4).is_none());
+        assert!(PlaneCast::new(DType::Signed(3), DType::F16, &[2, 2], 0).is_none());
     }
 
     #[test]

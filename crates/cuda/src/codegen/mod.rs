@@ -43,7 +43,7 @@ use anybit_vm::{Expr, ParamKind, Verified};
 
 use crate::target::Target;
 
-pub use cast::{cast_test_program, reference_cast, FastCast};
+pub use cast::{cast_test_program, reference_cast, FastCast, PlaneCast};
 pub use emitter::{shared_memory_limit, STATIC_SHARED_LIMIT};
 pub use error::{BufferCheckError, CodegenError, GridError};
 pub use scalar::EvalError;

@@ -363,6 +363,9 @@ fn instruction(e: &mut Emitter, inst: &Inst, info: &StmtInfo) -> R<()> {
             layout: Some(_),
             ..
         } => convert::cast_to_layout(e, dst, info, src),
+        Inst::CastPlanes {
+            dst, planes, code, ..
+        } => convert::cast_planes(e, dst, info, planes, *code),
         Inst::Unary { dst, op, src } => elementwise::unary(e, dst, info, *op, src),
         Inst::Binary { dst, op, lhs, rhs } => elementwise::binary(e, dst, info, *op, lhs, rhs),
         Inst::Compare { dst, op, lhs, rhs } => elementwise::compare(e, dst, info, *op, lhs, rhs),

@@ -696,6 +696,7 @@ impl Parser {
             "barrier",
             "view",
             "cast",
+            "cast_planes",
             "where",
             "dot",
             "print",
@@ -869,6 +870,31 @@ impl Parser {
                     Inst::Cast {
                         dst,
                         src,
+                        dtype,
+                        layout,
+                    }
+                }
+                "cast_planes" => {
+                    let dst = with_result(dst)?;
+                    // One or more planes, then the code type and the result type.
+                    let mut planes = vec![self.tensor()?];
+                    self.expect_punct(",")?;
+                    while matches!(self.peek_tok()?, Tok::Tensor(_)) {
+                        planes.push(self.tensor()?);
+                        self.expect_punct(",")?;
+                    }
+                    let code = self.dtype()?;
+                    self.expect_punct(",")?;
+                    let dtype = self.dtype()?;
+                    let layout = if self.eat_punct(",")? {
+                        Some(self.register_layout()?)
+                    } else {
+                        None
+                    };
+                    Inst::CastPlanes {
+                        dst,
+                        planes,
+                        code,
                         dtype,
                         layout,
                     }

@@ -252,6 +252,22 @@ fn write_inst(f: &mut fmt::Formatter<'_>, inst: &Inst) -> fmt::Result {
             None => write!(f, "{name}(%{src}, {dtype})"),
             Some(layout) => write!(f, "{name}(%{src}, {dtype}, {layout})"),
         },
+        Inst::CastPlanes {
+            planes,
+            code,
+            dtype,
+            layout,
+            ..
+        } => {
+            write!(f, "{name}(")?;
+            for plane in planes {
+                write!(f, "%{plane}, ")?;
+            }
+            match layout {
+                None => write!(f, "{code}, {dtype})"),
+                Some(layout) => write!(f, "{code}, {dtype}, {layout})"),
+            }
+        }
         Inst::Unary { src, .. } | Inst::Print { src } => write!(f, "{name}(%{src})"),
         Inst::Binary { lhs, rhs, .. } | Inst::Compare { lhs, rhs, .. } => {
             write!(f, "{name}({lhs}, {rhs})")

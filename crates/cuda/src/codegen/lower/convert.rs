@@ -11,7 +11,9 @@
 
 use anybit_vm::StmtInfo;
 
-use crate::codegen::cast::FastCast;
+use std::collections::BTreeSet;
+
+use crate::codegen::cast::{FastCast, PlaneCast};
 use crate::codegen::element::{convert_to_code, decode};
 use crate::codegen::emitter::{Emitter, R};
 
@@ -201,6 +203,167 @@ pub(in crate::codegen) fn cast(e: &mut Emitter, dst: &str, info: &StmtInfo, src:
             convert_to_code(from, to, &v)
         ));
         e.close("}");
+        Ok(())
+    })
+}
+
+/// One pair of result elements of `cast_planes`: per plane, the word and the bit of its field
+/// for the first element, if the second element's field is 16 bits above it in the same word.
+fn plane_pair_fields(
+    permutations: &[Vec<usize>],
+    widths: &[u32],
+    first: usize,
+    second: usize,
+) -> Option<Vec<(usize, u32)>> {
+    permutations
+        .iter()
+        .zip(widths)
+        .map(|(permutation, &width)| {
+            let a = permutation[first] * width as usize;
+            let b = permutation[second] * width as usize;
+            (a / 32 == b / 32 && b == a + 16).then_some((a / 32, (a % 32) as u32))
+        })
+        .collect()
+}
+
+/// Lowers `%dst = cast_planes(%p0, %p1, .., code, dtype[, layout])`: the element's code is the
+/// planes' fields put together (low bits first), read as `code` and converted. With a packed
+/// integer conversion ([`PlaneCast`]), a pair of result elements whose fields sit 16 bits apart
+/// in every plane takes each plane's word shifted so that the fields land at the code's
+/// offset plus the plane's place in the code: the offset is the first plane's field position
+/// within its byte where the recipe takes it (so the first plane needs a shift only for the
+/// pairs in a word's upper byte, as `cast` to a layout does), and the prepared layouts of
+/// the kernels place the other planes' fields so that the shifts repeat. Other pairs gather
+/// each code; without a packed conversion every element is decoded and encoded.
+pub(in crate::codegen) fn cast_planes(
+    e: &mut Emitter,
+    dst: &str,
+    info: &StmtInfo,
+    planes: &[String],
+    code: anybit_dtype::DType,
+) -> R<()> {
+    let sources: Vec<_> = planes.iter().map(|p| e.register(p)).collect::<R<_>>()?;
+    let (reg, new) = e.result(info)?;
+    let to = reg.dtype;
+    let first_layout = &sources[0].layout;
+    // Result element `l` is element `out[l]` in the first plane's order, which is element
+    // `within[i][out[l]]` of plane `i`.
+    let out = anybit_vm::local_permutation(first_layout, &reg.layout)
+        .map_err(|reason| e.internal(format!("cast_planes to {}: {reason}", reg.layout)))?;
+    let permutations: Vec<Vec<usize>> = sources
+        .iter()
+        .map(|plane| {
+            anybit_vm::local_permutation(&plane.layout, first_layout)
+                .map(|within| out.iter().map(|&l| within[l]).collect())
+                .map_err(|reason| e.internal(format!("cast_planes plane order: {reason}")))
+        })
+        .collect::<R<_>>()?;
+    let widths: Vec<u32> = sources.iter().map(|plane| plane.dtype.bits()).collect();
+    let names: Vec<String> = sources.iter().map(|plane| plane.cname.clone()).collect();
+    let l = reg.layout.local_size();
+    // The whole code of element `l` (result order) as a C expression.
+    let gather = |l: usize| -> String {
+        let mut shift = 0;
+        let parts: Vec<String> = names
+            .iter()
+            .zip(&widths)
+            .zip(&permutations)
+            .map(|((name, &width), permutation)| {
+                let part = format!("(ab_get<{width}>({name}, {}) << {shift})", permutation[l]);
+                shift += width;
+                part
+            })
+            .collect();
+        format!("({})", parts.join(" | "))
+    };
+    let Some(gathered) = FastCast::new(code, to).filter(|_| l % 2 == 0) else {
+        let n2 = to.bits();
+        return e.with_result(dst, &reg, new, |e, t| {
+            for element in 0..l {
+                let v = decode(code, &gather(element));
+                e.line(&format!(
+                    "ab_set<{n2}>({t}, {element}, {});",
+                    convert_to_code(code, to, &v)
+                ));
+            }
+            Ok(())
+        });
+    };
+    let mut lines = Vec::with_capacity(l / 2);
+    // The distinct (plane, word, shift) a pair needs: each is one shift instruction.
+    let mut shifts = BTreeSet::new();
+    let mut packed = 0;
+    for j in 0..l / 2 {
+        let fused =
+            plane_pair_fields(&permutations, &widths, 2 * j, 2 * j + 1).and_then(|fields| {
+                let first_bit = fields[0].1;
+                let room: u32 = if to == anybit_dtype::DType::F16 {
+                    10
+                } else {
+                    7
+                };
+                let offset = (first_bit % 8).min(room.saturating_sub(code.bits()));
+                PlaneCast::new(code, to, &widths, offset).map(|cast| (cast, fields))
+            });
+        match fused {
+            Some((cast, fields)) => {
+                packed += 1;
+                let inputs: Vec<String> = fields
+                    .iter()
+                    .zip(cast.field_offsets())
+                    .enumerate()
+                    .map(|(plane, (&(word, bit), field))| {
+                        let source = format!("{}[{word}]", names[plane]);
+                        let shift = bit as i32 - field as i32;
+                        if shift != 0 {
+                            shifts.insert((plane, word, shift));
+                        }
+                        match shift {
+                            0 => source,
+                            s if s > 0 => format!("({source} >> {s})"),
+                            s => format!("({source} << {})", -s),
+                        }
+                    })
+                    .collect();
+                let name = cast.function_name();
+                e.add_helper(
+                    name.clone(),
+                    format!(
+                        "#ifndef {guard}\n#define {guard}\n{}#endif\n",
+                        cast.device_function(),
+                        guard = name.to_uppercase()
+                    ),
+                );
+                lines.push(format!("{name}({})", inputs.join(", ")));
+            }
+            None => {
+                let name = gathered.function_name();
+                e.add_helper(
+                    name.clone(),
+                    format!(
+                        "#ifndef {guard}\n#define {guard}\n{}#endif\n",
+                        gathered.device_function(),
+                        guard = name.to_uppercase()
+                    ),
+                );
+                lines.push(format!(
+                    "{name}({} | ({} << 16))",
+                    gather(2 * j),
+                    gather(2 * j + 1)
+                ));
+            }
+        }
+    }
+    e.note_selection(format!(
+        "packed conversion {code} -> {to} from planes of {widths:?} bits: {packed} of {} pairs with every plane's fields 16 bits apart, {} distinct shifts ({})",
+        l / 2,
+        shifts.len(),
+        gathered.summary()
+    ));
+    e.with_result(dst, &reg, new, |e, t| {
+        for (j, call) in lines.iter().enumerate() {
+            e.line(&format!("{t}[{j}] = {call};"));
+        }
         Ok(())
     })
 }
