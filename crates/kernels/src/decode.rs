@@ -181,9 +181,7 @@ impl DecodeSchedule {
                     && !(bits == 6 && format.zeros != ZeroPoints::None)
             }
         };
-        // Bit-plane weights are converted one chunk of one row tile at a time (`supports`).
-        let planar = bit_planes(format.weight).len() > 1;
-        let tiles_per_warp = if tiles_per_warp && !planar { 2 } else { 1 };
+        let tiles_per_warp = if tiles_per_warp { 2 } else { 1 };
         // Above 48 registers of codes, and at M = 64 (whose accumulators take 32 more), a
         // block keeps to 8 warps (255 registers a thread); 16 warps of 128 spilled.
         let max_warps = if tiles_per_warp * words > 48 || token_tiles == 8 {
@@ -685,17 +683,35 @@ fn a_operand(
     explicit_layout(&dims, &threads, &locals)
 }
 
-/// The A operand `[k_warps, rows, cols]` of one step of `steps` k steps as loaded, for a higher
-/// bit plane of `width` bits of codes whose lowest plane is `base` bits wide: the order of
-/// [`crate::prepared::plane_position`] (a word of the plane holds the pairs of `base / width`
-/// words of the lowest plane, interleaved pair by pair).
-fn a_operand_plane(
+/// The load of one step of a bit-plane weight, as bytes `[tiles, k_warps, step bytes]`: each
+/// lane's chunk is `blocks` blocks of 16 bytes, and a thread's registers hold block 0 of every
+/// row tile and chunk, then block 1, and so on, so that each plane (whole blocks of every
+/// chunk) is one contiguous slice of the thread's bits whatever the row tiles and chunks.
+fn planar_load(kw: usize, wn: usize, r: usize, c: usize, blocks: usize) -> RegisterLayout {
+    use Role::{Local as L, Thread as T};
+    let dims = vec![
+        vec![(wn, T), (r, L)],
+        vec![(kw, T)],
+        vec![(c, L), (LANES, T), (blocks, L), (16, L)],
+    ];
+    let threads = [(1, 0), (0, 0), (2, 1)];
+    let locals = [(2, 2), (0, 1), (2, 0), (2, 3)];
+    explicit_layout(&dims, &threads, &locals)
+}
+
+/// The A operand `[k_warps, rows, cols]` of one step (`chunks` chunks) of a bit-plane weight
+/// as [`planar_load`] leaves one plane of `width` bits in a thread's registers (`blocks` 16-byte
+/// blocks per lane and chunk): block, row tile, chunk, then the plane's order within the
+/// block ([`crate::prepared::plane_position`]: a word of the plane holds the pairs of
+/// `base / width` words of the lowest plane, `base` bits wide, interleaved pair by pair).
+fn a_operand_planar(
     kw: usize,
     wn: usize,
     r: usize,
-    steps: usize,
+    chunks: usize,
     base: u32,
     width: u32,
+    blocks: usize,
 ) -> RegisterLayout {
     use Role::{Local as L, Thread as T};
     let base_steps = 16 / (4 * base as usize); // k steps per word of the lowest plane
@@ -704,10 +720,12 @@ fn a_operand_plane(
         vec![(kw, T)],
         // rows: warp, row tile, row half, g
         vec![(wn, T), (r, L), (2, L), (8, T)],
-        // columns: word of the plane, word of the lowest plane within it, step in that word,
-        // column half, t, pair member
+        // columns: chunk, block, word in the block, word of the lowest plane within it, step in
+        // that word, column half, t, pair member
         vec![
-            (steps / (base_steps * ratio), L),
+            (chunks, L),
+            (blocks, L),
+            (4, L),
             (ratio, L),
             (base_steps, L),
             (2, L),
@@ -715,10 +733,20 @@ fn a_operand_plane(
             (2, L),
         ],
     ];
-    let threads = [(0, 0), (1, 0), (1, 3), (2, 4)];
-    // row tile, word, pair member, step in the lowest plane's word, column half, row half,
-    // then (fastest) which word of the lowest plane
-    let locals = [(1, 1), (2, 0), (2, 5), (2, 2), (2, 3), (1, 2), (2, 1)];
+    let threads = [(0, 0), (1, 0), (1, 3), (2, 6)];
+    // block, row tile, chunk, word, pair member, step in the lowest plane's word, column
+    // half, row half, then (fastest) which word of the lowest plane
+    let locals = [
+        (2, 1),
+        (1, 1),
+        (2, 0),
+        (2, 2),
+        (2, 7),
+        (2, 4),
+        (2, 5),
+        (1, 2),
+        (2, 3),
+    ];
     explicit_layout(&dims, &threads, &locals)
 }
 
@@ -765,12 +793,6 @@ impl DecodeKernel {
     /// Whether this kernel computes the product for an `[n, k]` weight: with K split over
     /// several warps, every slice must be whole chunks and whole groups of the unpadded K.
     pub fn supports(&self, k: usize) -> bool {
-        // The bit planes of a weight are sliced out of one chunk of one row tile.
-        if bit_planes(self.format.weight).len() > 1
-            && (self.schedule.tiles_per_warp > 1 || self.schedule.chunks_per_step > 1)
-        {
-            return false;
-        }
         let kw = self.schedule.k_warps;
         if kw == 1 {
             return true;
@@ -836,7 +858,11 @@ impl DecodeKernel {
         ));
         b.doc(&format!("Decode schedule: {s}."));
         let x = b.pointer("x", act);
-        let wp = b.pointer("w", wtype);
+        // Bit-plane weights are read as bytes: each lane's chunk is whole 16-byte blocks, the
+        // lowest plane's first, and a step's blocks are loaded block-major (see `planar_load`).
+        let planar = planes.len() > 1;
+        let stored = if planar { DType::Unsigned(8) } else { wtype };
+        let wp = b.pointer("w", stored);
         let scales = b.pointer("scales", self.scale_dtype);
         let zeros = has_zeros.then(|| b.pointer("zeros", self.scale_dtype));
         let bias = self.bias.then(|| b.pointer("bias", act));
@@ -878,7 +904,8 @@ impl DecodeKernel {
         };
         let slice_groups = padded_groups.clone() / kw as i32;
         let t0 = b.let_("t0", block_x() * tiles_per_block);
-        let chunk_len = (LANES * lane_elems) as i32;
+        // Elements of the stored type in one chunk of a row tile.
+        let chunk_len = (LANES * lane_elems * bits as usize / stored.bits() as usize) as i32;
         let row_len = chunks.clone() * chunk_len;
         let slice_len = slice_chunks.clone() * chunk_len;
         let gw = b.view_global(
@@ -926,9 +953,13 @@ impl DecodeKernel {
         let atom_b = "local(1,2,1).column_spatial(1,4,8).local(1,2,1)";
         let atom_c = "local(1,2,1).spatial(1,8,4).local(1,1,2)";
         let c_layout = layout(&format!("spatial({kw},{wn},1).local(1,{r},{t}).{atom_c}"));
-        let load_layout = layout(&format!(
-            "spatial(1,{kw},1).spatial({wn},1,1).local({r},1,{c}).spatial(1,1,32).local(1,1,{lane_elems})"
-        ));
+        let load_layout = if planar {
+            planar_load(kw, wn, r, c, lane_elems * bits as usize / 128)
+        } else {
+            layout(&format!(
+                "spatial(1,{kw},1).spatial({wn},1,1).local({r},1,{c}).spatial(1,1,32).local(1,1,{lane_elems})"
+            ))
+        };
         let a_lanes = a_operand(kw, wn, r, step_steps, bits, AOrder::Loaded);
         let a_fragments = a_operand(kw, wn, r, step_steps, bits, AOrder::Fragments);
         // Each dot takes `dot_steps` k steps, so that its B fragments (2 registers per k step
@@ -1010,19 +1041,16 @@ impl DecodeKernel {
                     weights: &Tensor,
                     x_tile: Option<&Tensor>,
                     first_chunk: Expr| {
-            let mut deq = if planes.len() > 1 {
-                // Bit planes (one chunk of one row tile, `supports` checked): each plane's
-                // slice of the lane's bits, put together and converted by one `cast_planes`.
+            let mut deq = if planar {
+                // Each plane is a contiguous slice of the thread's bits (its blocks of every row
+                // tile and chunk), put together and converted by one `cast_planes`.
                 let mut offset = 0;
                 let views: Vec<Tensor> = planes
                     .iter()
                     .enumerate()
                     .map(|(index, &width)| {
-                        let lanes = if index == 0 {
-                            a_operand(kw, wn, r, step_steps, width, AOrder::Loaded)
-                        } else {
-                            a_operand_plane(kw, wn, r, step_steps, planes[0], width)
-                        };
+                        let blocks = lane_elems * width as usize / 128;
+                        let lanes = a_operand_planar(kw, wn, r, c, planes[0], width, blocks);
                         let view = b.view_slice(
                             &format!("plane{index}"),
                             weights,
@@ -1030,7 +1058,7 @@ impl DecodeKernel {
                             lanes,
                             offset,
                         );
-                        offset += (lane_elems * width as usize) as u32;
+                        offset += (blocks * r * c * 128) as u32;
                         view
                     })
                     .collect();
@@ -1102,9 +1130,9 @@ impl DecodeKernel {
             // P − 1 steps earlier filled; after the barrier that follows its wait, every warp
             // has finished step i − 1, so stage (i − 1) % P takes the copy for step i + P − 1.
             let p = s.stages;
-            let tile = SharedLayout::row_major(&[wn * r, kw, c * LANES * lane_elems]);
+            let tile = SharedLayout::row_major(&[wn * r, kw, c * chunk_len as usize]);
             let ring: Vec<Tensor> = (0..p)
-                .map(|j| b.alloc_shared(&format!("stage{j}"), wtype, tile.clone()))
+                .map(|j| b.alloc_shared(&format!("stage{j}"), stored, tile.clone()))
                 .collect();
             let copy = |b: &mut ProgramBuilder, stage: &Tensor, first_chunk: Expr| {
                 b.copy_async(stage, &gw, [t0.clone(), 0.into(), first_chunk * chunk_len]);

@@ -249,6 +249,8 @@ fn schedules_with_several_tiles_chunks_prefetch_split_k_and_shared_x() {
             (DType::Signed(2), Group::Elements(16)),
             (DType::Signed(8), Group::PerChannel),
             (DType::Signed(3), Group::Elements(32)),
+            (DType::Unsigned(5), Group::Elements(128)),
+            (DType::Signed(6), Group::Elements(64)),
         ] {
             let format = QuantFormat::new(weight, group);
             let kernel = DecodeKernel {
