@@ -960,6 +960,120 @@ fn cast_to_another_local_order_keeps_logical_values() {
 }
 
 #[test]
+fn cast_planes_of_every_code_matches_the_dtype_crate() {
+    // Every code of every integer type of 2 to 8 bits, split into two planes at every place
+    // (low bits in the first plane) and, from 3 bits, into three planes (1 + 1 + the rest).
+    for bits in 2..=8u8 {
+        let count = 1usize << bits;
+        let mut splits: Vec<Vec<u8>> = (1..bits).map(|low| vec![low, bits - low]).collect();
+        if bits >= 3 {
+            splits.push(vec![1, 1, bits - 2]);
+        }
+        for code_type in [DType::Unsigned(bits), DType::Signed(bits)] {
+            for widths in &splits {
+                let codes: Vec<u32> = (0..count as u32).collect();
+                let params: Vec<String> = (0..widths.len())
+                    .map(|i| format!("p{i}: ptr<u{}>", widths[i]))
+                    .collect();
+                let mut body = String::new();
+                let mut names = Vec::new();
+                for i in 0..widths.len() {
+                    body.push_str(&format!(
+                        "%g{i} = view_global(p{i}, [{count}], [1]);\n%q{i} = load_global(%g{i}[0], spatial({count}));\n"
+                    ));
+                    names.push(format!("%q{i}"));
+                }
+                let text = format!(
+                    "program p({}, a: ptr<f32>, b: ptr<f16>) grid(1) threads({count}) {{
+                        {body}
+                        %ga = view_global(a, [{count}], [1]);
+                        %gb = view_global(b, [{count}], [1]);
+                        %f = cast_planes({planes}, {code_type}, f32);
+                        store_global(%ga[0], %f);
+                        %h = cast_planes({planes}, {code_type}, f16);
+                        store_global(%gb[0], %h);
+                    }}",
+                    params.join(", "),
+                    planes = names.join(", "),
+                );
+                let mut values = vec![
+                    ("a", buffer(vec![0; 4 * count])),
+                    ("b", buffer(vec![0; 2 * count])),
+                ];
+                let mut shift = 0;
+                let plane_names = ["p0", "p1", "p2"];
+                for (i, &width) in widths.iter().enumerate() {
+                    let plane: Vec<u32> = codes
+                        .iter()
+                        .map(|code| (code >> shift) & ((1 << width) - 1))
+                        .collect();
+                    values.push((
+                        plane_names[i],
+                        buffer(pack_codes(DType::Unsigned(width), &plane)),
+                    ));
+                    shift += width;
+                }
+                let (args, _) = run_with(&text, values);
+                let a = unpack_values(F32, args.buffer("a").expect("a"), count);
+                let b = unpack_values(F16, args.buffer("b").expect("b"), count);
+                for &code in &codes {
+                    let exact = code_type.decode(code);
+                    let at = code as usize;
+                    assert_eq!(
+                        a[at], exact,
+                        "{code_type} from {widths:?} code {code} to f32"
+                    );
+                    assert_eq!(
+                        b[at], exact,
+                        "{code_type} from {widths:?} code {code} to f16"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cast_planes_reads_each_plane_in_its_own_local_order() {
+    // One thread holds a 2x2 tile. Plane 0 (u1) is in row-major order, plane 1 (u2) in
+    // column-major order; by coordinate (row-major) they hold 1,0,1,1 and 3,2,0,1, so the i3
+    // codes are 1|6, 0|4, 1|0, 1|2 = 7, 4, 1, 3, that is -1, -4, 1, 3. Viewed as the thread's
+    // registers, the result is in plane 0's order without a layout and column-major with one.
+    let (args, out) = run_with(
+        "program p(x: ptr<u1>, y: ptr<u2>, z: ptr<f32>) grid(1) threads(1) {
+            %gx = view_global(x, [2, 2], [2, 1]);
+            %gy = view_global(y, [2, 2], [2, 1]);
+            %p0 = load_global(%gx[0, 0], local(2,2));
+            %p1 = load_global(%gy[0, 0], column_local(2,2));
+            %r = cast_planes(%p0, %p1, i3, i8);
+            %rv = view(%r, i8, local(4));
+            print(%rv);
+            %c = cast_planes(%p0, %p1, i3, i8, column_local(2,2));
+            %cv = view(%c, i8, local(4));
+            print(%cv);
+            %f = cast_planes(%p1, %p0, u3, f32, column_local(2,2));
+            %gz = view_global(z, [2, 2], [2, 1]);
+            store_global(%gz[0, 0], %f);
+        }",
+        vec![
+            ("x", buffer(pack_codes(DType::Unsigned(1), &[1, 0, 1, 1]))),
+            ("y", buffer(pack_codes(DType::Unsigned(2), &[3, 2, 0, 1]))),
+            ("z", buffer(vec![0; 16])),
+        ],
+    );
+    assert_eq!(
+        out,
+        "%rv in block (0,0,0): register<i8, local(4)>\n[-1, -4, 1, 3]\n\
+         %cv in block (0,0,0): register<i8, local(4)>\n[-1, 1, -4, 3]\n"
+    );
+    // The other way round, the u2 plane low: 3|4, 2|0, 0|4, 1|4 = 7, 2, 4, 5.
+    assert_eq!(
+        unpack_values(F32, args.buffer("z").expect("z"), 4),
+        [7.0, 2.0, 4.0, 5.0]
+    );
+}
+
+#[test]
 fn batched_dot_multiplies_each_batch_on_its_own() {
     // Two batches of [2, 3] x [3, 2] + c, one thread per batch.
     let a: Vec<f32> = vec![1., 2., 3., 4., 5., 6., -1., 0., 2., 0.5, 1., 1.];

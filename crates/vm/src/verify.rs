@@ -1029,7 +1029,7 @@ impl<'p> Verifier<'p> {
                 let mut first: Option<RegisterLayout> = None;
                 for plane in planes {
                     let (plane_type, layout) = self.register_tensor(inst, plane)?;
-                    let DType::Unsigned(width) = plane_type else {
+                    let DType::Unsigned(width @ 1..=8) = plane_type else {
                         return self.fail(K::PlaneType {
                             name: plane.clone(),
                             dtype: plane_type,

@@ -78,6 +78,7 @@ const TOKENS: &[&str] = &[
     "add(",
     "dot(",
     "view(",
+    "cast_planes(",
     "reduce_max(",
     "free_shared(%as0);",
     "barrier();",

@@ -75,6 +75,23 @@ fn kitchen_sink() -> Program {
         );
         let bytes = b.view("bytes", &w, DType::Unsigned(8), tile.clone());
         let wide = b.cast("wide", &bytes, DType::Signed(8));
+        // i3 codes split into a u2 and a u1 plane, the second in another local order.
+        let lo = b.view("lo", &w, DType::Unsigned(2), layout("spatial(8,4).local(1,8)"));
+        let hi = b.view_slice(
+            "hi",
+            &w,
+            DType::Unsigned(1),
+            layout("layout(shape=[8,32], modes=[[8],[4,2,4]], threads=[d0.0,d1.0], locals=[d1.2,d1.1])"),
+            8,
+        );
+        let _ = b.cast_planes("planes", &[&lo, &hi], DType::Signed(3), DType::F16, None);
+        let _ = b.cast_planes(
+            "planes_bf16",
+            &[&lo, &hi],
+            DType::Signed(3),
+            DType::Bf16,
+            Some(layout("layout(shape=[8,32], modes=[[8],[4,2,4]], threads=[d0.0,d1.0], locals=[d1.2,d1.1])")),
+        );
         b.add("wide", &wide, &ones);
         b.print(&wide);
     });
@@ -358,4 +375,67 @@ threads(32)
         "{printed}"
     );
     assert!(printed.contains("cast(%n, f16, "), "{printed}");
+}
+
+#[test]
+fn cast_planes_round_trips_with_and_without_a_layout() {
+    let text = "program p(x: ptr<u8>)
+grid(1)
+threads(32)
+{
+    %gx = view_global(x, [32, 4], [4, 1]);
+    %b = load_global(%gx[0, 0], spatial(32,1).local(1,4));
+    %lo = view(%b, u4, spatial(32,1).local(1,4), 0);
+    %hi = view(%b, u1, spatial(32,1).column_local(1,4), 16);
+    %one = view(%b, u2, spatial(32,1).local(1,4), 24);
+    %f = cast_planes(%lo, %hi, u5, f32);
+    %h = cast_planes(%lo, %hi, %one, i7, f16, layout(shape=[32,4], modes=[[32],[2,2]], threads=[d0.0], locals=[d1.1,d1.0]));
+    %s = cast_planes(%one, i2, i8);
+}
+";
+    let program = parse(text).expect("parses");
+    verify(&program).expect("verifies");
+    let printed = print(&program);
+    assert_eq!(parse(&printed).expect("reparses"), program);
+    assert_eq!(print(&parse(&printed).expect("reparses")), printed);
+    let lines: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.contains("cast_planes"))
+        .collect();
+    assert_snapshot!(lines.join("\n"), @"
+    %f = cast_planes(%lo, %hi, u5, f32);
+    %h = cast_planes(%lo, %hi, %one, i7, f16, layout(shape=[32,4], modes=[[32],[2,2]], threads=[d0.0], locals=[d1.1,d1.0]));
+    %s = cast_planes(%one, i2, i8);
+    ");
+}
+
+#[test]
+fn cast_planes_parse_errors() {
+    let header = "program p(a: ptr<f16>, n: i32)\ngrid(1)\nthreads(32)\n{\n";
+    let cases = [
+        "%y = cast_planes(u3, f16);",
+        "%y = cast_planes(%a %b, u3, f16);",
+        "%y = cast_planes(%a, %b);",
+        "%y = cast_planes(%a, %b, u3);",
+        "%y = cast_planes(%a, %b, u3, f16, spatial(32), 4);",
+        "cast_planes(%a, u3, f16);",
+    ];
+    let messages: Vec<String> = cases
+        .iter()
+        .map(|inst| {
+            let text = format!("{header}    {inst}\n}}\n");
+            match parse(&text) {
+                Ok(program) => panic!("parsed:\n{program}"),
+                Err(error) => error.to_string(),
+            }
+        })
+        .collect();
+    assert_snapshot!(messages.join("\n"), @"
+    5:22: expected a tensor variable `%name`, found `u3`
+    5:25: expected `,`, found `%b`
+    5:28: expected `,`, found `)`
+    5:32: expected `,`, found `)`
+    5:50: expected `)`, found `,`
+    5:5: `cast_planes` has a result: write `%name = cast_planes(...)`
+    ");
 }

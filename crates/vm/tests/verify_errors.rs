@@ -236,6 +236,49 @@ fn cast_layout() {
 }
 
 #[test]
+fn plane_type() {
+    assert_snapshot!(body_error(
+        "    %p = alloc_register(u2, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(i1, spatial(8,4).local(1,2), 0);\n    %y = cast_planes(%p, %s, i3, f16);\n"
+    ), @"7:5: `cast_planes`: plane `%s` is i1; planes are unsigned integers (u1 .. u8)");
+    // u16 and u32 are unsigned too, but not plane types.
+    assert_snapshot!(body_error(
+        "    %p = alloc_register(u16, spatial(8,4).local(1,2), 0);\n    %y = cast_planes(%p, u16, f32);\n"
+    ), @"6:5: `cast_planes`: plane `%p` is u16; planes are unsigned integers (u1 .. u8)");
+}
+
+#[test]
+fn plane_widths() {
+    // 2 + 1 bits make a 3-bit code, not a 4-bit one; the code is an integer type.
+    assert_snapshot!(body_error(
+        "    %p = alloc_register(u2, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u1, spatial(8,4).local(1,2), 0);\n    %y = cast_planes(%p, %s, i4, f16);\n"
+    ), @"7:5: `cast_planes`: the code type i4 must be an integer type of as many bits as the planes have together (2 + 1 = 3 bits)");
+    assert_snapshot!(body_error(
+        "    %p = alloc_register(u4, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u4, spatial(8,4).local(1,2), 0);\n    %y = cast_planes(%p, %s, f8e4m3, f16);\n"
+    ), @"7:5: `cast_planes`: the code type f8e4m3 must be an integer type of as many bits as the planes have together (4 + 4 = 8 bits)");
+    // The builder can give no plane at all (the parser cannot): the same error, no panic.
+    let mut b = ProgramBuilder::new("p");
+    b.threads(32);
+    b.cast_planes("y", &[], DType::Unsigned(3), DType::F16, None);
+    assert_snapshot!(built_error(&b.finish()), @"0:0: `cast_planes`: the code type u3 must be an integer type of as many bits as the planes have together ( = 0 bits)");
+}
+
+#[test]
+fn plane_layout() {
+    // The second plane gives thread 0 other elements than the first.
+    assert_snapshot!(body_error(
+        "    %p = alloc_register(u2, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u1, local(1,2).spatial(8,4), 0);\n    %y = cast_planes(%p, %s, u3, f16);\n"
+    ), @"7:5: `cast_planes`: plane `%s` (layout local(1,2).spatial(8,4)) must hold the elements of the first plane (spatial(8,4).local(1,2)) in every thread: thread 0 holds element [0, 1] in the new layout but not in the old; a cast only reorders each thread's own elements");
+}
+
+#[test]
+fn cast_layout_of_cast_planes() {
+    // The result layout of `cast_planes` follows `cast`'s rule, from the first plane's layout.
+    assert_snapshot!(body_error(
+        "    %p = alloc_register(u2, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u1, spatial(8,4).column_local(1,2), 0);\n    %y = cast_planes(%p, %s, u3, f16, local(1,2).spatial(8,4));\n"
+    ), @"7:5: `cast` to layout local(1,2).spatial(8,4) from spatial(8,4).local(1,2): thread 0 holds element [0, 4] in the new layout but not in the old; a cast only reorders each thread's own elements");
+}
+
+#[test]
 fn local_permutation_of_a_reordered_fragment() {
     // The mma A fragment with each thread's pair members 4 slots apart (codes 16 bits apart
     // in a register of 4-bit codes) instead of adjacent.
