@@ -167,8 +167,12 @@ impl DecodeSchedule {
         // 8-bit floats convert through more registers: two row tiles ran 28 % slower at M = 16
         // (57344×8192 f8e4m3 on an H100: 373 against 268 µs with one).
         let eight_bit_float = bits == 8 && matches!(format.weight, DType::MiniFloat(_));
+        // 3- and 5-bit codes in bit planes (H100, 57344×8192, quick tuning of d144523): two row
+        // tiles at M ≤ 16 (i3 M = 1 108 against 176 µs with one; i5 139 against 152) and at
+        // M = 64 (i3 307 against 384; i5 357 against 410).
+        let odd_planes = bit_planes(format.weight).len() > 1 && bits % 2 == 1;
         let tiles_per_warp = match token_tiles {
-            1 | 2 => wide && 2 * words <= 64 && !eight_bit_float,
+            1 | 2 => wide && (2 * words <= 64 || odd_planes) && !eight_bit_float,
             // At M = 32 the widths whose step is one chunk gain from two row tiles (57344×8192:
             // i3 238 against 301 µs), the others from eight row warps of one (see below).
             4 => wide && chunks == 1 && bits % 2 == 1,
@@ -176,7 +180,7 @@ impl DecodeSchedule {
             // 394 µs) where the registers allow it without spilling: not for odd widths, 8-bit
             // floats or 6-bit codes with zero points.
             _ => {
-                wide && bits.is_multiple_of(2)
+                wide && (bits.is_multiple_of(2) || odd_planes && format.zeros == ZeroPoints::None)
                     && !eight_bit_float
                     && !(bits == 6 && format.zeros != ZeroPoints::None)
             }
@@ -196,7 +200,7 @@ impl DecodeSchedule {
         // 3-bit integers at M ≤ 8 take four row warps: on an H100 (57344×8192, prefetch) four
         // row warps with K split over two ran in 151.5 µs, two in 180.4 (5 and 7 bits: slower).
         let integer = matches!(format.weight, DType::Unsigned(_) | DType::Signed(_));
-        let (row_warps, wanted) = if token_tiles == 1 && integer && bits == 3 {
+        let (row_warps, wanted) = if token_tiles == 1 && integer && bits == 3 && !odd_planes {
             (4, WARPS_WANTED_ONE_TILE)
         } else if token_tiles == 1 {
             (2, WARPS_WANTED_ONE_TILE)
@@ -227,7 +231,13 @@ impl DecodeSchedule {
             stages: 0,
             shared_x: false,
         };
-        let warp_rows = n.div_ceil(TILE_ROWS * schedule.tiles_per_warp);
+        // Bit-plane kernels count row tiles rather than warps: with two row tiles per warp, K
+        // split over two warps beat four (i3 57344×8192 M = 1: 108 against 123 µs).
+        let warp_rows = if odd_planes {
+            n.div_ceil(TILE_ROWS)
+        } else {
+            n.div_ceil(TILE_ROWS * schedule.tiles_per_warp)
+        };
         for k_warps in [2, 4, 8] {
             if warp_rows * schedule.k_warps >= wanted {
                 break;
@@ -246,6 +256,17 @@ impl DecodeSchedule {
         // against 109 µs and 165 against 170 µs.
         if prefetch && chunks >= 2 {
             schedule.tiles_per_warp = 1;
+        }
+        // Narrow layers of 3- and 5-bit planes at M ≤ 16: four row warps with K split over
+        // four (8192×28672 M = 1: i5 80 against 118 µs for one row warp with K over eight;
+        // i3 72 against 106; 8192×8192 i3 26 against 37).
+        let narrow_planes = DecodeSchedule {
+            warps: 4,
+            k_warps: 4,
+            ..schedule
+        };
+        if odd_planes && !wide && token_tiles <= 2 && supported(narrow_planes) {
+            schedule = narrow_planes;
         }
         // `x` in shared memory, with K split over fewer warps where its tiles would not fit
         // (few warps that share x beat many that each load their own).
@@ -277,7 +298,8 @@ impl DecodeSchedule {
         // Above M = 8 staging wins even where it spills: every warp reading its own x costs
         // more (57344×8192 M = 64, H100: f6e3m2 360 against 1118 µs, and with some spilled
         // registers: f5e2m2 448 against 1139 µs; M = 16 and 32 alike).
-        if (live <= 150 || token_tiles > 1)
+        // (Bit planes of 3 and 5 bits with two row tiles were tuned with `x` staged.)
+        if (live <= 150 || token_tiles > 1 || odd_planes)
             && staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES
             && supported(staged)
         {
