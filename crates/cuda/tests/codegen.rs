@@ -1,5 +1,6 @@
 //! Code generation: every example program generates CUDA that NVRTC compiles for sm_80 and
-//! sm_90a, and the SASS holds what instruction selection promised. Needs the toolkit that
+//! sm_90a, and the SASS holds what instruction selection promised; a `blocks_per_sm` hint bounds
+//! the registers ptxas gives a thread. Needs the toolkit that
 //! `scripts/install-cuda-wheels` installs.
 
 use std::collections::BTreeMap;
@@ -171,6 +172,86 @@ fn cast_test_kernels_compile_for_every_small_type() {
                         .get(&k.name)
                         .unwrap_or_else(|| panic!("no SASS for {}", k.name));
                     check_promises(k, body, target);
+                }
+            });
+        }
+    });
+}
+
+/// One more than the highest general register (`R0`..`R254`; not `RZ`, not the uniform `URn`)
+/// the SASS names: at most the registers ptxas gave each thread.
+fn registers_named(sass: &str) -> u32 {
+    let mut most = 0;
+    for word in sass.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if let Some(digits) = word.strip_prefix('R') {
+            if let Ok(index) = digits.parse::<u32>() {
+                most = most.max(index + 1);
+            }
+        }
+    }
+    most
+}
+
+/// `blocks_per_sm(n)` reaches ptxas: the kernel compiles for both targets, the PTX asks for `n`
+/// blocks (`.minnctapersm n`), and each thread stays within 65536 / (threads · n) registers
+/// (rounded down to the allocation unit, 8) where the program without the hint uses more.
+#[test]
+fn blocks_per_sm_bounds_the_registers() {
+    let (_, matmul) = text_examples()
+        .into_iter()
+        .find(|(file, _)| file == "matmul_f16.anybit")
+        .expect("matmul_f16.anybit");
+    assert_eq!(matmul.threads, 128);
+    let hints = [None, Some(8), Some(16)];
+    std::thread::scope(|scope| {
+        for target in TARGETS {
+            let matmul = &matmul;
+            scope.spawn(move || {
+                let kernels: Vec<GeneratedKernel> = hints
+                    .iter()
+                    .map(|&blocks| {
+                        let mut program = matmul.clone();
+                        program.blocks_per_sm = blocks;
+                        program.name = format!("matmul_f16_{}", blocks.unwrap_or(0));
+                        verified_kernel(&program, target).unwrap_or_else(|e| panic!("{e}"))
+                    })
+                    .collect();
+                let mut source = PRELUDE.to_string();
+                for k in &kernels {
+                    source.push_str(k.kernel_source());
+                }
+                let module = compile(&source, "together", target).unwrap_or_else(|e| panic!("{e}"));
+                let sass = sass_by_function(&disassemble(&module.cubin).unwrap());
+                let registers = |k: &GeneratedKernel| {
+                    let body = sass
+                        .get(&k.name)
+                        .unwrap_or_else(|| panic!("{target}: no SASS for {}", k.name));
+                    registers_named(body)
+                };
+                let free = registers(&kernels[0]);
+                for (blocks, k) in hints.iter().zip(&kernels).skip(1) {
+                    let blocks = blocks.expect("a hint");
+                    let entry = module
+                        .ptx
+                        .split(".entry ")
+                        .find(|entry| entry.starts_with(&k.name))
+                        .unwrap_or_else(|| panic!("{target}: no PTX entry {}", k.name));
+                    assert!(
+                        entry.contains(&format!(".minnctapersm {blocks}")),
+                        "{target} {}: no .minnctapersm {blocks}",
+                        k.name
+                    );
+                    let limit = 65536 / (128 * blocks) / 8 * 8;
+                    let used = registers(k);
+                    assert!(
+                        free > limit,
+                        "{target}: without a hint {free} registers, within {limit} already"
+                    );
+                    assert!(
+                        used <= limit,
+                        "{target} {}: names {used} registers, the hint allows {limit}",
+                        k.name
+                    );
                 }
             });
         }

@@ -49,6 +49,27 @@ fn quantized_matmul_u4_g128() {
     insta::assert_snapshot!(golden(&example("quantized_matmul_u4_g128.anybit")));
 }
 
+/// `blocks_per_sm(n)` adds `n` to `__launch_bounds__` and changes nothing else.
+#[test]
+fn blocks_per_sm_is_the_second_launch_bound() {
+    let mut program = example("vector_add.anybit");
+    let plain = golden(&program);
+    program.blocks_per_sm = Some(8);
+    let hinted = golden(&program);
+    let line = |text: &str| {
+        text.lines()
+            .find(|line| line.contains("__launch_bounds__"))
+            .expect("a kernel")
+            .to_string()
+    };
+    insta::assert_snapshot!(line(&plain), @r#"extern "C" __global__ void __launch_bounds__(128) vector_add(u8* p_a, u8* p_b, u8* p_c, const int s_n) {"#);
+    insta::assert_snapshot!(line(&hinted), @r#"extern "C" __global__ void __launch_bounds__(128, 8) vector_add(u8* p_a, u8* p_b, u8* p_c, const int s_n) {"#);
+    assert_eq!(
+        hinted.replace("__launch_bounds__(128, 8)", "__launch_bounds__(128)"),
+        plain
+    );
+}
+
 #[test]
 fn cast_test_f6e3m2() {
     insta::assert_snapshot!(golden(&cast_test_program("f6e3m2".parse().unwrap())));

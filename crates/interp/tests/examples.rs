@@ -37,6 +37,49 @@ fn vector_add_is_exactly_rounded_and_leaves_the_tail_alone() {
     assert!(c[n..].iter().all(|&v| v == 7.0), "elements past n changed");
 }
 
+/// `blocks_per_sm` is an occupancy hint for code generation: the interpreter computes the same
+/// bytes with and without it, and refuses a hint the verifier refuses.
+#[test]
+fn a_blocks_per_sm_hint_changes_nothing() {
+    let plain = examples::vector_add()
+        .map(common::verified)
+        .expect("example builds");
+    let mut hinted = plain.clone();
+    hinted.blocks_per_sm = Some(16);
+    let hinted = common::verified(hinted);
+    let n = 1496; // two blocks, the second one partial
+    let mut rng = Rng::new(3);
+    let a = pack_values(F16, &rng.values(F16, n, 10.0));
+    let b = pack_values(F16, &rng.values(F16, n, 10.0));
+    let outputs: Vec<Vec<u8>> = [&plain, &hinted]
+        .into_iter()
+        .map(|program| {
+            let mut args = Arguments::new(program);
+            args.set("a", a.clone())
+                .and_then(|args| args.set("b", b.clone()))
+                .and_then(|args| args.set("c", vec![0xff; n * 2]))
+                .and_then(|args| args.set("n", n as i32))
+                .expect("arguments");
+            run_ok(program, &mut args);
+            args.buffer("c").expect("c").to_vec()
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+    let mut too_many = plain.clone();
+    too_many.blocks_per_sm = Some(17);
+    let mut args = Arguments::new(&too_many);
+    args.set("a", a)
+        .and_then(|args| args.set("b", b))
+        .and_then(|args| args.set("c", vec![0; n * 2]))
+        .and_then(|args| args.set("n", n as i32))
+        .expect("arguments");
+    let error = common::run_err(&too_many, &mut args).to_string();
+    assert!(
+        error.contains("`blocks_per_sm(17)` with 128 threads"),
+        "{error}"
+    );
+}
+
 #[test]
 fn softmax_matches_f64() {
     let row_len = 1024;

@@ -261,6 +261,7 @@ impl ProgramBuilder {
                 params: Vec::new(),
                 grid: vec![Expr::Const(1)],
                 threads: 32,
+                blocks_per_sm: None,
                 body: Vec::new(),
                 span: Span::UNKNOWN,
             },
@@ -308,6 +309,13 @@ impl ProgramBuilder {
     /// Sets the grid (1 to 3 dimensions).
     pub fn grid<E: Into<Expr>>(&mut self, dims: impl IntoIterator<Item = E>) -> &mut Self {
         self.program.grid = dims.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Asks for at least `blocks` resident blocks per multiprocessor (an occupancy hint; see
+    /// [`Program::blocks_per_sm`]).
+    pub fn blocks_per_sm(&mut self, blocks: u32) -> &mut Self {
+        self.program.blocks_per_sm = Some(blocks);
         self
     }
 

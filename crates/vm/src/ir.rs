@@ -103,6 +103,11 @@ pub struct Program {
     pub grid: Vec<Expr>,
     /// Threads per block (1 to 1024). Every register layout must span exactly this many threads.
     pub threads: u32,
+    /// An occupancy hint, `blocks_per_sm(n)` after `threads`: at least `n` blocks should be
+    /// resident on a multiprocessor at once, so code generation keeps each thread's registers
+    /// within what that leaves (`__launch_bounds__(threads, n)`). It does not change what the
+    /// program computes; executors without registers ignore it.
+    pub blocks_per_sm: Option<u32>,
     /// The body, executed by every block.
     pub body: Vec<Stmt>,
     /// Where the `program` keyword is.

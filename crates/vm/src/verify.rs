@@ -29,6 +29,14 @@ use crate::verified::{Definition, Elementwise, ElementwiseOperand, StmtInfo, Ver
 /// The most threads a block may have.
 pub const MAX_THREADS: u32 = 1024;
 
+/// The most blocks a `blocks_per_sm` hint may ask for: the resident blocks of one streaming
+/// multiprocessor on sm_80 and sm_90.
+pub const MAX_BLOCKS_PER_SM: u32 = 32;
+
+/// The most threads one streaming multiprocessor holds at once on sm_80 and sm_90: a
+/// `blocks_per_sm(n)` hint needs `threads · n` at most this.
+pub const MAX_THREADS_PER_SM: u32 = 2048;
+
 /// The most bits one register tensor may occupy over the whole block (256 KiB, the register
 /// file of one streaming multiprocessor).
 pub const MAX_REGISTER_BITS: u64 = 1 << 21;
@@ -77,6 +85,8 @@ pub enum VerifyErrorKind {
     GridExpr { found: String },
     #[error("{threads} threads per block; a block has 1 to {MAX_THREADS} threads")]
     ThreadCount { threads: u32 },
+    #[error("`blocks_per_sm({blocks})` with {threads} threads per block: a multiprocessor holds at most {MAX_BLOCKS_PER_SM} blocks and {MAX_THREADS_PER_SM} threads, so the hint must be 1 to {max}")]
+    BlocksPerSm { blocks: u32, threads: u32, max: u32 },
     #[error("`{name}` is not a defined scalar")]
     UndefinedScalar { name: String },
     #[error("`{name}` is a pointer; only `view_global` can use it")]
@@ -440,6 +450,16 @@ impl<'p> Verifier<'p> {
             return self.fail(K::ThreadCount {
                 threads: program.threads,
             });
+        }
+        if let Some(blocks) = program.blocks_per_sm {
+            let max = MAX_BLOCKS_PER_SM.min(MAX_THREADS_PER_SM / program.threads);
+            if blocks == 0 || blocks > max {
+                return self.fail(K::BlocksPerSm {
+                    blocks,
+                    threads: program.threads,
+                    max,
+                });
+            }
         }
         self.block(&program.body)
     }

@@ -14,7 +14,8 @@ fn layout(text: &str) -> RegisterLayout {
         .unwrap_or_else(|error| panic!("layout {text}: {error}"))
 }
 
-/// A program that uses every statement, every instruction and every kind of literal.
+/// A program that uses every statement, every instruction, every kind of literal and every
+/// header line (`blocks_per_sm` included).
 fn kitchen_sink() -> Program {
     let mut b = ProgramBuilder::new("kitchen_sink");
     b.doc("Every statement and instruction of the IR.")
@@ -26,7 +27,8 @@ fn kitchen_sink() -> Program {
     let n = b.int_multiple_of("n", 16);
     let rows = b.int("rows");
     b.grid([n.clone().ceil_div(64), rows.clone().max(1), Expr::Const(2)])
-        .threads(32);
+        .threads(32)
+        .blocks_per_sm(4);
     let tile = layout("spatial(8,4).local(1,2)");
     let base = b.let_("base", block_x() * 64 + block_z() * (n.clone() - -3));
     let row = b.let_("row", (block_y() % 4).min(&rows - 1));
@@ -190,7 +192,7 @@ fn parsed_spans_point_at_statements() {
         (4, 37)
     );
     let first = &program.body[0];
-    assert_eq!((first.span.line, first.span.column), (8, 5));
+    assert_eq!((first.span.line, first.span.column), (9, 5));
 }
 
 #[test]
@@ -348,6 +350,78 @@ fn parse_errors() {
 6:1: expected a statement or `}`, found end of input
 5:571: nesting deeper than 64 levels
 5:76: nesting deeper than 64 levels"#);
+}
+
+/// `blocks_per_sm(N)` follows `threads(N)` when set and is left out otherwise; both round-trip.
+#[test]
+fn blocks_per_sm_round_trips_with_and_without() {
+    let without = "program p(a: ptr<f16>)\ngrid(4)\nthreads(128)\n{\n    %g = view_global(a, [128], [1]);\n}\n";
+    let with = without.replace("threads(128)\n", "threads(128)\nblocks_per_sm(4)\n");
+    let program = parse(without).expect("parses");
+    assert_eq!(program.blocks_per_sm, None);
+    assert_eq!(print(&program), without);
+    let hinted = parse(&with).expect("parses");
+    assert_eq!(hinted.blocks_per_sm, Some(4));
+    verify(&hinted).expect("verifies");
+    assert_eq!(print(&hinted), with);
+    assert_eq!(parse(&print(&hinted)).expect("reparses"), hinted);
+    // The hint is the only difference.
+    let mut unhinted = hinted.clone();
+    unhinted.blocks_per_sm = None;
+    assert_eq!(unhinted, program);
+    // Built in Rust, it prints the same line.
+    let mut b = ProgramBuilder::new("p");
+    b.threads(128).blocks_per_sm(4);
+    assert_snapshot!(print(&b.finish()), @"
+    program p()
+    grid(1)
+    threads(128)
+    blocks_per_sm(4)
+    {
+    }
+    ");
+}
+
+#[test]
+fn blocks_per_sm_parse_errors() {
+    let cases = [
+        "threads(128) blocks_per_sm {}",
+        "threads(128) blocks_per_sm() {}",
+        "threads(128) blocks_per_sm(-1) {}",
+        "threads(128) blocks_per_sm(x) {}",
+        "threads(128) blocks_per_sm(99999999999) {}",
+        "threads(128) blocks_per_sm(2 {}",
+        "threads(128) blocks_per_sm(2) blocks_per_sm(2) {}",
+        "threads(128) blocks(2) {}",
+        "blocks_per_sm(2) threads(128) {}",
+    ];
+    let messages: Vec<String> = cases
+        .iter()
+        .map(|header| {
+            let text = format!("program p() grid(1) {header}");
+            match parse(&text) {
+                Ok(program) => panic!("parsed:\n{program}"),
+                Err(error) => error.to_string(),
+            }
+        })
+        .collect();
+    assert_snapshot!(messages.join("\n"), @"
+    1:48: expected `(`, found `{`
+    1:48: expected the number of blocks per multiprocessor, found `)`
+    1:48: expected the number of blocks per multiprocessor, found `-`
+    1:48: expected the number of blocks per multiprocessor, found `x`
+    1:48: the number of blocks per multiprocessor `99999999999` is too large
+    1:50: expected `)`, found `{`
+    1:51: expected `{`, found `blocks_per_sm`
+    1:34: expected `blocks_per_sm(N)` or `{`, found `blocks`
+    1:21: expected `threads`, found `blocks_per_sm`
+    ");
+    // A keyword now, so not a scalar name.
+    let text = "program p(blocks_per_sm: i32) grid(1) threads(32) {}";
+    assert_eq!(
+        parse(text).expect_err("keyword").to_string(),
+        "1:11: expected a parameter name, found the keyword `blocks_per_sm`"
+    );
 }
 
 #[test]

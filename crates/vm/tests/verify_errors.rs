@@ -71,6 +71,54 @@ fn thread_count() {
 }
 
 #[test]
+fn blocks_per_sm() {
+    let header = "program p(n: i32)\ngrid(1)\n";
+    let cases = [
+        "threads(128)\nblocks_per_sm(0)",
+        "threads(128)\nblocks_per_sm(33)",
+        "threads(256)\nblocks_per_sm(9)",
+        "threads(1024)\nblocks_per_sm(3)",
+        "threads(96)\nblocks_per_sm(22)",
+    ];
+    let messages: Vec<String> = cases
+        .iter()
+        .map(|lines| program_error(&format!("{header}{lines}\n{{\n}}\n")))
+        .collect();
+    assert_snapshot!(messages.join("\n"), @"
+    1:1: `blocks_per_sm(0)` with 128 threads per block: a multiprocessor holds at most 32 blocks and 2048 threads, so the hint must be 1 to 16
+    1:1: `blocks_per_sm(33)` with 128 threads per block: a multiprocessor holds at most 32 blocks and 2048 threads, so the hint must be 1 to 16
+    1:1: `blocks_per_sm(9)` with 256 threads per block: a multiprocessor holds at most 32 blocks and 2048 threads, so the hint must be 1 to 8
+    1:1: `blocks_per_sm(3)` with 1024 threads per block: a multiprocessor holds at most 32 blocks and 2048 threads, so the hint must be 1 to 2
+    1:1: `blocks_per_sm(22)` with 96 threads per block: a multiprocessor holds at most 32 blocks and 2048 threads, so the hint must be 1 to 21
+    ");
+    let mut b = ProgramBuilder::new("p");
+    b.threads(64).blocks_per_sm(40);
+    assert_snapshot!(built_error(&b.finish()), @"0:0: `blocks_per_sm(40)` with 64 threads per block: a multiprocessor holds at most 32 blocks and 2048 threads, so the hint must be 1 to 32");
+}
+
+#[test]
+fn blocks_per_sm_within_the_limits_verifies() {
+    for (threads, blocks) in [
+        (32, 1),
+        (32, 32),
+        (64, 32),
+        (128, 16),
+        (256, 8),
+        (1024, 2),
+        (96, 21),
+    ] {
+        let text = format!(
+            "program p(n: i32)\ngrid(1)\nthreads({threads})\nblocks_per_sm({blocks})\n{{\n}}\n"
+        );
+        let program = parse(&text).unwrap_or_else(|error| panic!("parse: {error}\n{text}"));
+        assert_eq!(program.blocks_per_sm, Some(blocks));
+        if let Err(error) = verify(&program) {
+            panic!("{error}\n{text}");
+        }
+    }
+}
+
+#[test]
 fn undefined_scalar() {
     assert_snapshot!(body_error("    let x = n + m;\n"), @"5:5: `m` is not a defined scalar");
 }

@@ -160,9 +160,14 @@ pub(crate) fn emit_program(
             ParamKind::Int { .. } => format!("const int {}", scalar_name(&p.name)),
         })
         .collect();
+    // `blocks_per_sm(n)` becomes the minimum-blocks argument: ptxas then keeps each thread
+    // within 65536 / (threads · n) registers.
+    let launch_bounds = match program.blocks_per_sm {
+        Some(blocks) => format!("{}, {blocks}", program.threads),
+        None => program.threads.to_string(),
+    };
     k.push_str(&format!(
-        "extern \"C\" __global__ void __launch_bounds__({}) {name}({}) {{\n",
-        program.threads,
+        "extern \"C\" __global__ void __launch_bounds__({launch_bounds}) {name}({}) {{\n",
         params.join(", ")
     ));
     if static_shared > 0 {

@@ -62,6 +62,7 @@ pub const KEYWORDS: &[&str] = &[
     "program",
     "grid",
     "threads",
+    "blocks_per_sm",
     "let",
     "for",
     "in",
@@ -510,6 +511,16 @@ impl Parser {
         self.expect_punct("(")?;
         let threads = self.small_number("the number of threads")?;
         self.expect_punct(")")?;
+        let blocks_per_sm = if self.eat_keyword("blocks_per_sm")? {
+            self.expect_punct("(")?;
+            let blocks = self.small_number("the number of blocks per multiprocessor")?;
+            self.expect_punct(")")?;
+            Some(blocks)
+        } else if self.peek_tok()?.is_punct("{") {
+            None
+        } else {
+            return Err(self.expected("`blocks_per_sm(N)` or `{`"));
+        };
         let body = self.block()?;
         if self.peek_tok()? != Tok::Eof {
             return Err(self.expected("end of input after the program"));
@@ -520,6 +531,7 @@ impl Parser {
             params,
             grid,
             threads,
+            blocks_per_sm,
             body,
             span,
         })

@@ -102,7 +102,11 @@ fn write_program(out: &mut String, program: &Program) -> fmt::Result {
     }
     out.push_str(")\ngrid(");
     write_list(out, &program.grid)?;
-    writeln!(out, ")\nthreads({})\n{{", program.threads)?;
+    writeln!(out, ")\nthreads({})", program.threads)?;
+    if let Some(blocks) = program.blocks_per_sm {
+        writeln!(out, "blocks_per_sm({blocks})")?;
+    }
+    out.push_str("{\n");
     write_block(out, &program.body, 1)?;
     out.push_str("}\n");
     Ok(())
