@@ -52,6 +52,9 @@ pub struct DecodeSchedule {
     /// and read the B fragments with `ldmatrix`, instead of every warp loading its own from
     /// global memory.
     pub shared_x: bool,
+    /// Blocks that should fit on a multiprocessor at once (0: no hint): the kernel's register
+    /// budget per thread is then 65536 / (threads · blocks) (`blocks_per_sm` of the program).
+    pub blocks_per_sm: usize,
 }
 
 impl DecodeSchedule {
@@ -90,10 +93,11 @@ impl DecodeSchedule {
         x + stages
     }
 
-    /// A short name for kernel names: `w4k2r1t1c1p`, `w2k4r2t1c2s4`, `w2k2r1t2c2x`.
+    /// A short name for kernel names: `w4k2r1t1c1p`, `w2k4r2t1c2s4`, `w2k2r1t2c2x`,
+    /// `w4k2r1t1c1pxb2` (two blocks per multiprocessor).
     pub fn tag(&self) -> String {
         format!(
-            "w{}k{}r{}t{}c{}{}{}{}",
+            "w{}k{}r{}t{}c{}{}{}{}{}",
             self.warps,
             self.k_warps,
             self.tiles_per_warp,
@@ -105,7 +109,12 @@ impl DecodeSchedule {
             } else {
                 String::new()
             },
-            if self.shared_x { "x" } else { "" }
+            if self.shared_x { "x" } else { "" },
+            if self.blocks_per_sm > 0 {
+                format!("b{}", self.blocks_per_sm)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -230,6 +239,7 @@ impl DecodeSchedule {
             prefetch,
             stages: 0,
             shared_x: false,
+            blocks_per_sm: 0,
         };
         // Bit-plane kernels count row tiles rather than warps: with two row tiles per warp, K
         // split over two warps beat four (i3 57344×8192 M = 1: 108 against 123 µs).
@@ -267,6 +277,14 @@ impl DecodeSchedule {
         };
         if odd_planes && !wide && token_tiles <= 2 && supported(narrow_planes) {
             schedule = narrow_planes;
+        }
+        // 1- and 7-bit integers on narrow layers at M ≤ 16 take blocks of 256 threads that
+        // ptxas gives 212–254 registers (one block per multiprocessor); asking for two (128
+        // registers, some spilled) ran faster on an H100 (8192×8192: i1 M = 1 33.9 → 27.5 µs,
+        // i7 53.7 → 46.9, i7 M = 16 54.4 → 44.3).
+        let integer_odd_gather = integer && (bits == 1 || bits == 7);
+        if integer_odd_gather && !wide && token_tiles <= 2 && schedule.threads() == 256 {
+            schedule.blocks_per_sm = 2;
         }
         // `x` in shared memory, with K split over fewer warps where its tiles would not fit
         // (few warps that share x beat many that each load their own).
@@ -334,6 +352,7 @@ impl DecodeSchedule {
                         tiles_per_warp,
                         k_warps,
                         warps,
+                        blocks_per_sm: 0,
                         ..base
                     };
                     if candidate.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES {
@@ -396,6 +415,21 @@ impl DecodeSchedule {
                 candidates.push(twin);
             }
         }
+        // Blocks of 256 threads also with two of them per multiprocessor asked for (at most
+        // 128 registers a thread).
+        let hinted: Vec<DecodeSchedule> = candidates
+            .iter()
+            .filter(|c| c.threads() == 256 && c.blocks_per_sm == 0)
+            .map(|c| DecodeSchedule {
+                blocks_per_sm: 2,
+                ..*c
+            })
+            .collect();
+        for candidate in hinted {
+            if !candidates.contains(&candidate) {
+                candidates.push(candidate);
+            }
+        }
         candidates
     }
 }
@@ -424,6 +458,7 @@ impl DecodeSchedule {
                         k_warps,
                         warps,
                         shared_x: true,
+                        blocks_per_sm: 0,
                         ..base
                     };
                     let kernel = DecodeKernel {
@@ -444,13 +479,22 @@ impl DecodeSchedule {
                 }
             }
         }
+        // The heuristic's blocks of 256 threads with and without two per multiprocessor asked
+        // for.
+        if base.threads() == 256 {
+            let toggled = DecodeSchedule {
+                blocks_per_sm: if base.blocks_per_sm == 0 { 2 } else { 0 },
+                ..base
+            };
+            candidates.push(toggled);
+        }
         candidates
     }
 }
 
 /// A schedule tag that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, then x to stage x in shared memory (not with s), e.g. w4k2r1t1c2p, w2k4r2t1c2s4 or w2k2r1t2c2px (at most 32 warps in all)")]
+#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, then x to stage x in shared memory (not with s), then optionally b<blocks per multiprocessor> (1 to 32, at most 2048 threads in all), e.g. w4k2r1t1c2p, w2k4r2t1c2s4, w2k2r1t2c2px or w4k2r1t1c1pxb2 (at most 32 warps in all)")]
 pub struct ParseScheduleError(pub String);
 
 impl std::str::FromStr for DecodeSchedule {
@@ -458,6 +502,16 @@ impl std::str::FromStr for DecodeSchedule {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let error = || ParseScheduleError(text.to_string());
+        let (text, blocks_per_sm) = match text.rfind('b') {
+            Some(at) => {
+                let blocks: usize = text[at + 1..].parse().map_err(|_| error())?;
+                if !(1..=32).contains(&blocks) {
+                    return Err(error());
+                }
+                (&text[..at], blocks)
+            }
+            None => (text, 0),
+        };
         let (text, shared_x) = match text.strip_suffix('x') {
             Some(rest) => (rest, true),
             None => (text, false),
@@ -496,7 +550,8 @@ impl std::str::FromStr for DecodeSchedule {
             && warps * k_warps <= 32
             && (1..=8).contains(&tiles_per_warp)
             && (1..=8).contains(&token_tiles)
-            && (1..=8).contains(&chunks_per_step);
+            && (1..=8).contains(&chunks_per_step)
+            && 32 * warps * k_warps * blocks_per_sm <= 2048;
         if !valid {
             return Err(error());
         }
@@ -509,6 +564,7 @@ impl std::str::FromStr for DecodeSchedule {
             prefetch,
             stages,
             shared_x,
+            blocks_per_sm,
         })
     }
 }
@@ -517,7 +573,7 @@ impl fmt::Display for DecodeSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} warps x {} row tiles, K split over {} warps, {} token tiles, {} chunks per step{}{}{}",
+            "{} warps x {} row tiles, K split over {} warps, {} token tiles, {} chunks per step{}{}{}{}",
             self.warps,
             self.tiles_per_warp,
             self.k_warps,
@@ -533,6 +589,11 @@ impl fmt::Display for DecodeSchedule {
                 ", x staged in shared memory"
             } else {
                 ""
+            },
+            if self.blocks_per_sm > 0 {
+                format!(", {} blocks per multiprocessor", self.blocks_per_sm)
+            } else {
+                String::new()
             }
         )
     }
@@ -905,6 +966,9 @@ impl DecodeKernel {
             .ceil_div(TILE_ROWS as i32)
             .ceil_div(tiles_per_block)]);
         b.threads(s.threads() as u32);
+        if s.blocks_per_sm > 0 {
+            b.blocks_per_sm(s.blocks_per_sm as u32);
+        }
 
         let tiles = b.let_("tiles", n.clone().ceil_div(TILE_ROWS as i32));
         let chunks = b.let_("chunks", k.clone().ceil_div(chunk as i32));
@@ -1303,5 +1367,59 @@ impl DecodeKernel {
             has_zeros,
             has_bias: self.bias,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_tags_round_trip() {
+        for tag in [
+            "w4k2r1t1c1p",
+            "w2k4r2t1c2s4",
+            "w2k2r1t2c2px",
+            "w4k2r1t1c1pxb2",
+            "w2k2r2t1c1pb4",
+            "w8k4r1t8c1xb2",
+            "w1k1r1t1c1b1",
+        ] {
+            let schedule: DecodeSchedule = tag.parse().unwrap();
+            assert_eq!(schedule.tag(), tag);
+        }
+        let hinted: DecodeSchedule = "w4k2r1t1c1pxb2".parse().unwrap();
+        assert_eq!(hinted.blocks_per_sm, 2);
+        assert!(hinted.shared_x && hinted.prefetch);
+        assert!(hinted
+            .to_string()
+            .ends_with(", 2 blocks per multiprocessor"));
+        // No hint of 0 blocks, nor more threads than a multiprocessor holds (8·4 warps · 3).
+        for bad in [
+            "w4k2r1t1c1pb0",
+            "w8k4r1t1c1b3",
+            "w4k2r1t1c1bx",
+            "w4k2r1t1c1b",
+        ] {
+            let error = bad.parse::<DecodeSchedule>().unwrap_err();
+            assert!(error.to_string().contains("b<blocks per multiprocessor>"));
+        }
+    }
+
+    #[test]
+    fn the_hint_reaches_the_program() {
+        let format = QuantFormat::new(DType::Signed(3), Group::Elements(128));
+        let kernel = |tag: &str| DecodeKernel {
+            format,
+            activation: Activation::F16,
+            scale_dtype: DType::F16,
+            bias: false,
+            schedule: tag.parse().unwrap(),
+        };
+        assert_eq!(
+            kernel("w4k2r1t1c1pxb2").program().program.blocks_per_sm,
+            Some(2)
+        );
+        assert_eq!(kernel("w4k2r1t1c1px").program().program.blocks_per_sm, None);
     }
 }

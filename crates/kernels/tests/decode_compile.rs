@@ -2,7 +2,8 @@
 //! SASS shows what the schedule promises: 128-bit global loads of the weights, tensor-core
 //! HMMA, and no register array in local memory (a few local accesses of loop-invariant values
 //! are tolerated; a spilled array shows as hundreds), except the M = 64 kernels listed in
-//! `SPILLING_AT_64`, which must spill. For sm_90a: every weight type with f16
+//! `SPILLING_AT_64`, which must spill, and kernels that ask for blocks per multiprocessor (tag
+//! ending `b<n>`), which trade registers for occupancy and may spill. For sm_90a: every weight type with f16
 //! activations at M = 1 on a layer that splits K; M = 64, sm_80 and bf16 for one type of every
 //! width. (NVRTC takes seconds per kernel; the GPU check compiles and runs every type ×
 //! activation × group × M.) Needs the toolkit that `scripts/install-cuda-wheels` installs, as
@@ -145,10 +146,19 @@ fn library_kernels_compile_with_vector_loads_and_hmma() {
             .any(|weight| name.contains(&format!("qmm_decode_{weight}_")))
             && name.contains("t8c")
     };
+    // A register budget from the schedule (`..b2`) may cost spills: the heuristic asks for one
+    // where it measured faster with them (docs/perf-notes.md).
+    let hinted = |name: &str| {
+        let tag = name.rsplit('_').next().unwrap_or_default();
+        tag.rsplit_once('b').is_some_and(|(_, blocks)| {
+            !blocks.is_empty() && blocks.bytes().all(|b| b.is_ascii_digit())
+        })
+    };
     let bad: Vec<String> = report
         .iter()
         .filter(|(name, &(loads, hmma, local))| {
-            loads == 0 || hmma == 0 || (local > LOCAL_ACCESSES) != known_spill(name)
+            let spills = local > LOCAL_ACCESSES;
+            loads == 0 || hmma == 0 || (spills != known_spill(name) && !(spills && hinted(name)))
         })
         .map(|(name, (loads, hmma, local))| {
             let expected = if known_spill(name) {

@@ -32,6 +32,7 @@ const SMALL: DecodeSchedule = DecodeSchedule {
     prefetch: false,
     stages: 0,
     shared_x: false,
+    blocks_per_sm: 0,
 };
 
 fn run_case(case: &Case, seed: u64) -> f64 {
