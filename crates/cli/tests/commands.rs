@@ -390,7 +390,7 @@ fn kernel_show_prints_a_checked_program_and_refuses_what_no_kernel_takes() {
     ]);
     assert!(output.status.success());
     let program = stdout(&output);
-    let heuristic = "qmm_decode_u3_f16_g128_sf16_z_w1k8r1t1c1px";
+    let heuristic = "qmm_decode_u3_f16_g128_sf16_z_w4k4r1t1c1px";
     assert!(
         program.contains(&format!("program {heuristic}(")),
         "{program}"
