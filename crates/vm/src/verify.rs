@@ -203,8 +203,9 @@ pub enum VerifyErrorKind {
         from_local: usize,
         from_dtype: DType,
     },
-    #[error("`cast` to layout {to} from {from}: {reason}")]
+    #[error("`{inst}` to layout {to} from {from}: {reason}")]
     CastLayout {
+        inst: &'static str,
         from: String,
         to: String,
         reason: String,
@@ -1021,6 +1022,7 @@ impl<'p> Verifier<'p> {
                         self.check_layout(inst, *dtype, to)?;
                         if let Err(reason) = local_permutation(&from, to) {
                             return self.fail(K::CastLayout {
+                                inst: inst.mnemonic(),
                                 from: from.to_string(),
                                 to: to.to_string(),
                                 reason,
@@ -1086,6 +1088,7 @@ impl<'p> Verifier<'p> {
                         self.check_layout(inst, *dtype, to)?;
                         if let Err(reason) = local_permutation(&from, to) {
                             return self.fail(K::CastLayout {
+                                inst: inst.mnemonic(),
                                 from: from.to_string(),
                                 to: to.to_string(),
                                 reason,

@@ -323,7 +323,7 @@ fn cast_layout_of_cast_planes() {
     // The result layout of `cast_planes` follows `cast`'s rule, from the first plane's layout.
     assert_snapshot!(body_error(
         "    %p = alloc_register(u2, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u1, spatial(8,4).column_local(1,2), 0);\n    %y = cast_planes(%p, %s, u3, f16, local(1,2).spatial(8,4));\n"
-    ), @"7:5: `cast` to layout local(1,2).spatial(8,4) from spatial(8,4).local(1,2): thread 0 holds element [0, 4] in the new layout but not in the old; a cast only reorders each thread's own elements");
+    ), @"7:5: `cast_planes` to layout local(1,2).spatial(8,4) from spatial(8,4).local(1,2): thread 0 holds element [0, 4] in the new layout but not in the old; a cast only reorders each thread's own elements");
 }
 
 #[test]
