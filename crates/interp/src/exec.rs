@@ -586,21 +586,8 @@ impl<'p> Machine<'p, '_> {
             } => {
                 let tensor = st.register(src)?;
                 let converted = num::cast(tensor.dtype, *dtype, &tensor.codes);
-                let (codes, info) = match layout {
-                    None => (converted, tensor.info.clone()),
-                    Some(layout) => (
-                        reorder(&converted, &tensor.info.layout, layout)?,
-                        self.layouts.get(layout)?,
-                    ),
-                };
-                st.assign(
-                    dst,
-                    RegTensor {
-                        dtype: *dtype,
-                        info,
-                        codes,
-                    },
-                );
+                let result = self.placed(*dtype, converted, &tensor.info, layout.as_ref())?;
+                st.assign(dst, result);
                 Ok(())
             }
             Inst::CastPlanes {
@@ -623,21 +610,8 @@ impl<'p> Machine<'p, '_> {
                     shift += plane.dtype.bits();
                 }
                 let converted = num::cast(*code, *dtype, &joined);
-                let (codes, info) = match layout {
-                    None => (converted, first.info.clone()),
-                    Some(layout) => (
-                        reorder(&converted, &first.info.layout, layout)?,
-                        self.layouts.get(layout)?,
-                    ),
-                };
-                st.assign(
-                    dst,
-                    RegTensor {
-                        dtype: *dtype,
-                        info,
-                        codes,
-                    },
-                );
+                let result = self.placed(*dtype, converted, &first.info, layout.as_ref())?;
+                st.assign(dst, result);
                 Ok(())
             }
             Inst::Unary { dst, op, src } => {
@@ -801,6 +775,25 @@ impl<'p> Machine<'p, '_> {
             }
         }
         Ok(())
+    }
+
+    /// The result of a `cast` or `cast_planes`: `codes` (thread-major, in `from`'s local order)
+    /// put in `layout`'s order where given.
+    fn placed(
+        &mut self,
+        dtype: DType,
+        codes: Vec<u32>,
+        from: &Rc<LayoutInfo>,
+        layout: Option<&RegisterLayout>,
+    ) -> Result<RegTensor, Fault> {
+        let (codes, info) = match layout {
+            None => (codes, from.clone()),
+            Some(layout) => (
+                reorder(&codes, &from.layout, layout)?,
+                self.layouts.get(layout)?,
+            ),
+        };
+        Ok(RegTensor { dtype, info, codes })
     }
 
     fn complete_copy(&self, st: &mut BlockState<'p>, copy: &PendingCopy<'p>) -> Result<(), Fault> {

@@ -597,6 +597,34 @@ impl<'p> Verifier<'p> {
         }
     }
 
+    /// Defines the result of a `cast` or `cast_planes` from elements in layout `from`: in `to`
+    /// where given (which must only reorder each thread's elements), else in `from`.
+    fn define_cast(
+        &mut self,
+        inst: &Inst,
+        dst: &str,
+        dtype: DType,
+        from: RegisterLayout,
+        to: Option<&RegisterLayout>,
+    ) -> Result<InstFacts> {
+        let layout = match to {
+            None => from,
+            Some(to) => {
+                self.check_layout(inst, dtype, to)?;
+                if let Err(reason) = local_permutation(&from, to) {
+                    return self.fail(K::CastLayout {
+                        inst: inst.mnemonic(),
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        reason,
+                    });
+                }
+                to.clone()
+            }
+        };
+        self.define(inst, dst, TensorType::Register { dtype, layout })
+    }
+
     fn check_layout(&self, inst: &Inst, dtype: DType, layout: &RegisterLayout) -> Result<()> {
         if layout.num_threads() != self.threads as usize {
             return self.fail(K::LayoutThreads {
@@ -1016,29 +1044,7 @@ impl<'p> Verifier<'p> {
                 layout: to,
             } => {
                 let (_, from) = self.register_tensor(inst, src)?;
-                let layout = match to {
-                    None => from,
-                    Some(to) => {
-                        self.check_layout(inst, *dtype, to)?;
-                        if let Err(reason) = local_permutation(&from, to) {
-                            return self.fail(K::CastLayout {
-                                inst: inst.mnemonic(),
-                                from: from.to_string(),
-                                to: to.to_string(),
-                                reason,
-                            });
-                        }
-                        to.clone()
-                    }
-                };
-                self.define(
-                    inst,
-                    dst,
-                    TensorType::Register {
-                        dtype: *dtype,
-                        layout,
-                    },
-                )
+                self.define_cast(inst, dst, *dtype, from, to.as_ref())
             }
             Inst::CastPlanes {
                 dst,
@@ -1082,29 +1088,7 @@ impl<'p> Verifier<'p> {
                     });
                 }
                 let from = first.expect("the parser and the builder give at least one plane");
-                let layout = match to {
-                    None => from,
-                    Some(to) => {
-                        self.check_layout(inst, *dtype, to)?;
-                        if let Err(reason) = local_permutation(&from, to) {
-                            return self.fail(K::CastLayout {
-                                inst: inst.mnemonic(),
-                                from: from.to_string(),
-                                to: to.to_string(),
-                                reason,
-                            });
-                        }
-                        to.clone()
-                    }
-                };
-                self.define(
-                    inst,
-                    dst,
-                    TensorType::Register {
-                        dtype: *dtype,
-                        layout,
-                    },
-                )
+                self.define_cast(inst, dst, *dtype, from, to.as_ref())
             }
             Inst::Unary { dst, op, src } => {
                 let (dtype, layout) = self.register_tensor(inst, src)?;
