@@ -62,3 +62,50 @@ def test_whole_model_check_on_a_tiny_model(tmp_path):
         assert 0 < result["decoder_weight_bytes"] < report["f16"]["decoder_weight_bytes"] / 2
     assert (tmp_path / "model-check.md").read_text().startswith("# anybit on a whole Llama-architecture model")
     assert stdout.rstrip().endswith("all checks pass")
+
+
+def test_the_profile_table_reads_an_ncu_raw_csv(tmp_path):
+    # The shape of `ncu --page raw --csv`: log lines, a header, a units row, one row a launch;
+    # numbers with thousands separators.
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import gpu_profile
+    finally:
+        sys.path.pop(0)
+    names = gpu_profile.METRICS
+    values = {name: "0" for name in names}
+    values.update({
+        "gpu__time_duration.sum": "100,100",
+        "dram__bytes_read.sum": "240,000,000",
+        "dram__throughput.avg.pct_of_peak_sustained_elapsed": "81.5",
+        "smsp__inst_executed.sum": "41,000,000",
+        "smsp__issue_active.avg.pct_of_peak_sustained_active": "55.2",
+        "sm__warps_active.avg.pct_of_peak_sustained_active": "23.1",
+        "launch__registers_per_thread": "128",
+        "launch__occupancy_limit_registers": "2",
+        gpu_profile.STALL_METRIC.format("long_scoreboard"): "3.25",
+        gpu_profile.STALL_METRIC.format("wait"): "1.5",
+        gpu_profile.STALL_METRIC.format("barrier"): "0.75",
+        gpu_profile.STALL_METRIC.format("selected"): "1",
+    })
+    header = ["ID", "Process ID", "Kernel Name", *names]
+    rows = [
+        header,
+        ["", "", "", *["unit"] * len(names)],
+        ["0", "77", "qmm_decode_i4_f16_g128_sf16_w2k4r1t1c2px", *[values[n] for n in names]],
+    ]
+    text = "==PROF== Connected to process 77\n" + "\n".join(
+        ",".join(f'"{cell}"' for cell in row) for row in rows
+    )
+    (tmp_path / "raw.csv").write_text(text)
+    kernels = gpu_profile.parse_raw_csv(text)
+    assert [k["kernel"] for k in kernels] == ["qmm_decode_i4_f16_g128_sf16_w2k4r1t1c2px"]
+    summary = gpu_profile.summarize(kernels[0], weight_bytes=241_000_000)
+    assert summary["us"] == 100.1
+    assert summary["dram_read_mb"] == 240.0
+    assert round(summary["warp_instructions_per_weight_byte"], 4) == 0.1701
+    assert summary["registers"] == 128 and summary["blocks_per_sm_by_registers"] == 2
+    assert summary["top_stalls"] == [("long_scoreboard", 3.25), ("wait", 1.5), ("selected", 1.0)]
+    stdout = _run([SCRIPTS / "gpu_profile.py", "--parse", tmp_path / "raw.csv",
+                   "--weight-bytes", "241000000"])
+    assert "| w2k4r1t1c2px | 100.1 | 81.5 | 0.170 | 55.2 | 23.1 | 128 (2) | long_scoreboard 3.25, wait 1.50, selected 1.00 |" in stdout
