@@ -838,6 +838,10 @@ fn a_operand_planar(
 enum Scaling {
     /// One group covers each step: the step's f32 partial sums are scaled.
     Partial,
+    /// Groups are smaller than a step but hold many codes per accumulator: each group's k steps
+    /// go into their own f32 partial sums, scaled once per group (zero points, if any, are
+    /// still subtracted per code).
+    PartialPerGroup { groups_per_step: usize },
     /// Groups are smaller than a step: every code is scaled in the activation type.
     PerCode { groups_per_step: usize },
     /// Per channel: the f32 sums are scaled once at the end.
@@ -895,6 +899,21 @@ impl DecodeKernel {
             Group::PerChannel if via_f32 => Scaling::PerCode { groups_per_step: 1 },
             Group::PerChannel => Scaling::AtEnd,
             Group::Elements(size) if size >= step_cols && !via_f32 => Scaling::Partial,
+            // A group's scale costs 4·t multiplies and adds of f32 partial sums a row tile
+            // (zeroing the partial sums too), against size / 4 packed multiplies when every
+            // code is scaled: the partial sums win while 32·t < size (group 128 at M ≤ 16).
+            // Not for 5-bit small floats: their gathered conversion already fills 255
+            // registers, and the partial sums made CI's SASS check find spills.
+            Group::Elements(size)
+                if !via_f32
+                    && 32 * self.schedule.token_tiles < size
+                    && !(self.format.weight.bits() == 5
+                        && matches!(self.format.weight, DType::MiniFloat(_))) =>
+            {
+                Scaling::PartialPerGroup {
+                    groups_per_step: step_cols / size,
+                }
+            }
             Group::Elements(size) => Scaling::PerCode {
                 groups_per_step: (step_cols / size).max(1),
             },
@@ -1050,7 +1069,13 @@ impl DecodeKernel {
         let a_fragments = a_operand(kw, wn, r, step_steps, bits, AOrder::Fragments);
         // Each dot takes `dot_steps` k steps, so that its B fragments (2 registers per k step
         // and token tile) stay within 32 registers.
-        let dot_steps = (16 / t).clamp(1, step_steps);
+        let dot_steps = match scaling {
+            // ... and lies within one group when each group has its own partial sums.
+            Scaling::PartialPerGroup { groups_per_step } => {
+                (16 / t).clamp(1, step_steps / groups_per_step)
+            }
+            _ => (16 / t).clamp(1, step_steps),
+        };
         let a_dot = a_operand(kw, wn, r, dot_steps, bits, AOrder::Fragments);
         let dot_bits = (dot_steps * r * 8 * act.bits() as usize) as u32;
         let b_layout = layout(&format!(
@@ -1064,12 +1089,16 @@ impl DecodeKernel {
         ));
         // Per-group values of a step, loaded as [tiles, slices, groups, 8, 2].
         let groups_per_step = match scaling {
-            Scaling::PerCode { groups_per_step } => groups_per_step,
+            Scaling::PerCode { groups_per_step } | Scaling::PartialPerGroup { groups_per_step } => {
+                groups_per_step
+            }
             _ => 1,
         };
-        let group_load = layout(&format!(
-            "spatial(1,{kw},1,1,1).spatial({wn},1,1,1,1).local({r},1,{groups_per_step},1,1).spatial(1,1,1,8,1).local(1,1,1,1,2).replicate(4)"
-        ));
+        let group_load = |groups: usize| {
+            layout(&format!(
+                "spatial(1,{kw},1,1,1).spatial({wn},1,1,1,1).local({r},1,{groups},1,1).spatial(1,1,1,8,1).local(1,1,1,1,2).replicate(4)"
+            ))
+        };
         // ... used per row as [slices, rows, 1] or, per code, as [slices, rows, groups, 1].
         let rows_use = layout(&format!(
             "spatial({kw},{wn},1).local(1,{r},1).local(1,2,1).spatial(1,8,1).replicate(4)"
@@ -1093,23 +1122,24 @@ impl DecodeKernel {
             )
         };
         // Loads per-group values of the step starting at `first_chunk` in `dtype`, shaped as
-        // `usage`.
+        // `usage`: the step's `groups` groups from its group `skip` on.
         let group_values = |b: &mut ProgramBuilder,
                             name: &str,
                             view: &Tensor,
                             first_chunk: Expr,
+                            (skip, groups): (usize, usize),
                             usage: &RegisterLayout,
                             dtype: DType| {
             let first_group = if per_channel {
                 Expr::from(0)
             } else {
-                first_chunk * (chunk as i32) / (group as i32)
+                first_chunk * (chunk as i32) / (group as i32) + skip as i32
             };
             let raw = b.load_global(
                 &format!("{name}_raw"),
                 view,
                 [t0.clone(), 0.into(), first_group, 0.into(), 0.into()],
-                group_load.clone(),
+                group_load(groups),
             );
             let shaped = b.view(
                 &format!("{name}_rows"),
@@ -1164,27 +1194,43 @@ impl DecodeKernel {
                     b.cast_to("deq", &codes, dequant_type, a_fragments.clone())
                 }
             };
-            let per_code = matches!(scaling, Scaling::PerCode { .. });
-            let usage = if per_code { &codes_use } else { &rows_use };
-            if per_code {
+            // Several groups in a step: zero points (and per-code scales) per group of codes.
+            let grouped = groups_per_step > 1 || matches!(scaling, Scaling::PerCode { .. });
+            let usage = if grouped { &codes_use } else { &rows_use };
+            let step_groups = (0, groups_per_step);
+            if grouped {
                 deq = b.view("deq_groups", &deq, dequant_type, a_groups.clone());
             }
             if let Some(gz) = &gz {
-                let zero = group_values(b, "zero", gz, first_chunk.clone(), usage, dequant_type);
+                let zero = group_values(
+                    b,
+                    "zero",
+                    gz,
+                    first_chunk.clone(),
+                    step_groups,
+                    usage,
+                    dequant_type,
+                );
                 deq = b.sub(deq.name(), &deq, &zero);
             }
-            if per_code {
-                let scale = group_values(b, "scale", &gs, first_chunk.clone(), usage, dequant_type);
+            if let Scaling::PerCode { .. } = scaling {
+                let scale = group_values(
+                    b,
+                    "scale",
+                    &gs,
+                    first_chunk.clone(),
+                    step_groups,
+                    usage,
+                    dequant_type,
+                );
                 deq = b.mul(deq.name(), &deq, &scale);
+            }
+            if grouped {
                 deq = b.view("deq_fragments", &deq, dequant_type, a_fragments.clone());
             }
             let a = if via_f32 { b.cast("a", &deq, act) } else { deq };
-            let target = if scaling == Scaling::Partial {
-                b.alloc_register("part", DType::F32, c_layout.clone(), zero)
-            } else {
-                acc.clone()
-            };
-            for part in 0..step_steps / dot_steps {
+            // Dot `part` (k steps `part · dot_steps ..`) into `target`.
+            let dot = |b: &mut ProgramBuilder, part: usize, target: &Tensor| {
                 let a_part = if dot_steps == step_steps {
                     a.clone()
                 } else {
@@ -1202,12 +1248,36 @@ impl DecodeKernel {
                         b.load_global("xb", &gx, [0.into(), first_col, 0.into()], b_layout.clone())
                     }
                 };
-                b.dot(target.name(), &a_part, &xb, &target);
-            }
-            if scaling == Scaling::Partial {
-                let scale = group_values(b, "scale", &gs, first_chunk, &rows_use, DType::F32);
-                let part = b.mul("part", &target, &scale);
-                b.add("acc", &acc, &part);
+                b.dot(target.name(), &a_part, &xb, target);
+            };
+            let dots = step_steps / dot_steps;
+            match scaling {
+                Scaling::Partial | Scaling::PartialPerGroup { .. } => {
+                    // Each group's dots into zeroed f32 partial sums, scaled and added.
+                    let dots_per_group = dots / groups_per_step;
+                    for g in 0..groups_per_step {
+                        let part = b.alloc_register("part", DType::F32, c_layout.clone(), zero);
+                        for d in 0..dots_per_group {
+                            dot(b, g * dots_per_group + d, &part);
+                        }
+                        let scale = group_values(
+                            b,
+                            "scale",
+                            &gs,
+                            first_chunk.clone(),
+                            (g, 1),
+                            &rows_use,
+                            DType::F32,
+                        );
+                        let scaled = b.mul("part", &part, &scale);
+                        b.add("acc", &acc, &scaled);
+                    }
+                }
+                _ => {
+                    for d in 0..dots {
+                        dot(b, d, &acc);
+                    }
+                }
             }
         };
         let cs = c as i32;

@@ -308,3 +308,44 @@ fn scaled_zero_points() {
         }
     }
 }
+
+#[test]
+fn groups_smaller_than_a_step_scale_partial_sums_or_codes() {
+    // A step of 256 columns (3-, 5-bit: one chunk; 4-bit: four chunks; 6-bit: two) holds
+    // several groups of 64 or 128: at one and two token tiles each group's partial sums are
+    // scaled (zero points still per code: u3, u5), at four every code is.
+    for (tag, groups) in [
+        ("w2k1r1t1c1p", [64, 128]),
+        ("w1k2r2t2c1x", [64, 128]),
+        ("w2k1r1t4c1", [64, 128]),
+        ("w1k1r1t1c4px", [64, 128]),
+    ] {
+        let schedule: DecodeSchedule = tag.parse().unwrap();
+        for group in groups {
+            for weight in ["u3", "u5", "i6", "i4"] {
+                let weight: DType = weight.parse().unwrap();
+                let case = Case {
+                    weight,
+                    group: Group::Elements(group),
+                    activation: Activation::F16,
+                    scale_dtype: DType::F16,
+                    m: schedule.max_tokens().min(9),
+                    n: 40,
+                    k: 512,
+                    bias: weight == DType::Signed(6),
+                    schedule,
+                };
+                let kernel = DecodeKernel {
+                    format: QuantFormat::new(weight, Group::Elements(group)),
+                    activation: Activation::F16,
+                    scale_dtype: DType::F16,
+                    bias: false,
+                    schedule,
+                };
+                if kernel.supports(512) {
+                    run_case(&case, group as u64 + weight.bits() as u64);
+                }
+            }
+        }
+    }
+}
