@@ -9,13 +9,23 @@
 //! 32-bit register, [`crate::codegen::cast`]) for an even local size; into another local
 //! order, pairs whose codes sit 16 bits apart in one register need at most one shift.
 
-use anybit_vm::StmtInfo;
-
 use std::collections::BTreeSet;
+
+use anybit_vm::StmtInfo;
 
 use crate::codegen::cast::{FastCast, PlaneCast};
 use crate::codegen::element::{convert_to_code, decode};
 use crate::codegen::emitter::{Emitter, R};
+
+/// Adds a conversion's device function to the kernel once, behind an include guard named after
+/// it (kernels of one module share the helpers).
+fn add_device_function(e: &mut Emitter, name: &str, code: String) {
+    let guard = name.to_uppercase();
+    e.add_helper(
+        name.to_string(),
+        format!("#ifndef {guard}\n#define {guard}\n{code}#endif\n"),
+    );
+}
 
 /// Lowers `%dst = view(%src[, offset]) : register<dtype, layout>`: the same bits per thread
 /// (or, with an offset, the bits from `offset` on), read as another type and layout: a copy of
@@ -125,14 +135,7 @@ pub(in crate::codegen) fn cast_to_layout(
                 }
             };
             let name = function.function_name();
-            let guard = name.to_uppercase();
-            e.add_helper(
-                name.clone(),
-                format!(
-                    "#ifndef {guard}\n#define {guard}\n{}#endif\n",
-                    function.device_function()
-                ),
-            );
+            add_device_function(e, &name, function.device_function());
             lines.push((name, input));
         }
         e.note_selection(format!(
@@ -176,14 +179,7 @@ pub(in crate::codegen) fn cast(e: &mut Emitter, dst: &str, info: &StmtInfo, src:
             ));
             let fname = fast.function_name();
             let xname = x.cname.clone();
-            let guard = fname.to_uppercase();
-            e.add_helper(
-                fname.clone(),
-                format!(
-                    "#ifndef {guard}\n#define {guard}\n{}#endif\n",
-                    fast.device_function()
-                ),
-            );
+            add_device_function(e, &fname, fast.device_function());
             return e.with_result(dst, &reg, new, |e, t| {
                 e.line(&format!(
                     "#pragma unroll\nfor (int j = 0; j < {}; ++j) {t}[j] = {fname}(ab_pair<{}>({xname}, 2 * j));",
@@ -326,26 +322,12 @@ pub(in crate::codegen) fn cast_planes(
                     })
                     .collect();
                 let name = cast.function_name();
-                e.add_helper(
-                    name.clone(),
-                    format!(
-                        "#ifndef {guard}\n#define {guard}\n{}#endif\n",
-                        cast.device_function(),
-                        guard = name.to_uppercase()
-                    ),
-                );
+                add_device_function(e, &name, cast.device_function());
                 lines.push(format!("{name}({})", inputs.join(", ")));
             }
             None => {
                 let name = gathered.function_name();
-                e.add_helper(
-                    name.clone(),
-                    format!(
-                        "#ifndef {guard}\n#define {guard}\n{}#endif\n",
-                        gathered.device_function(),
-                        guard = name.to_uppercase()
-                    ),
-                );
+                add_device_function(e, &name, gathered.device_function());
                 lines.push(format!(
                     "{name}({} | ({} << 16))",
                     gather(2 * j),
