@@ -148,11 +148,15 @@ impl DecodeSchedule {
     ///   over fewer warps where that makes them fit, unless at M ≤ 8 a step's registers
     ///   (accumulators, dequantized codes, zero points, B fragments) already come to about 150
     ///   (above M = 8 staging wins even where some registers spill);
-    /// - two row warps at M ≤ 8 (four for 3-bit integers), four above (eight, see above); K split over as few warps (1, 2, 4 or 8) as give
-    ///   [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`] for more, among
-    ///   the splits the shape allows;
+    /// - two row warps at M ≤ 8, four above (eight, see above); K split over as few warps (1, 2,
+    ///   4 or 8) as give [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`]
+    ///   for more (row tiles rather than warps for 3- and 5-bit planes), among the splits the
+    ///   shape allows;
+    /// - 3- and 5-bit planes: two row tiles on wide layers at M ≤ 16 and at M = 64 without
+    ///   zero points, four row warps with K over four on narrow layers at M ≤ 16;
     /// - at most 16 warps per block, so that a thread keeps 128 registers and nothing spills
-    ///   (8 when a step's dequantized codes take more than 48 registers, and at M = 64).
+    ///   (8 when a step's dequantized codes take more than 48 registers, and at M = 64); 1- and
+    ///   7-bit integers on narrow layers at M ≤ 16 ask for two blocks per multiprocessor.
     pub fn heuristic(
         m: usize,
         n: usize,
@@ -206,12 +210,8 @@ impl DecodeSchedule {
         // register buffers): it kept more bytes in flight per warp and gained 3–30 % at 1 and
         // 3–8 bits on an H100 (57344×8192), nothing at 2 bits.
         let prefetch = token_tiles == 1;
-        // 3-bit integers at M ≤ 8 take four row warps: on an H100 (57344×8192, prefetch) four
-        // row warps with K split over two ran in 151.5 µs, two in 180.4 (5 and 7 bits: slower).
         let integer = matches!(format.weight, DType::Unsigned(_) | DType::Signed(_));
-        let (row_warps, wanted) = if token_tiles == 1 && integer && bits == 3 && !odd_planes {
-            (4, WARPS_WANTED_ONE_TILE)
-        } else if token_tiles == 1 {
+        let (row_warps, wanted) = if token_tiles == 1 {
             (2, WARPS_WANTED_ONE_TILE)
         } else if wide && token_tiles >= 4 && (tiles_per_warp == 2 || bits.is_multiple_of(2)) {
             // Eight row warps on the wide layer at M = 32 and 64 (57344×8192 i4 M = 32: 179
