@@ -387,6 +387,15 @@ impl Parser {
         }
     }
 
+    /// `, LAYOUT` at the end of a conversion (`cast`, `cast_planes`), if there is one.
+    fn optional_layout(&mut self) -> Result<Option<RegisterLayout>> {
+        if self.eat_punct(",")? {
+            Ok(Some(self.register_layout()?))
+        } else {
+            Ok(None)
+        }
+    }
+
     fn enter(&mut self) -> Result<()> {
         if self.depth >= MAX_DEPTH {
             let pos = self.here();
@@ -874,11 +883,7 @@ impl Parser {
                     let src = self.tensor()?;
                     self.expect_punct(",")?;
                     let dtype = self.dtype()?;
-                    let layout = if self.eat_punct(",")? {
-                        Some(self.register_layout()?)
-                    } else {
-                        None
-                    };
+                    let layout = self.optional_layout()?;
                     Inst::Cast {
                         dst,
                         src,
@@ -898,11 +903,7 @@ impl Parser {
                     let code = self.dtype()?;
                     self.expect_punct(",")?;
                     let dtype = self.dtype()?;
-                    let layout = if self.eat_punct(",")? {
-                        Some(self.register_layout()?)
-                    } else {
-                        None
-                    };
+                    let layout = self.optional_layout()?;
                     Inst::CastPlanes {
                         dst,
                         planes,
