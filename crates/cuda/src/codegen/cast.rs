@@ -303,20 +303,38 @@ impl FastCast {
                 mul,
                 add,
             } => {
-                let mut x = if shift_a == 0 {
-                    format!("(p & 0x{mask_a:08x}u)")
+                if shift_a == 0 && mask_b == 0 && or != 0 {
+                    // The integer recipes: the sign flip lies inside the mask and the magic
+                    // number outside it, so `((p & mask) ^ xor) | or` is one LOP3 with the
+                    // constant in a register (a LOP3 takes one immediate; written in C, ptxas
+                    // keeps two LOP3s): `(~p & mask) | or` where the flip is the whole code (1
+                    // bit: the constant is the same at every offset), else
+                    // `(p & mask) ^ (xor | or)`.
+                    debug_assert!(or & mask_a == 0 && xor & !mask_a == 0);
+                    let (lut, constant) = if xor == mask_a {
+                        (0xae, or)
+                    } else {
+                        (0x6a, xor | or)
+                    };
+                    s.push_str(&format!(
+                        "  u32 x;\n  asm(\"lop3.b32 %0, %1, 0x{mask_a:08x}, %2, 0x{lut:02x};\" : \"=r\"(x) : \"r\"(p), \"r\"(0x{constant:08x}u));\n"
+                    ));
                 } else {
-                    format!("((p << {shift_a}) & 0x{mask_a:08x}u)")
-                };
-                if mask_b != 0 {
-                    x = format!("{x} | ((p << {shift_b}) & 0x{mask_b:08x}u)");
-                }
-                s.push_str(&format!("  u32 x = {x};\n"));
-                if xor != 0 {
-                    s.push_str(&format!("  x ^= 0x{xor:08x}u;\n"));
-                }
-                if or != 0 {
-                    s.push_str(&format!("  x |= 0x{or:08x}u;\n"));
+                    let mut x = if shift_a == 0 {
+                        format!("(p & 0x{mask_a:08x}u)")
+                    } else {
+                        format!("((p << {shift_a}) & 0x{mask_a:08x}u)")
+                    };
+                    if mask_b != 0 {
+                        x = format!("{x} | ((p << {shift_b}) & 0x{mask_b:08x}u)");
+                    }
+                    s.push_str(&format!("  u32 x = {x};\n"));
+                    if xor != 0 {
+                        s.push_str(&format!("  x ^= 0x{xor:08x}u;\n"));
+                    }
+                    if or != 0 {
+                        s.push_str(&format!("  x |= 0x{or:08x}u;\n"));
+                    }
                 }
                 s.push_str(&format!(
                     "  u32 y = {fma}(x, 0x{:08x}u, 0x{:08x}u);\n",
