@@ -184,8 +184,17 @@ impl DecodeSchedule {
         // tiles at M ≤ 16 (i3 M = 1 108 against 176 µs with one; i5 139 against 152) and at
         // M = 64 (i3 307 against 384; i5 357 against 410).
         let odd_planes = bit_planes(format.weight).len() > 1 && bits % 2 == 1;
+        // 1-bit integers without zero points at M = 9–16 too, although their codes take 64
+        // registers a row tile (57344×8192 i1 M = 16 on an H200: 107 against 122 µs with one;
+        // with zero points they spill).
+        let one_bit_integer = bits == 1
+            && !matches!(format.weight, DType::MiniFloat(_))
+            && format.zeros == ZeroPoints::None;
         let tiles_per_warp = match token_tiles {
-            1 | 2 => wide && (2 * words <= 64 || odd_planes) && !eight_bit_float,
+            1 | 2 => {
+                wide && (2 * words <= 64 || odd_planes || one_bit_integer && token_tiles == 2)
+                    && !eight_bit_float
+            }
             // At M = 32 the widths whose step is one chunk gain from two row tiles (57344×8192:
             // i3 238 against 301 µs), the others from eight row warps of one (see below).
             4 => wide && chunks == 1 && bits % 2 == 1,
