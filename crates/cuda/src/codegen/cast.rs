@@ -355,7 +355,21 @@ impl FastCast {
                 s.push_str("  u32 y;\n  asm(\"cvt.rn.bf16x2.f32 %0, %1, %2;\\n\" : \"=r\"(y) : \"f\"(hi), \"f\"(lo));\n");
             }
         }
-        if !self.fixups.is_empty() {
+        if let (
+            Some(marker),
+            Recipe::Halves {
+                shift_a, mask_a, ..
+            },
+        ) = (self.nan_marker(), self.recipe)
+        {
+            // The magnitude term is the recipe's own first term: ptxas computes it once.
+            let nan = self.fixups[0].result as u32;
+            s.push_str(&format!(
+                "  u32 m;\n  asm(\"set.eq.u32.f16x2 %0, %1, %2;\" : \"=r\"(m) : \"r\"((p << {shift_a}) & 0x{mask_a:08x}u), \"r\"(0x{:08x}u));\n  asm(\"lop3.b32 %0, %1, %2, 0x{:08x}, 0xb8;\" : \"=r\"(y) : \"r\"(y), \"r\"(m));\n",
+                both(marker as u32),
+                both(nan)
+            ));
+        } else if !self.fixups.is_empty() {
             let m = self.from.code_mask();
             let sign_shift = 16 - self.from.bits();
             for (half, shift) in [(0, 0), (1, 16)] {
@@ -386,6 +400,27 @@ impl FastCast {
     /// Host evaluation of the device function, with the same arithmetic: `p` holds two codes
     /// (at `offset` in each half).
     pub fn eval_pair(&self, p: u32) -> u32 {
+        let mut y = self.arithmetic(p);
+        let m = self.from.code_mask();
+        let sign_shift = 16 - self.from.bits();
+        for (half, shift) in [(0u32, 0u32), (1, 16)] {
+            let c = (p >> shift) & m;
+            for f in &self.fixups {
+                if c & f.mask == f.value {
+                    let mut v = f.result as u32;
+                    if f.keep_sign {
+                        v |= (c << sign_shift) & 0x8000;
+                    }
+                    let keep = if half == 0 { 0xffff_0000 } else { 0x0000_ffff };
+                    y = (y & keep) | (v << shift);
+                }
+            }
+        }
+        y
+    }
+
+    /// The pair's halves from the recipe's arithmetic alone, before the fixups.
+    fn arithmetic(&self, p: u32) -> u32 {
         let round = |v: f64| -> u16 {
             if v.is_nan() {
                 0x7fff
@@ -400,7 +435,7 @@ impl FastCast {
                 bf16::from_bits(bits).to_f64()
             }
         };
-        let mut y = match self.recipe {
+        match self.recipe {
             Recipe::Halves {
                 shift_a,
                 mask_a,
@@ -426,23 +461,43 @@ impl FastCast {
                 };
                 one(p) | (one(p >> 16) << 16)
             }
-        };
-        let m = self.from.code_mask();
-        let sign_shift = 16 - self.from.bits();
-        for (half, shift) in [(0u32, 0u32), (1, 16)] {
-            let c = (p >> shift) & m;
-            for f in &self.fixups {
-                if c & f.mask == f.value {
-                    let mut v = f.result as u32;
-                    if f.keep_sign {
-                        v |= (c << sign_shift) & 0x8000;
-                    }
-                    let keep = if half == 0 { 0xffff_0000 } else { 0x0000_ffff };
-                    y = (y & keep) | (v << shift);
-                }
-            }
         }
-        y
+    }
+
+    /// For a lone fixup to NaN of every code with one magnitude (f8e4m3's all-ones code), in a
+    /// recipe whose first term `(p << shift_a) & mask_a` is the magnitude alone: that term's
+    /// bits for the NaN magnitude, if no other magnitude gives them and, read as f16, they are
+    /// a finite nonzero number. A packed f16 compare of each half's term with it then finds the
+    /// NaN codes (equal bits are equal f16 values there), and one select puts the NaN in: two
+    /// instructions a pair instead of a test per half.
+    pub fn nan_marker(&self) -> Option<u16> {
+        let [fixup] = self.fixups.as_slice() else {
+            return None;
+        };
+        let Recipe::Halves {
+            shift_a, mask_a, ..
+        } = self.recipe
+        else {
+            return None;
+        };
+        let magnitude = (1u32 << (self.from.bits() - 1)) - 1;
+        let nan = if self.to == DType::F16 {
+            0x7e00
+        } else {
+            0x7fc0
+        };
+        if fixup.keep_sign
+            || fixup.mask != magnitude
+            || fixup.value != magnitude
+            || fixup.result != nan
+            || mask_a != both(magnitude << shift_a)
+        {
+            return None;
+        }
+        let term = |code: u32| ((code << shift_a) & mask_a) as u16;
+        let marker = term(fixup.value);
+        let unique = (0..magnitude).all(|code| term(code) != marker);
+        (unique && f16::from_bits(marker).is_finite() && marker != 0).then_some(marker)
     }
 }
 
@@ -780,6 +835,52 @@ mod tests {
         assert_eq!(i3.masks(), [0x000c_000c, 0x0010_0010]);
         assert!(PlaneCast::new(DType::Signed(7), DType::F16, &[4, 2, 1], 4).is_none());
         assert!(PlaneCast::new(DType::Signed(3), DType::F16, &[2, 2], 0).is_none());
+    }
+
+    /// The device's NaN test of f8e4m3 (a packed f16 compare of the magnitude term with the
+    /// marker, then a select) gives what the fixup says for every code; other formats keep
+    /// their per-half tests.
+    #[test]
+    fn nan_markers_find_exactly_the_nan_codes() {
+        let mut with_marker = Vec::new();
+        for from in DType::all_small() {
+            for to in [DType::F16, DType::Bf16] {
+                let Some(fast) = FastCast::new(from, to) else {
+                    continue;
+                };
+                let Some(marker) = fast.nan_marker() else {
+                    continue;
+                };
+                with_marker.push((from.to_string(), to.to_string(), marker));
+                let Recipe::Halves {
+                    shift_a, mask_a, ..
+                } = fast.recipe
+                else {
+                    panic!("{from} -> {to}: a marker needs a halves recipe")
+                };
+                for code in 0..1u32 << from.bits() {
+                    let term = ((code << shift_a) & mask_a) as u16;
+                    let hit = f16::from_bits(term) == f16::from_bits(marker);
+                    let device = if hit {
+                        fast.fixups[0].result as u32
+                    } else {
+                        fast.arithmetic(code) & 0xffff
+                    };
+                    assert_eq!(
+                        device,
+                        fast.eval_pair(code) & 0xffff,
+                        "{from} -> {to}: code {code:#x}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            with_marker,
+            [
+                ("f8e4m3".to_string(), "f16".to_string(), 0x3f80),
+                ("f8e4m3".to_string(), "bf16".to_string(), 0x07f0)
+            ]
+        );
     }
 
     #[test]
