@@ -38,9 +38,8 @@ __device__ __forceinline__ u32 ab_cvt_f6e2m3_f16(u32 p) {
 #define AB_CVT_I4_F16
 // i4 -> f16: magic number 0x6400, fma(x, 0x3c00, 0xe408)
 __device__ __forceinline__ u32 ab_cvt_i4_f16(u32 p) {
-  u32 x = (p & 0x000f000fu);
-  x ^= 0x00080008u;
-  x |= 0x64006400u;
+  u32 x;
+  asm("lop3.b32 %0, %1, 0x000f000f, %2, 0x6a;" : "=r"(x) : "r"(p), "r"(0x64086408u));
   u32 y = ab_fma_f16x2(x, 0x3c003c00u, 0xe408e408u);
   return y;
 }
@@ -50,8 +49,8 @@ __device__ __forceinline__ u32 ab_cvt_i4_f16(u32 p) {
 #define AB_CVT_U4_BF16
 // u4 -> bf16: magic number 0x4300, fma(x, 0x3f80, 0xc300)
 __device__ __forceinline__ u32 ab_cvt_u4_bf16(u32 p) {
-  u32 x = (p & 0x000f000fu);
-  x |= 0x43004300u;
+  u32 x;
+  asm("lop3.b32 %0, %1, 0x000f000f, %2, 0x6a;" : "=r"(x) : "r"(p), "r"(0x43004300u));
   u32 y = ab_fma_bf16x2(x, 0x3f803f80u, 0xc300c300u);
   return y;
 }

@@ -13,9 +13,8 @@
 #define AB_CVT_I3_F16
 // i3 -> f16: magic number 0x6400, fma(x, 0x3c00, 0xe404)
 __device__ __forceinline__ u32 ab_cvt_i3_f16(u32 p) {
-  u32 x = (p & 0x00070007u);
-  x ^= 0x00040004u;
-  x |= 0x64006400u;
+  u32 x;
+  asm("lop3.b32 %0, %1, 0x00070007, %2, 0x6a;" : "=r"(x) : "r"(p), "r"(0x64046404u));
   u32 y = ab_fma_f16x2(x, 0x3c003c00u, 0xe404e404u);
   return y;
 }

@@ -15,8 +15,8 @@
 #define AB_CVT_U4_F16
 // u4 -> f16: magic number 0x6400, fma(x, 0x3c00, 0xe400)
 __device__ __forceinline__ u32 ab_cvt_u4_f16(u32 p) {
-  u32 x = (p & 0x000f000fu);
-  x |= 0x64006400u;
+  u32 x;
+  asm("lop3.b32 %0, %1, 0x000f000f, %2, 0x6a;" : "=r"(x) : "r"(p), "r"(0x64006400u));
   u32 y = ab_fma_f16x2(x, 0x3c003c00u, 0xe400e400u);
   return y;
 }
