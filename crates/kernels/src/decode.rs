@@ -152,11 +152,13 @@ impl DecodeSchedule {
     ///   4 or 8) as give [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`]
     ///   for more (row tiles rather than warps for 3- and 5-bit planes), among the splits the
     ///   shape allows;
-    /// - 3- and 5-bit planes: two row tiles on wide layers at M ≤ 16 and at M = 64 without
-    ///   zero points, four row warps with K over four on narrow layers at M ≤ 16;
+    /// - 3-, 5- and 7-bit planes: two row tiles on wide layers at M = 64 without zero points
+    ///   (and at M ≤ 16 for 3 and 5 bits), four row warps with K over four on narrow layers at
+    ///   M ≤ 16; 1-bit integers without zero points two row tiles at M = 9–16 on wide layers;
     /// - at most 16 warps per block, so that a thread keeps 128 registers and nothing spills
     ///   (8 when a step's dequantized codes take more than 48 registers, and at M = 64); 1- and
-    ///   7-bit integers on narrow layers at M ≤ 16 ask for two blocks per multiprocessor.
+    ///   7-bit integers on narrow layers at M ≤ 16 ask for two blocks per multiprocessor where
+    ///   their blocks have 256 threads.
     pub fn heuristic(
         m: usize,
         n: usize,
@@ -184,6 +186,9 @@ impl DecodeSchedule {
         // tiles at M ≤ 16 (i3 M = 1 108 against 176 µs with one; i5 139 against 152) and at
         // M = 64 (i3 307 against 384; i5 357 against 410).
         let odd_planes = bit_planes(format.weight).len() > 1 && bits % 2 == 1;
+        // 7-bit planes (4 + 2 + 1) keep one row tile at M ≤ 16 (57344×8192 i7 M = 1 on an
+        // H200: 145.6 against 159.2 µs with two) but take two at M = 64 (381 against 435).
+        let paired_planes = odd_planes && bits != 7;
         // 1-bit integers without zero points at M = 9–16 too, although their codes take 64
         // registers a row tile (57344×8192 i1 M = 16 on an H200: 107 against 122 µs with one;
         // with zero points they spill).
@@ -192,7 +197,7 @@ impl DecodeSchedule {
             && format.zeros == ZeroPoints::None;
         let tiles_per_warp = match token_tiles {
             1 | 2 => {
-                wide && (2 * words <= 64 || odd_planes || one_bit_integer && token_tiles == 2)
+                wide && (2 * words <= 64 || paired_planes || one_bit_integer && token_tiles == 2)
                     && !eight_bit_float
             }
             // At M = 32 the widths whose step is one chunk gain from two row tiles (57344×8192:
@@ -284,7 +289,11 @@ impl DecodeSchedule {
             k_warps: 4,
             ..schedule
         };
-        if odd_planes && !wide && token_tiles <= 2 && supported(narrow_planes) {
+        // Not for 7 bits with zero points: at 128 registers a thread they spill (and ran no
+        // faster: 8192×28672 u7 M = 1 112.4 against 112.9 µs with one row warp of 256 threads).
+        let seven_with_zeros = bits == 7 && format.zeros != ZeroPoints::None;
+        if odd_planes && !wide && token_tiles <= 2 && !seven_with_zeros && supported(narrow_planes)
+        {
             schedule = narrow_planes;
         }
         // 1- and 7-bit integers on narrow layers at M ≤ 16 take blocks of 256 threads that
@@ -326,7 +335,7 @@ impl DecodeSchedule {
         // more (57344×8192 M = 64, H100: f6e3m2 360 against 1118 µs, and with some spilled
         // registers: f5e2m2 448 against 1139 µs; M = 16 and 32 alike).
         // (Bit planes of 3 and 5 bits with two row tiles were tuned with `x` staged.)
-        if (live <= 150 || token_tiles > 1 || odd_planes)
+        if (live <= 150 || token_tiles > 1 || odd_planes && !seven_with_zeros)
             && staged.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES
             && supported(staged)
         {

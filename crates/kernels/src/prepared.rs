@@ -20,8 +20,9 @@
 //! the first members in its low half and the second members in its high half, so the two codes
 //! a packed f16x2 conversion needs sit exactly 16 bits apart (one mask gives both).
 //!
-//! Integer codes of 3, 5 and 6 bits are split into **bit planes** of 1, 2 and 4 bits, low bits
-//! first (3 = 2 + 1, 5 = 4 + 1, 6 = 4 + 2; [`bit_planes`]): a lane's chunk holds its codes'
+//! Integer codes of 3, 5, 6 and 7 bits are split into **bit planes** of 1, 2 and 4 bits, low
+//! bits first (3 = 2 + 1, 5 = 4 + 1, 6 = 4 + 2, 7 = 4 + 2 + 1; [`bit_planes`]): a lane's chunk
+//! holds its codes'
 //! lowest plane interleaved as above, then the next plane. A higher plane of width `w` packs
 //! the fields of `R = w₀ / w` words of the lowest plane (width `w₀`) into one word, pair `j` of
 //! the lowest plane's word `v` at pair `j·R + v % R` ([`plane_position`]): pair `j`'s field of
@@ -29,8 +30,9 @@
 //! `w₀·j + w·(v % R)`, so one shift of the higher plane's word (by the same amount for every
 //! `j` whose low field needs the same shift) brings it next to the low field, and the kernel's
 //! `cast_planes` converts a pair with one mask per plane and one fused multiply-add (i3:
-//! about 3.4 instructions a pair). Codes of 7 bits and small floats of the widths that do not
-//! divide 32 keep the plain order (`step · 8 + slot`), one plane.
+//! about 3.4 instructions a pair; 7 bits, whose code fits f16's magic number only at offsets
+//! up to 3, need more shifts). Small floats of the widths that do not divide 32 keep the plain
+//! order (`step · 8 + slot`), one plane.
 //!
 //! `S = 16 / gcd(bits, 16)` is the fewest k steps whose `8·S·bits` bits per lane are a whole
 //! number of 16-byte loads (4-bit: 4 steps = one load; 3-bit: 16 steps = three loads). Rows are
@@ -106,7 +108,8 @@ pub const fn plane_position(base: u32, width: u32, step: usize, slot: usize) -> 
 }
 
 /// The bit planes of `dtype`'s codes in the prepared stream, low bits first: `[2, 1]` for 3-bit
-/// integers, `[4, 1]` for 5, `[4, 2]` for 6, else the width itself (one plane).
+/// integers, `[4, 1]` for 5, `[4, 2]` for 6, `[4, 2, 1]` for 7, else the width itself (one
+/// plane).
 pub fn bit_planes(dtype: DType) -> Vec<u32> {
     let bits = dtype.bits();
     let integer = matches!(dtype, DType::Unsigned(_) | DType::Signed(_));
@@ -114,6 +117,7 @@ pub fn bit_planes(dtype: DType) -> Vec<u32> {
         3 if integer => vec![2, 1],
         5 if integer => vec![4, 1],
         6 if integer => vec![4, 2],
+        7 if integer => vec![4, 2, 1],
         _ => vec![bits],
     }
 }
@@ -435,7 +439,7 @@ mod tests {
         assert_eq!(bit_planes(DType::Signed(3)), [2, 1]);
         assert_eq!(bit_planes(DType::Unsigned(5)), [4, 1]);
         assert_eq!(bit_planes(DType::Signed(6)), [4, 2]);
-        assert_eq!(bit_planes(DType::Unsigned(7)), [7]);
+        assert_eq!(bit_planes(DType::Unsigned(7)), [4, 2, 1]);
         assert_eq!(bit_planes(DType::Signed(4)), [4]);
         assert_eq!(bit_planes(DType::Unsigned(8)), [8]);
         let f6e3m2 = "f6e3m2".parse::<DType>().unwrap();
