@@ -21,7 +21,11 @@
 //!   `2^(bias - 15)` (or `2^(bias - 127)`); one multiply by `2^(15 - bias)` (`2^(127 - bias)`)
 //!   re-biases the exponent, exactly, subnormals included. Special codes are fixed afterwards:
 //!   NaN of `f8e4m3`, infinity and NaN of `f8e5m2`, and the all-ones exponent of the finite
-//!   E = 5 formats (which overflows f16 to infinity).
+//!   E = 5 formats (which overflows f16 to infinity). `f8e4m3`'s lone NaN magnitude is found on
+//!   the GPU by one packed f16 compare and a select ([`FastCast::nan_marker`]; a host test
+//!   emulates it for every code) rather than a test per half.
+//! - The integer recipes mask, flip and add the magic number with one LOP3 (inline PTX) for
+//!   codes below 8 bits.
 
 use anybit_dtype::{DType, SpecialValues};
 use anybit_layout::RegisterLayout;
