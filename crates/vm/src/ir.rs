@@ -442,9 +442,9 @@ pub enum Inst {
     },
     /// `%dst = cast_planes(%p0, %p1, .., code, dtype[, layout]);` — element by element, the
     /// planes' unsigned codes put together, low bits first (plane `i` shifted by the widths of
-    /// the planes before it), read as the integer type `code` and converted to `dtype`; with a
-    /// layout, put in that layout's local order. The planes hold the same elements in every
-    /// thread, each plane in its own local order.
+    /// the planes before it), read as `code` (an integer or small float type of at most 8
+    /// bits) and converted to `dtype`; with a layout, put in that layout's local order. The
+    /// planes hold the same elements in every thread, each plane in its own local order.
     CastPlanes {
         dst: String,
         planes: Vec<String>,

@@ -212,7 +212,7 @@ pub enum VerifyErrorKind {
     },
     #[error("`cast_planes`: plane `%{name}` is {dtype}; planes are unsigned integers (u1 .. u8)")]
     PlaneType { name: String, dtype: DType },
-    #[error("`cast_planes`: the code type {code} must be an integer type of as many bits as the planes have together ({widths} = {sum} bits)")]
+    #[error("`cast_planes`: the code type {code} must be an integer or small float type (at most 8 bits) of as many bits as the planes have together ({widths} = {sum} bits)")]
     PlaneWidths {
         code: DType,
         widths: String,
@@ -1079,11 +1079,20 @@ impl<'p> Verifier<'p> {
                     }
                 }
                 let sum: u32 = widths.iter().sum();
-                if !matches!(code, DType::Unsigned(_) | DType::Signed(_)) || code.bits() != sum {
+                let small = matches!(
+                    code,
+                    DType::Unsigned(_) | DType::Signed(_) | DType::MiniFloat(_)
+                ) && code.bits() <= 8;
+                if !small || code.bits() != sum {
                     let widths: Vec<String> = widths.iter().map(ToString::to_string).collect();
+                    let widths = if widths.is_empty() {
+                        "no planes".to_string()
+                    } else {
+                        widths.join(" + ")
+                    };
                     return self.fail(K::PlaneWidths {
                         code: *code,
-                        widths: widths.join(" + "),
+                        widths,
                         sum,
                     });
                 }

@@ -296,18 +296,25 @@ fn plane_type() {
 
 #[test]
 fn plane_widths() {
-    // 2 + 1 bits make a 3-bit code, not a 4-bit one; the code is an integer type.
+    // 2 + 1 bits make a 3-bit code, not a 4-bit one; the code is a type of at most 8 bits.
     assert_snapshot!(body_error(
         "    %p = alloc_register(u2, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u1, spatial(8,4).local(1,2), 0);\n    %y = cast_planes(%p, %s, i4, f16);\n"
-    ), @"7:5: `cast_planes`: the code type i4 must be an integer type of as many bits as the planes have together (2 + 1 = 3 bits)");
+    ), @"7:5: `cast_planes`: the code type i4 must be an integer or small float type (at most 8 bits) of as many bits as the planes have together (2 + 1 = 3 bits)");
     assert_snapshot!(body_error(
-        "    %p = alloc_register(u4, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u4, spatial(8,4).local(1,2), 0);\n    %y = cast_planes(%p, %s, f8e4m3, f16);\n"
-    ), @"7:5: `cast_planes`: the code type f8e4m3 must be an integer type of as many bits as the planes have together (4 + 4 = 8 bits)");
+        "    %p = alloc_register(u8, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u8, spatial(8,4).local(1,2), 0);\n    %y = cast_planes(%p, %s, f16, f32);\n"
+    ), @"7:5: `cast_planes`: the code type f16 must be an integer or small float type (at most 8 bits) of as many bits as the planes have together (8 + 8 = 16 bits)");
+    // Small floats are codes too: 4 + 1 + 1 bits of f6e3m2.
+    let planes = "    %p = alloc_register(u4, spatial(8,4).local(1,2), 0);\n    %e = alloc_register(u1, spatial(8,4).local(1,2), 0);\n    %s = alloc_register(u1, spatial(8,4).local(1,2), 0);\n";
+    assert_snapshot!(body_error(&format!("{planes}    %y = cast_planes(%p, %e, %s, f5e2m2, f16);\n")), @"8:5: `cast_planes`: the code type f5e2m2 must be an integer or small float type (at most 8 bits) of as many bits as the planes have together (4 + 1 + 1 = 6 bits)");
+    let text = format!(
+        "program p(a: ptr<f16>)\ngrid(1)\nthreads(32)\n{{\n{planes}    %y = cast_planes(%p, %e, %s, f6e3m2, f16);\n}}\n"
+    );
+    assert!(verify(&parse(&text).unwrap()).is_ok(), "{text}");
     // The builder can give no plane at all (the parser cannot): the same error, no panic.
     let mut b = ProgramBuilder::new("p");
     b.threads(32);
     b.cast_planes("y", &[], DType::Unsigned(3), DType::F16, None);
-    assert_snapshot!(built_error(&b.finish()), @"0:0: `cast_planes`: the code type u3 must be an integer type of as many bits as the planes have together ( = 0 bits)");
+    assert_snapshot!(built_error(&b.finish()), @"0:0: `cast_planes`: the code type u3 must be an integer or small float type (at most 8 bits) of as many bits as the planes have together (no planes = 0 bits)");
 }
 
 #[test]
