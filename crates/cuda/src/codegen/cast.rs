@@ -80,6 +80,15 @@ fn both(half: u32) -> u32 {
     half | (half << 16)
 }
 
+/// The value of a half of type `to` from its bits.
+fn value_of(to: DType, bits: u16) -> f64 {
+    if to == DType::F16 {
+        f16::from_bits(bits).to_f64()
+    } else {
+        bf16::from_bits(bits).to_f64()
+    }
+}
+
 fn half_bits(to: DType, value: f64) -> u16 {
     if to == DType::F16 {
         f16::from_f64(value).to_bits()
@@ -425,20 +434,6 @@ impl FastCast {
 
     /// The pair's halves from the recipe's arithmetic alone, before the fixups.
     fn arithmetic(&self, p: u32) -> u32 {
-        let round = |v: f64| -> u16 {
-            if v.is_nan() {
-                0x7fff
-            } else {
-                half_bits(self.to, v)
-            }
-        };
-        let value = |bits: u16| -> f64 {
-            if self.to == DType::F16 {
-                f16::from_bits(bits).to_f64()
-            } else {
-                bf16::from_bits(bits).to_f64()
-            }
-        };
         match self.recipe {
             Recipe::Halves {
                 shift_a,
@@ -447,15 +442,10 @@ impl FastCast {
                 mask_b,
                 xor,
                 or,
-                mul,
-                add,
+                ..
             } => {
-                let mut x = ((p << shift_a) & mask_a) | ((p << shift_b) & mask_b);
-                x = (x ^ xor) | or;
-                let half = |h: u16| round(value(h) * value(mul) + value(add));
-                let lo = half(x as u16);
-                let hi = half((x >> 16) as u16);
-                lo as u32 | ((hi as u32) << 16)
+                let x = ((p << shift_a) & mask_a) | ((p << shift_b) & mask_b);
+                self.fma_pair((x ^ xor) | or)
             }
             Recipe::F32Magic { xor, or, sub } => {
                 let m = self.from.code_mask();
@@ -466,6 +456,23 @@ impl FastCast {
                 one(p) | (one(p >> 16) << 16)
             }
         }
+    }
+
+    /// The halves recipe's packed fma of `x` (both halves), as `fma.rn` rounds it: exactly in
+    /// f64, rounded once.
+    fn fma_pair(&self, x: u32) -> u32 {
+        let Recipe::Halves { mul, add, .. } = self.recipe else {
+            unreachable!("only halves recipes end in an fma")
+        };
+        let half = |h: u16| {
+            let v = value_of(self.to, h) * value_of(self.to, mul) + value_of(self.to, add);
+            if v.is_nan() {
+                0x7fff
+            } else {
+                half_bits(self.to, v)
+            }
+        };
+        half(x as u16) as u32 | ((half((x >> 16) as u16) as u32) << 16)
     }
 
     /// For a lone fixup to NaN of every code with one magnitude (f8e4m3's all-ones code), in a
@@ -521,37 +528,78 @@ pub struct PlaneCast {
 }
 
 impl PlaneCast {
-    /// The conversion of `code` (an integer type) to `to` for codes at bit `offset` of each
-    /// half, put together from planes of `widths` bits (low bits first, adding up to the
-    /// code's width), if the integer recipe takes that offset.
+    /// The conversion of `code` to `to`, put together from planes of `widths` bits (low bits
+    /// first, adding up to the code's width). Integer codes: for codes at bit `offset` of each
+    /// half, if the integer recipe takes that offset. Small floats (`offset` unused): if their
+    /// recipe needs no fixups and every plane lies within the magnitude bits or is the sign bit
+    /// alone; each plane's field then goes where the recipe puts those bits (the magnitude at
+    /// `shift_a`, the sign at bit 15).
     pub fn new(code: DType, to: DType, widths: &[u32], offset: u32) -> Option<PlaneCast> {
-        if !matches!(code, DType::Unsigned(_) | DType::Signed(_))
-            || widths.iter().sum::<u32>() != code.bits()
-        {
+        if widths.iter().sum::<u32>() != code.bits() {
             return None;
         }
-        let base = FastCast::new(code, to)?.at_offset(offset)?;
-        matches!(
-            base.recipe,
-            Recipe::Halves {
-                shift_a: 0,
-                mask_b: 0,
-                ..
-            }
-        )
-        .then(|| PlaneCast {
+        let plane = |base: FastCast| PlaneCast {
             base,
             widths: widths.to_vec(),
-        })
+        };
+        match code {
+            DType::Unsigned(_) | DType::Signed(_) => {
+                let base = FastCast::new(code, to)?.at_offset(offset)?;
+                matches!(
+                    base.recipe,
+                    Recipe::Halves {
+                        shift_a: 0,
+                        mask_b: 0,
+                        ..
+                    }
+                )
+                .then(|| plane(base))
+            }
+            DType::MiniFloat(_) => {
+                let base = FastCast::new(code, to)?;
+                let sign = code.bits() - 1;
+                let Recipe::Halves {
+                    shift_b,
+                    mask_b: 0x8000_8000,
+                    xor: 0,
+                    or: 0,
+                    ..
+                } = base.recipe
+                else {
+                    return None;
+                };
+                let mut start = 0;
+                let split = widths.iter().all(|&width| {
+                    let fits = start + width <= sign || (start == sign && width == 1);
+                    start += width;
+                    fits
+                });
+                (base.fixups.is_empty() && shift_b + sign == 15 && split).then(|| plane(base))
+            }
+            _ => None,
+        }
     }
 
-    /// Where each plane's field starts in a half: the code's offset plus the widths below it.
+    /// Where each plane's field starts in a half: integers, the code's offset plus the widths
+    /// below it; small floats, where the recipe puts the plane's bits (the magnitude from
+    /// `shift_a`, the sign at bit 15).
     pub fn field_offsets(&self) -> Vec<u32> {
-        let mut start = self.base.offset;
+        let float_shift = match self.base.recipe {
+            Recipe::Halves { shift_a, .. } if matches!(self.base.from, DType::MiniFloat(_)) => {
+                Some(shift_a)
+            }
+            _ => None,
+        };
+        let sign = self.base.from.bits() - 1;
+        let mut start = 0;
         self.widths
             .iter()
             .map(|width| {
-                let field = start;
+                let field = match float_shift {
+                    Some(_) if start == sign => 15,
+                    Some(shift_a) => shift_a + start,
+                    None => self.base.offset + start,
+                };
                 start += width;
                 field
             })
@@ -586,7 +634,7 @@ impl PlaneCast {
             xor, or, mul, add, ..
         } = self.base.recipe
         else {
-            unreachable!("PlaneCast::new keeps integer recipes only")
+            unreachable!("PlaneCast::new keeps halves recipes only")
         };
         let params: Vec<String> = (0..self.widths.len())
             .map(|i| format!("u32 p{i}"))
@@ -644,7 +692,11 @@ impl PlaneCast {
             .iter()
             .zip(self.masks())
             .fold(0, |x, (plane, mask)| x | (plane & mask));
-        self.base.eval_pair(x)
+        match self.base.from {
+            // The fields are already where the recipe puts the bits: only its fma is left.
+            DType::MiniFloat(_) => self.base.fma_pair(x),
+            _ => self.base.eval_pair(x),
+        }
     }
 }
 
@@ -885,6 +937,69 @@ mod tests {
                 ("f8e4m3".to_string(), "bf16".to_string(), 0x07f0)
             ]
         );
+    }
+
+    /// Every code of every small float without fixups, its magnitude split into planes in
+    /// several ways and the sign in a plane of its own, with every bit outside the planes'
+    /// fields set: each field is placed where the float recipe puts those bits.
+    #[test]
+    fn float_plane_casts_are_exact_for_every_code() {
+        let mut checked = 0;
+        for code in DType::all_small() {
+            let DType::MiniFloat(_) = code else {
+                continue;
+            };
+            let n = code.bits();
+            let magnitude = n - 1;
+            let mut splits = vec![vec![magnitude, 1]];
+            if magnitude >= 2 {
+                splits.push(vec![magnitude - 1, 1, 1]);
+                splits.push(vec![1, magnitude - 1, 1]);
+            }
+            for to in [DType::F16, DType::Bf16] {
+                for split in &splits {
+                    let Some(cast) = PlaneCast::new(code, to, split, 0) else {
+                        assert!(
+                            FastCast::new(code, to).is_none_or(|f| !f.fixups.is_empty()),
+                            "{code} -> {to}: planes {split:?} refused"
+                        );
+                        continue;
+                    };
+                    let fields = cast.field_offsets();
+                    assert_eq!(fields.last(), Some(&15), "{code}: the sign goes to bit 15");
+                    for lo in 0..1u32 << n {
+                        let hi = lo ^ 0b101;
+                        let mut shift = 0;
+                        let planes: Vec<u32> = split
+                            .iter()
+                            .zip(&fields)
+                            .map(|(&width, &field)| {
+                                let mask = (1 << width) - 1;
+                                let (low, high) = ((lo >> shift) & mask, (hi >> shift) & mask);
+                                shift += width;
+                                (low << field | high << (field + 16)) | !both(mask << field)
+                            })
+                            .collect();
+                        let got = cast.eval(&planes);
+                        assert_eq!(
+                            (got & 0xffff, got >> 16),
+                            (reference_cast(code, to, lo), reference_cast(code, to, hi)),
+                            "{code} -> {to} from planes {split:?}: codes {lo:#x}, {hi:#x}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 40, "only {checked} float plane casts");
+        // f6e3m2 into f16 from 4 + 1 + 1: the low four bits at 8..12, the top exponent bit at
+        // 12, the sign at 15; a plane that straddles the sign is refused.
+        let f6e3m2 = "f6e3m2".parse::<DType>().unwrap();
+        let cast = PlaneCast::new(f6e3m2, DType::F16, &[4, 1, 1], 0).unwrap();
+        assert_eq!(cast.field_offsets(), [8, 12, 15]);
+        assert!(PlaneCast::new(f6e3m2, DType::F16, &[4, 2], 0).is_none());
+        let f8e4m3 = "f8e4m3".parse::<DType>().unwrap();
+        assert!(PlaneCast::new(f8e4m3, DType::F16, &[4, 2, 1, 1], 0).is_none());
     }
 
     #[test]
