@@ -150,8 +150,8 @@ impl DecodeSchedule {
     ///   (above M = 8 staging wins even where some registers spill);
     /// - two row warps at M ≤ 8, four above (eight, see above); K split over as few warps (1, 2,
     ///   4 or 8) as give [`WARPS_WANTED_ONE_TILE`] warps for one token tile or [`WARPS_WANTED`]
-    ///   for more (row tiles rather than warps for 3-, 5- and 7-bit planes), among the splits the
-    ///   shape allows;
+    ///   for more (row tiles rather than warps for 3-, 5- and 7-bit planes), among the splits
+    ///   the shape allows;
     /// - 3-, 5- and 7-bit planes: two row tiles on wide layers at M = 64 without zero points
     ///   (and at M ≤ 16 for 3 and 5 bits), four row warps with K over four on narrow layers at
     ///   M ≤ 16; 1-bit integers without zero points two row tiles at M = 9–16 on wide layers;
