@@ -1,17 +1,10 @@
 //! The `anybit` command as a user runs it.
 
-use std::process::{Command, Output};
+mod common;
 
-fn anybit(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anybit"))
-        .args(arguments)
-        .output()
-        .expect("the anybit binary runs")
-}
+use std::process::Command;
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
+use common::{anybit, stdout};
 
 #[test]
 fn dtype_show_prints_every_code_in_order() {

@@ -3,19 +3,13 @@
 //! compared bit for bit with `W[n, k] = (q[k, n] − z[g, n]) · s[g, n]`; refused requests leave
 //! the input's bytes (hashed) and directory unchanged.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{anybit, hashes};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use sha2::{Digest, Sha256};
-
-fn anybit(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anybit"))
-        .args(arguments)
-        .output()
-        .expect("the anybit binary runs")
-}
 
 const ROWS: usize = 16;
 const COLS: usize = 64;
@@ -257,21 +251,6 @@ fn gptq_with_act_order_and_awq_import_exactly() {
     );
     let (_, weight, _) = import_and_dequantize(directory.path(), "awq");
     assert!(weight == weight_bytes(&in_order), "awq weight differs");
-}
-
-fn hashes(directory: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut hashes: Vec<(String, Vec<u8>)> = std::fs::read_dir(directory)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .map(|path| {
-            (
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                Sha256::digest(std::fs::read(&path).unwrap()).to_vec(),
-            )
-        })
-        .collect();
-    hashes.sort();
-    hashes
 }
 
 #[test]

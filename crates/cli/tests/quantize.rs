@@ -3,21 +3,15 @@
 //! printed statistics and sizes, the output read back, and the refused requests, each with the
 //! input's bytes hashed before and after and no output left behind.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use anybit_checkpoint::QuantizedCheckpoint;
 use anybit_dtype::{quantize, DType, GroupSize, QuantizeOptions, Weights};
+use common::{anybit, hashes, names};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use sha2::{Digest, Sha256};
-
-fn anybit(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anybit"))
-        .args(arguments)
-        .output()
-        .expect("the anybit binary runs")
-}
 
 /// Deterministic values in [-1, 1).
 fn values(count: usize, seed: u32) -> Vec<f32> {
@@ -154,29 +148,6 @@ fn sharded_model(directory: &Path) -> (PathBuf, Vec<Tensor>) {
 }
 
 /// SHA-256 of every file in `directory`, by name.
-fn hashes(directory: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut hashes: Vec<(String, Vec<u8>)> = std::fs::read_dir(directory)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_file())
-        .map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, Sha256::digest(std::fs::read(&path).unwrap()).to_vec())
-        })
-        .collect();
-    hashes.sort();
-    hashes
-}
-
-fn names(directory: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(directory)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn quantizes_a_sharded_checkpoint() {
     let root = tempfile::tempdir().unwrap();
