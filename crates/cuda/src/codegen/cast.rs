@@ -831,6 +831,22 @@ mod tests {
             .is_none());
     }
 
+    /// The planes' registers of a pair of codes `lo` and `hi` split by `widths` (low bits
+    /// first): plane `i`'s fields at `fields[i]` and 16 bits above, every other bit set.
+    fn plane_registers(widths: &[u32], fields: &[u32], lo: u32, hi: u32) -> Vec<u32> {
+        let mut shift = 0;
+        widths
+            .iter()
+            .zip(fields)
+            .map(|(&width, &field)| {
+                let mask = (1 << width) - 1;
+                let (low, high) = ((lo >> shift) & mask, (hi >> shift) & mask);
+                shift += width;
+                (low << field | high << (field + 16)) | !both(mask << field)
+            })
+            .collect()
+    }
+
     /// Every code of every integer type up to 8 bits, split into planes in several ways, at
     /// every offset the recipe takes, with every bit outside the planes' fields set.
     #[test]
@@ -857,20 +873,7 @@ mod tests {
                         let fields = cast.field_offsets();
                         for lo in 0..1u32 << bits {
                             for hi in [0, (1 << bits) - 1, lo ^ 1] {
-                                // Plane i's register: its fields in place, every other bit set.
-                                let mut shift = 0;
-                                let planes: Vec<u32> = split
-                                    .iter()
-                                    .zip(&fields)
-                                    .map(|(&width, &field)| {
-                                        let mask = (1 << width) - 1;
-                                        let (low, high) =
-                                            ((lo >> shift) & mask, (hi >> shift) & mask);
-                                        shift += width;
-                                        (low << field | high << (field + 16)) | !both(mask << field)
-                                    })
-                                    .collect();
-                                let got = cast.eval(&planes);
+                                let got = cast.eval(&plane_registers(split, &fields, lo, hi));
                                 assert_eq!(
                                     (got & 0xffff, got >> 16),
                                     (reference_cast(code, to, lo), reference_cast(code, to, hi)),
@@ -969,18 +972,7 @@ mod tests {
                     assert_eq!(fields.last(), Some(&15), "{code}: the sign goes to bit 15");
                     for lo in 0..1u32 << n {
                         let hi = lo ^ 0b101;
-                        let mut shift = 0;
-                        let planes: Vec<u32> = split
-                            .iter()
-                            .zip(&fields)
-                            .map(|(&width, &field)| {
-                                let mask = (1 << width) - 1;
-                                let (low, high) = ((lo >> shift) & mask, (hi >> shift) & mask);
-                                shift += width;
-                                (low << field | high << (field + 16)) | !both(mask << field)
-                            })
-                            .collect();
-                        let got = cast.eval(&planes);
+                        let got = cast.eval(&plane_registers(split, &fields, lo, hi));
                         assert_eq!(
                             (got & 0xffff, got >> 16),
                             (reference_cast(code, to, lo), reference_cast(code, to, hi)),
