@@ -185,7 +185,10 @@ impl DecodeSchedule {
         // 3- and 5-bit codes in bit planes (H100, 57344×8192, quick tuning of d144523): two row
         // tiles at M ≤ 16 (i3 M = 1 108 against 176 µs with one; i5 139 against 152) and at
         // M = 64 (i3 307 against 384; i5 357 against 410).
-        let odd_planes = bit_planes(format.weight).len() > 1 && bits % 2 == 1;
+        // (Integers: small floats in planes keep the rules of their one-plane layout.)
+        let odd_planes = bit_planes(format.weight).len() > 1
+            && bits % 2 == 1
+            && matches!(format.weight, DType::Unsigned(_) | DType::Signed(_));
         // 7-bit planes (4 + 2 + 1) keep one row tile at M ≤ 16 (57344×8192 i7 M = 1 on an
         // H200: 145.6 against 159.2 µs with two) but take two at M = 64 (381 against 435).
         let paired_planes = odd_planes && bits != 7;

@@ -112,12 +112,24 @@ pub const fn plane_position(base: u32, width: u32, step: usize, slot: usize) -> 
 /// plane).
 pub fn bit_planes(dtype: DType) -> Vec<u32> {
     let bits = dtype.bits();
-    let integer = matches!(dtype, DType::Unsigned(_) | DType::Signed(_));
-    match bits {
-        3 if integer => vec![2, 1],
-        5 if integer => vec![4, 1],
-        6 if integer => vec![4, 2],
-        7 if integer => vec![4, 2, 1],
+    match dtype {
+        DType::Unsigned(_) | DType::Signed(_) => match bits {
+            3 => vec![2, 1],
+            5 => vec![4, 1],
+            6 => vec![4, 2],
+            7 => vec![4, 2, 1],
+            _ => vec![bits],
+        },
+        // Small floats: the magnitude split as an integer of one bit less, and the sign alone
+        // (a plane never straddles the sign: the packed conversion places each plane's field
+        // where the float recipe puts its bits). Not 6 bits: 4 + 1 + 1 would give each 1-bit
+        // plane half a 16-byte block of a chunk's 8 k steps.
+        DType::MiniFloat(_) => match bits {
+            3 => vec![2, 1],
+            5 => vec![4, 1],
+            7 => vec![4, 2, 1],
+            _ => vec![bits],
+        },
         _ => vec![bits],
     }
 }
@@ -444,6 +456,8 @@ mod tests {
         assert_eq!(bit_planes(DType::Unsigned(8)), [8]);
         let f6e3m2 = "f6e3m2".parse::<DType>().unwrap();
         assert_eq!(bit_planes(f6e3m2), [6]);
+        let f5e2m2 = "f5e2m2".parse::<DType>().unwrap();
+        assert_eq!(bit_planes(f5e2m2), [4, 1]);
         // u3, 16 steps per chunk: a lane's chunk is 256 bits of the 2-bit plane (interleaved
         // like a u2 weight's), then 128 bits of the 1-bit plane, two 2-bit words to a word.
         let layout = FragmentLayout::new(DType::Unsigned(3), 16, 256);
