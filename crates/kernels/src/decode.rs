@@ -153,8 +153,10 @@ impl DecodeSchedule {
     ///   for more (row tiles rather than warps for 3-, 5- and 7-bit planes), among the splits
     ///   the shape allows;
     /// - 3-, 5- and 7-bit planes: two row tiles on wide layers at M = 64 without zero points
-    ///   (and at M ≤ 16 for 3 and 5 bits), four row warps with K over four on narrow layers at
-    ///   M ≤ 16; 1-bit integers without zero points two row tiles at M = 9–16 on wide layers;
+    ///   (and at M ≤ 16 for 3- and 5-bit integers), four row warps with K over four on narrow
+    ///   layers at M ≤ 16 (small floats in planes of every width too, and one row tile on
+    ///   wide layers at M ≤ 16); 1-bit integers without zero points two row tiles at M = 9–16
+    ///   on wide layers;
     /// - at most 16 warps per block, so that a thread keeps 128 registers and nothing spills
     ///   (8 when a step's dequantized codes take more than 48 registers, and at M = 64); 1- and
     ///   7-bit integers on narrow layers at M ≤ 16 ask for two blocks per multiprocessor where
@@ -184,14 +186,18 @@ impl DecodeSchedule {
         let eight_bit_float = bits == 8 && matches!(format.weight, DType::MiniFloat(_));
         // 3- and 5-bit codes in bit planes (H100, 57344×8192, quick tuning of d144523): two row
         // tiles at M ≤ 16 (i3 M = 1 108 against 176 µs with one; i5 139 against 152) and at
-        // M = 64 (i3 307 against 384; i5 357 against 410).
-        // (Integers: small floats in planes keep the rules of their one-plane layout.)
-        let odd_planes = bit_planes(format.weight).len() > 1
-            && bits % 2 == 1
-            && matches!(format.weight, DType::Unsigned(_) | DType::Signed(_));
+        // M = 64 (i3 307 against 384; i5 357 against 410; small floats on an H200: f3e1m1 293
+        // against 418, f5e2m2 328 against 428, f7e3m3 377 against 448).
+        let planes = bit_planes(format.weight).len() > 1;
+        let odd_planes = planes && bits % 2 == 1;
+        // Small floats in planes (one more LOP3 a pair than an integer's for the sign) keep
+        // one row tile at M ≤ 16 on wide layers (57344×8192 on an H200, M = 1: f3e1m1 106
+        // against 91 µs with two is the exception; f5e2m2 112 against 122, f7e3m3 154 against
+        // 160, f6e3m2 123 against 149; M = 16 f5e2m2 135 against 151, f6e3m2 161 against 190).
+        let float_planes = planes && matches!(format.weight, DType::MiniFloat(_));
         // 7-bit planes (4 + 2 + 1) keep one row tile at M ≤ 16 (57344×8192 i7 M = 1 on an
         // H200: 145.6 against 159.2 µs with two) but take two at M = 64 (381 against 435).
-        let paired_planes = odd_planes && bits != 7;
+        let paired_planes = odd_planes && bits != 7 && !float_planes;
         // 1-bit integers without zero points at M = 9–16 too, although their codes take 64
         // registers a row tile (57344×8192 i1 M = 16 on an H200: 107 against 122 µs with one;
         // with zero points they spill).
@@ -202,6 +208,7 @@ impl DecodeSchedule {
             1 | 2 => {
                 wide && (2 * words <= 64 || paired_planes || one_bit_integer && token_tiles == 2)
                     && !eight_bit_float
+                    && !float_planes
             }
             // At M = 32 the widths whose step is one chunk gain from two row tiles (57344×8192:
             // i3 238 against 301 µs), the others from eight row warps of one (see below).
@@ -284,9 +291,11 @@ impl DecodeSchedule {
         if prefetch && chunks >= 2 {
             schedule.tiles_per_warp = 1;
         }
-        // Narrow layers of 3- and 5-bit planes at M ≤ 16: four row warps with K split over
-        // four (8192×28672 M = 1: i5 80 against 118 µs for one row warp with K over eight;
-        // i3 72 against 106; 8192×8192 i3 26 against 37).
+        // Narrow layers of 3- and 5-bit planes (and small floats in planes) at M ≤ 16: four
+        // row warps with K split over four (8192×28672 M = 1: i5 80 against 118 µs for one
+        // row warp with K over eight; i3 72 against 106; 8192×8192 i3 26 against 37; on an
+        // H200 f3e1m1 57 against 77, f5e2m2 71 against 91, f6e3m2 69 against 79 with K over
+        // eight).
         let narrow_planes = DecodeSchedule {
             warps: 4,
             k_warps: 4,
@@ -295,7 +304,11 @@ impl DecodeSchedule {
         // Not for 7 bits with zero points: at 128 registers a thread they spill (and ran no
         // faster: 8192×28672 u7 M = 1 112.4 against 112.9 µs with one row warp of 256 threads).
         let seven_with_zeros = bits == 7 && format.zeros != ZeroPoints::None;
-        if odd_planes && !wide && token_tiles <= 2 && !seven_with_zeros && supported(narrow_planes)
+        if (odd_planes || float_planes)
+            && !wide
+            && token_tiles <= 2
+            && !seven_with_zeros
+            && supported(narrow_planes)
         {
             schedule = narrow_planes;
         }
@@ -923,14 +936,7 @@ impl DecodeKernel {
             // A group's scale costs 4·t multiplies and adds of f32 partial sums a row tile
             // (zeroing the partial sums too), against size / 4 packed multiplies when every
             // code is scaled: the partial sums win while 32·t < size (group 128 at M ≤ 16).
-            // Not for 5-bit small floats: their gathered conversion already fills 255
-            // registers, and the partial sums made CI's SASS check find spills.
-            Group::Elements(size)
-                if !via_f32
-                    && 32 * self.schedule.token_tiles < size
-                    && !(self.format.weight.bits() == 5
-                        && matches!(self.format.weight, DType::MiniFloat(_))) =>
-            {
+            Group::Elements(size) if !via_f32 && 32 * self.schedule.token_tiles < size => {
                 Scaling::PartialPerGroup {
                     groups_per_step: step_cols / size,
                 }

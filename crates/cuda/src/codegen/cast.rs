@@ -512,53 +512,90 @@ impl FastCast {
     }
 }
 
-/// A packed conversion of integer codes whose bits are split into planes (`cast_planes`):
-/// each plane's register brings its two fields (the low member at `offset + shift` of the
-/// low half, the high member 16 bits above) and the recipe masks each plane's field out of its
-/// register, ORs them together into one code at `offset`, and converts it as the code type's
-/// integer recipe at that offset does. The masks and the OR become `LOP3`s (the constant OR and
-/// the sign flip of the top plane fold into them), so a pair costs one `LOP3` per plane and one
-/// fused multiply-add, plus the shifts that bring each plane's fields into place.
+/// A packed conversion of codes whose bits are split into planes (`cast_planes`): each field
+/// is a run of one plane's bits that the recipe puts in one place of a half. A field's
+/// register brings its two copies (the low member's at the field's place `to` of the low
+/// half, the high member's 16 bits above); the recipe masks each field out of its register,
+/// ORs them together and finishes the conversion. The masks and the OR become `LOP3`s (the
+/// constant OR and the sign flip of an integer's top plane fold into them), so a pair costs
+/// one `LOP3` per field and one fused multiply-add, plus the shifts that bring each field into
+/// place.
+///
+/// Integer codes have one field per plane, the code at `offset` of each half as the integer
+/// recipe there takes it. Small floats (recipes without fixups) have one field per plane, or
+/// two where a plane holds the top magnitude bits and the sign: the magnitude's bits go from
+/// the recipe's `shift_a` up, the sign to bit 15.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlaneCast {
-    /// The code type's integer recipe at `offset`.
+    /// The code type's recipe (integers: at the code's offset).
     pub base: FastCast,
     /// The planes' widths, low bits first.
     pub widths: Vec<u32>,
+    /// The fields, in the order of the device function's parameters.
+    pub fields: Vec<PlaneField>,
+}
+
+/// A run of a plane's bits that one `LOP3` places: bits `start .. start + width` of plane
+/// `plane` go to bits `to ..` of each half.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaneField {
+    pub plane: usize,
+    pub start: u32,
+    pub width: u32,
+    pub to: u32,
+}
+
+impl PlaneField {
+    /// The field's two copies (both halves) in a register.
+    fn mask(&self) -> u32 {
+        both(((1 << self.width) - 1) << self.to)
+    }
 }
 
 impl PlaneCast {
     /// The conversion of `code` to `to`, put together from planes of `widths` bits (low bits
     /// first, adding up to the code's width). Integer codes: for codes at bit `offset` of each
     /// half, if the integer recipe takes that offset. Small floats (`offset` unused): if their
-    /// recipe needs no fixups and every plane lies within the magnitude bits or is the sign bit
-    /// alone; each plane's field then goes where the recipe puts those bits (the magnitude at
-    /// `shift_a`, the sign at bit 15).
+    /// recipe needs no fixups.
     pub fn new(code: DType, to: DType, widths: &[u32], offset: u32) -> Option<PlaneCast> {
         if widths.iter().sum::<u32>() != code.bits() {
             return None;
         }
-        let plane = |base: FastCast| PlaneCast {
-            base,
-            widths: widths.to_vec(),
-        };
-        match code {
+        // Each plane's first bit within the code.
+        let starts: Vec<u32> = widths
+            .iter()
+            .scan(0, |start, &width| {
+                *start += width;
+                Some(*start - width)
+            })
+            .collect();
+        let planes = widths.iter().zip(&starts).enumerate();
+        let (base, fields) = match code {
             DType::Unsigned(_) | DType::Signed(_) => {
                 let base = FastCast::new(code, to)?.at_offset(offset)?;
-                matches!(
-                    base.recipe,
-                    Recipe::Halves {
-                        shift_a: 0,
-                        mask_b: 0,
-                        ..
-                    }
-                )
-                .then(|| plane(base))
+                let Recipe::Halves {
+                    shift_a: 0,
+                    mask_b: 0,
+                    ..
+                } = base.recipe
+                else {
+                    return None;
+                };
+                let fields = planes
+                    .map(|(plane, (&width, &start))| PlaneField {
+                        plane,
+                        start: 0,
+                        width,
+                        to: offset + start,
+                    })
+                    .collect();
+                (base, fields)
             }
             DType::MiniFloat(_) => {
                 let base = FastCast::new(code, to)?;
                 let sign = code.bits() - 1;
                 let Recipe::Halves {
+                    shift_a,
                     shift_b,
                     mask_b: 0x8000_8000,
                     xor: 0,
@@ -568,51 +605,38 @@ impl PlaneCast {
                 else {
                     return None;
                 };
-                let mut start = 0;
-                let split = widths.iter().all(|&width| {
-                    let fits = start + width <= sign || (start == sign && width == 1);
-                    start += width;
-                    fits
-                });
-                (base.fixups.is_empty() && shift_b + sign == 15 && split).then(|| plane(base))
+                if !base.fixups.is_empty() || shift_b + sign != 15 {
+                    return None;
+                }
+                let mut fields = Vec::new();
+                for (plane, (&width, &start)) in planes {
+                    let magnitude = width.min(sign.saturating_sub(start));
+                    if magnitude > 0 {
+                        fields.push(PlaneField {
+                            plane,
+                            start: 0,
+                            width: magnitude,
+                            to: shift_a + start,
+                        });
+                    }
+                    if magnitude < width {
+                        fields.push(PlaneField {
+                            plane,
+                            start: magnitude,
+                            width: 1,
+                            to: 15,
+                        });
+                    }
+                }
+                (base, fields)
             }
-            _ => None,
-        }
-    }
-
-    /// Where each plane's field starts in a half: integers, the code's offset plus the widths
-    /// below it; small floats, where the recipe puts the plane's bits (the magnitude from
-    /// `shift_a`, the sign at bit 15).
-    pub fn field_offsets(&self) -> Vec<u32> {
-        let float_shift = match self.base.recipe {
-            Recipe::Halves { shift_a, .. } if matches!(self.base.from, DType::MiniFloat(_)) => {
-                Some(shift_a)
-            }
-            _ => None,
+            _ => return None,
         };
-        let sign = self.base.from.bits() - 1;
-        let mut start = 0;
-        self.widths
-            .iter()
-            .map(|width| {
-                let field = match float_shift {
-                    Some(_) if start == sign => 15,
-                    Some(shift_a) => shift_a + start,
-                    None => self.base.offset + start,
-                };
-                start += width;
-                field
-            })
-            .collect()
-    }
-
-    /// The mask of each plane's two fields.
-    fn masks(&self) -> Vec<u32> {
-        self.widths
-            .iter()
-            .zip(self.field_offsets())
-            .map(|(width, field)| both(((1 << width) - 1) << field))
-            .collect()
+        Some(PlaneCast {
+            base,
+            widths: widths.to_vec(),
+            fields,
+        })
     }
 
     /// The name of the device function.
@@ -627,8 +651,8 @@ impl PlaneCast {
         )
     }
 
-    /// The device function `u32 NAME(u32 p0, u32 p1, ..)`: plane `i`'s fields in `p_i` (every
-    /// other bit ignored), the result the two converted halves.
+    /// The device function `u32 NAME(u32 p0, u32 p1, ..)`: field `i`'s two copies in `p_i`
+    /// (every other bit ignored), the result the two converted halves.
     pub fn device_function(&self) -> String {
         let Recipe::Halves {
             xor, or, mul, add, ..
@@ -636,10 +660,10 @@ impl PlaneCast {
         else {
             unreachable!("PlaneCast::new keeps halves recipes only")
         };
-        let params: Vec<String> = (0..self.widths.len())
+        let params: Vec<String> = (0..self.fields.len())
             .map(|i| format!("u32 p{i}"))
             .collect();
-        let masks = self.masks();
+        let masks: Vec<u32> = self.fields.iter().map(PlaneField::mask).collect();
         let fma = if self.base.to == DType::F16 {
             "ab_fma_f16x2"
         } else {
@@ -657,9 +681,9 @@ impl PlaneCast {
         );
         let top = masks.len() - 1;
         if xor == 0 || xor == masks[top] {
-            // One LOP3 per plane: `x = (p & mask) | x`, starting from the magic number (a
-            // register: a LOP3 takes one immediate), the top plane's field inverted where the
-            // code's sign is flipped (its field is the sign bit).
+            // One LOP3 per field: `x = (p & mask) | x`, starting from the magic number (a
+            // register: a LOP3 takes one immediate), the top field inverted where the code's
+            // sign is flipped (its field is the sign bit).
             s.push_str(&format!("  u32 x = 0x{or:08x}u;\n"));
             for (i, mask) in masks.iter().enumerate() {
                 let lut = if i == top && xor != 0 { "0xae" } else { "0xea" };
@@ -686,12 +710,12 @@ impl PlaneCast {
         s
     }
 
-    /// Host evaluation of the device function.
-    pub fn eval(&self, planes: &[u32]) -> u32 {
-        let x = planes
+    /// Host evaluation of the device function, from one register per field.
+    pub fn eval(&self, registers: &[u32]) -> u32 {
+        let x = registers
             .iter()
-            .zip(self.masks())
-            .fold(0, |x, (plane, mask)| x | (plane & mask));
+            .zip(&self.fields)
+            .fold(0, |x, (register, field)| x | (register & field.mask()));
         match self.base.from {
             // The fields are already where the recipe puts the bits: only its fma is left.
             DType::MiniFloat(_) => self.base.fma_pair(x),
@@ -833,16 +857,13 @@ mod tests {
 
     /// The planes' registers of a pair of codes `lo` and `hi` split by `widths` (low bits
     /// first): plane `i`'s fields at `fields[i]` and 16 bits above, every other bit set.
-    fn plane_registers(widths: &[u32], fields: &[u32], lo: u32, hi: u32) -> Vec<u32> {
-        let mut shift = 0;
-        widths
+    fn plane_registers(cast: &PlaneCast, lo: u32, hi: u32) -> Vec<u32> {
+        cast.fields
             .iter()
-            .zip(fields)
-            .map(|(&width, &field)| {
-                let mask = (1 << width) - 1;
-                let (low, high) = ((lo >> shift) & mask, (hi >> shift) & mask);
-                shift += width;
-                (low << field | high << (field + 16)) | !both(mask << field)
+            .map(|field| {
+                let shift = cast.widths[..field.plane].iter().sum::<u32>() + field.start;
+                let bits = |code: u32| (code >> shift) & ((1 << field.width) - 1);
+                (bits(lo) << field.to | bits(hi) << (field.to + 16)) | !field.mask()
             })
             .collect()
     }
@@ -870,10 +891,9 @@ mod tests {
                         let Some(cast) = PlaneCast::new(code, to, split, offset) else {
                             continue;
                         };
-                        let fields = cast.field_offsets();
                         for lo in 0..1u32 << bits {
                             for hi in [0, (1 << bits) - 1, lo ^ 1] {
-                                let got = cast.eval(&plane_registers(split, &fields, lo, hi));
+                                let got = cast.eval(&plane_registers(&cast, lo, hi));
                                 assert_eq!(
                                     (got & 0xffff, got >> 16),
                                     (reference_cast(code, to, lo), reference_cast(code, to, hi)),
@@ -890,8 +910,8 @@ mod tests {
         // i3 from 2 + 1 bits at offset 2 into f16: the 2-bit field at bits 2..4, the 1-bit
         // field at bit 4 (the sign, flipped by the xor).
         let i3 = PlaneCast::new(DType::Signed(3), DType::F16, &[2, 1], 2).unwrap();
-        assert_eq!(i3.field_offsets(), [2, 4]);
-        assert_eq!(i3.masks(), [0x000c_000c, 0x0010_0010]);
+        let masks: Vec<u32> = i3.fields.iter().map(PlaneField::mask).collect();
+        assert_eq!(masks, [0x000c_000c, 0x0010_0010]);
         assert!(PlaneCast::new(DType::Signed(7), DType::F16, &[4, 2, 1], 4).is_none());
         assert!(PlaneCast::new(DType::Signed(3), DType::F16, &[2, 2], 0).is_none());
     }
@@ -942,8 +962,8 @@ mod tests {
         );
     }
 
-    /// Every code of every small float without fixups, its magnitude split into planes in
-    /// several ways and the sign in a plane of its own, with every bit outside the planes'
+    /// Every code of every small float without fixups, split into planes in several ways (the
+    /// sign alone, or sharing a plane with the top magnitude bits), with every bit outside the
     /// fields set: each field is placed where the float recipe puts those bits.
     #[test]
     fn float_plane_casts_are_exact_for_every_code() {
@@ -954,10 +974,11 @@ mod tests {
             };
             let n = code.bits();
             let magnitude = n - 1;
-            let mut splits = vec![vec![magnitude, 1]];
+            let mut splits = vec![vec![magnitude, 1], vec![1, magnitude]];
             if magnitude >= 2 {
                 splits.push(vec![magnitude - 1, 1, 1]);
                 splits.push(vec![1, magnitude - 1, 1]);
+                splits.push(vec![magnitude - 1, 2]);
             }
             for to in [DType::F16, DType::Bf16] {
                 for split in &splits {
@@ -968,11 +989,11 @@ mod tests {
                         );
                         continue;
                     };
-                    let fields = cast.field_offsets();
-                    assert_eq!(fields.last(), Some(&15), "{code}: the sign goes to bit 15");
+                    let last = cast.fields.last().map(|field| field.to);
+                    assert_eq!(last, Some(15), "{code}: the sign goes to bit 15");
                     for lo in 0..1u32 << n {
                         let hi = lo ^ 0b101;
-                        let got = cast.eval(&plane_registers(split, &fields, lo, hi));
+                        let got = cast.eval(&plane_registers(&cast, lo, hi));
                         assert_eq!(
                             (got & 0xffff, got >> 16),
                             (reference_cast(code, to, lo), reference_cast(code, to, hi)),
@@ -983,13 +1004,17 @@ mod tests {
                 }
             }
         }
-        assert!(checked >= 40, "only {checked} float plane casts");
-        // f6e3m2 into f16 from 4 + 1 + 1: the low four bits at 8..12, the top exponent bit at
-        // 12, the sign at 15; a plane that straddles the sign is refused.
+        assert!(checked >= 60, "only {checked} float plane casts");
+        // f6e3m2 into f16 from 4 + 2: the low four bits at 8..12; the 2-bit plane is two
+        // fields, its low bit (the top exponent bit) at 12 and its high bit (the sign) at 15.
         let f6e3m2 = "f6e3m2".parse::<DType>().unwrap();
-        let cast = PlaneCast::new(f6e3m2, DType::F16, &[4, 1, 1], 0).unwrap();
-        assert_eq!(cast.field_offsets(), [8, 12, 15]);
-        assert!(PlaneCast::new(f6e3m2, DType::F16, &[4, 2], 0).is_none());
+        let cast = PlaneCast::new(f6e3m2, DType::F16, &[4, 2], 0).unwrap();
+        let places: Vec<_> = cast
+            .fields
+            .iter()
+            .map(|field| (field.plane, field.start, field.width, field.to))
+            .collect();
+        assert_eq!(places, [(0, 0, 4, 8), (1, 0, 1, 12), (1, 1, 1, 15)]);
         let f8e4m3 = "f8e4m3".parse::<DType>().unwrap();
         assert!(PlaneCast::new(f8e4m3, DType::F16, &[4, 2, 1, 1], 0).is_none());
     }

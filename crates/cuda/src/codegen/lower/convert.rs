@@ -224,13 +224,15 @@ fn plane_pair_fields(
 
 /// Lowers `%dst = cast_planes(%p0, %p1, .., code, dtype[, layout])`: the element's code is the
 /// planes' fields put together (low bits first), read as `code` and converted. With a packed
-/// integer conversion ([`PlaneCast`]), a pair of result elements whose fields sit 16 bits apart
-/// in every plane takes each plane's word shifted so that the fields land at the code's
-/// offset plus the plane's place in the code: the offset is the first plane's field position
-/// within its byte where the recipe takes it (so the first plane needs a shift only for the
-/// pairs in a word's upper byte, as `cast` to a layout does), and the prepared layouts of
-/// the kernels place the other planes' fields so that the shifts repeat. Other pairs gather
-/// each code; without a packed conversion every element is decoded and encoded.
+/// conversion ([`PlaneCast`]), a pair of result elements whose fields sit 16 bits apart in
+/// every plane takes, for each of the conversion's fields, its plane's word shifted so that
+/// the field lands where the recipe wants it (integers: the code's offset plus the plane's
+/// place in the code, the offset being the first plane's field position within its byte where
+/// the recipe takes it, so the first plane needs a shift only for the pairs in a word's upper
+/// byte, as `cast` to a layout does; small floats: where the float recipe puts those bits).
+/// The prepared layouts of the kernels place the planes' fields so that the shifts repeat.
+/// Other pairs gather each code; without a packed conversion every element is decoded and
+/// encoded.
 pub(in crate::codegen) fn cast_planes(
     e: &mut Emitter,
     dst: &str,
@@ -304,15 +306,15 @@ pub(in crate::codegen) fn cast_planes(
         match fused {
             Some((cast, fields)) => {
                 packed += 1;
-                let inputs: Vec<String> = fields
+                let inputs: Vec<String> = cast
+                    .fields
                     .iter()
-                    .zip(cast.field_offsets())
-                    .enumerate()
-                    .map(|(plane, (&(word, bit), field))| {
-                        let source = format!("{}[{word}]", names[plane]);
-                        let shift = bit as i32 - field as i32;
+                    .map(|field| {
+                        let (word, bit) = fields[field.plane];
+                        let source = format!("{}[{word}]", names[field.plane]);
+                        let shift = (bit + field.start) as i32 - field.to as i32;
                         if shift != 0 {
-                            shifts.insert((plane, word, shift));
+                            shifts.insert((field.plane, word, shift));
                         }
                         match shift {
                             0 => source,
