@@ -48,9 +48,9 @@ pub struct DecodeSchedule {
     /// registers). With `P` stages, `P − 1` steps of weights are in flight while one is
     /// computed, without holding registers.
     pub stages: usize,
-    /// Stage each step's `x` tile in shared memory once per block (`cp.async`, two buffers)
-    /// and read the B fragments with `ldmatrix`, instead of every warp loading its own from
-    /// global memory.
+    /// Stage each step's `x` tile in shared memory once per block (`cp.async`; two buffers,
+    /// or with `stages` one in each stage, copied with its weights) and read the B fragments
+    /// with `ldmatrix`, instead of every warp loading its own from global memory.
     pub shared_x: bool,
     /// Blocks that should fit on a multiprocessor at once (0: no hint): the kernel's register
     /// budget per thread is then 65536 / (threads · blocks) (`blocks_per_sm` of the program).
@@ -78,7 +78,7 @@ impl DecodeSchedule {
     pub fn shared_bytes(&self, chunk_cols: usize, weight_bits: u32) -> usize {
         let step_cols = chunk_cols * self.chunks_per_step;
         let x = if self.shared_x {
-            2 * self.k_warps * self.max_tokens() * step_cols * 2
+            self.stages.max(2) * self.k_warps * self.max_tokens() * step_cols * 2
         } else {
             0
         };
@@ -91,6 +91,23 @@ impl DecodeSchedule {
             * weight_bits as usize
             / 8;
         x + stages
+    }
+
+    /// Bytes of shared memory the final reduction of the K-splitting warps' f32 sums takes
+    /// (as code generation lays it out: one value per warp, row and token).
+    pub fn reduction_bytes(&self) -> usize {
+        if self.k_warps > 1 {
+            self.k_warps * self.block_rows() * self.max_tokens() * 4
+        } else {
+            0
+        }
+    }
+
+    /// Bytes of shared memory a block asks for: the tiles, or the final reduction where it
+    /// needs more (it reuses the tiles' bytes once they are freed).
+    pub fn block_shared_bytes(&self, chunk_cols: usize, weight_bits: u32) -> usize {
+        self.shared_bytes(chunk_cols, weight_bits)
+            .max(self.reduction_bytes())
     }
 
     /// A short name for kernel names: `w4k2r1t1c1p`, `w2k4r2t1c2s4`, `w2k2r1t2c2x`,
@@ -123,6 +140,11 @@ impl DecodeSchedule {
 /// is dynamic and the launch opts in to it (every GPU from sm_80 on has at least 99 KB per
 /// block), and three such blocks still fit an H100's SM.
 pub const MAX_SHARED_BYTES: usize = 64 * 1024;
+
+/// Shared memory the heuristic gives a block whose weights also pass through a `cp.async`
+/// ring (M ≥ 32, one or two blocks per multiprocessor; [`DecodeSchedule::block_shared_bytes`]):
+/// every GPU from sm_80 on gives a block 99 KB.
+pub const MAX_STAGED_SHARED_BYTES: usize = 99 * 1024;
 
 /// Warps the heuristic wants in flight over the whole GPU at M > 8 (132 SMs with ~12 warps
 /// each on an H100): below this, K is split inside the block.
@@ -157,6 +179,9 @@ impl DecodeSchedule {
     ///   layers at M ≤ 16 (small floats in planes of every width too, and one row tile on
     ///   wide layers at M ≤ 16); 1-bit integers without zero points two row tiles at M = 9–16
     ///   on wide layers;
+    /// - at M ≥ 32 the weights through a two-stage `cp.async` ring beside the staged `x` on
+    ///   narrow layers, and at M = 64 on wide ones (not odd-width planes; with zero points only
+    ///   odd-width planes), within [`MAX_STAGED_SHARED_BYTES`];
     /// - at most 16 warps per block, so that a thread keeps 128 registers and nothing spills
     ///   (8 when a step's dequantized codes take more than 48 registers, and at M = 64); 1- and
     ///   7-bit integers on narrow layers at M ≤ 16 ask for two blocks per multiprocessor where
@@ -357,6 +382,28 @@ impl DecodeSchedule {
         {
             schedule = staged;
         }
+        // At M ≥ 32, the weights of the next step through a two-stage `cp.async` ring beside
+        // the `x` tiles (so their loads overlap this step's work without holding registers)
+        // on narrow layers, and at M = 64 on wide ones except for odd-width planes; with zero
+        // points only for odd-width planes (H200 against the same schedules without the ring:
+        // 8192×28672 M = 64 i4 183 → 170 µs, i2 181 → 150, f6e3m2 225 → 170; M = 32 i4 99 →
+        // 81, i3 134 → 112, u3 167 → 137; 57344×8192 M = 64 i4 293 → 241, f8e4m3 441 → 365,
+        // i3 309 → 380 slower; at M = 32 on wide layers only i2 gained; u4 with zero points
+        // 0.82–1.00×, u8 0.79× on the wide layer at M = 64).
+        let ring = DecodeSchedule {
+            stages: 2,
+            prefetch: false,
+            ..schedule
+        };
+        if schedule.shared_x
+            && token_tiles >= 4
+            && (!wide || token_tiles == 8 && !odd_planes)
+            && (format.zeros == ZeroPoints::None || odd_planes)
+            && ring.block_shared_bytes(chunk_cols, bits) <= MAX_STAGED_SHARED_BYTES
+            && supported(ring)
+        {
+            schedule = ring;
+        }
         schedule
     }
 }
@@ -389,7 +436,12 @@ impl DecodeSchedule {
                         blocks_per_sm: 0,
                         ..base
                     };
-                    if candidate.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES {
+                    if candidate.block_shared_bytes(chunk_cols, bits) > MAX_STAGED_SHARED_BYTES {
+                        candidate.stages = 0;
+                    }
+                    if candidate.stages == 0
+                        && candidate.shared_bytes(chunk_cols, bits) > MAX_SHARED_BYTES
+                    {
                         candidate.shared_x = false;
                     }
                     let kernel = DecodeKernel {
@@ -528,7 +580,7 @@ impl DecodeSchedule {
 
 /// A schedule tag that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, then x to stage x in shared memory (not with s), then optionally b<blocks per multiprocessor> (1 to 32, at most 2048 threads in all), e.g. w4k2r1t1c2p, w2k4r2t1c2s4, w2k2r1t2c2px or w4k2r1t1c1pxb2 (at most 32 warps in all)")]
+#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, then x to stage x in shared memory, then optionally b<blocks per multiprocessor> (1 to 32, at most 2048 threads in all), e.g. w4k2r1t1c2p, w2k4r2t1c2s4, w2k2r1t2c2px or w4k2r1t1c1pxb2 (at most 32 warps in all)")]
 pub struct ParseScheduleError(pub String);
 
 impl std::str::FromStr for DecodeSchedule {
@@ -564,7 +616,7 @@ impl std::str::FromStr for DecodeSchedule {
             Some(body) => (body, true),
             None => (text_without_stages, false),
         };
-        if stages > 0 && (prefetch || shared_x) {
+        if stages > 0 && prefetch {
             return Err(error());
         }
         let mut values = [0usize; 5];
@@ -1312,17 +1364,42 @@ impl DecodeKernel {
             // A ring of `stages` shared tiles: step i reads stage i % P, which the copy issued
             // P − 1 steps earlier filled; after the barrier that follows its wait, every warp
             // has finished step i − 1, so stage (i − 1) % P takes the copy for step i + P − 1.
+            // With `x` staged, each stage also holds its step's `x` tile, in the same group.
             let p = s.stages;
             let tile = SharedLayout::row_major(&[wn * r, kw, c * chunk_len as usize]);
             let ring: Vec<Tensor> = (0..p)
                 .map(|j| b.alloc_shared(&format!("stage{j}"), stored, tile.clone()))
                 .collect();
-            let copy = |b: &mut ProgramBuilder, stage: &Tensor, first_chunk: Expr| {
-                b.copy_async(stage, &gw, [t0.clone(), 0.into(), first_chunk * chunk_len]);
+            let x_ring: Option<(Vec<Tensor>, Tensor)> = s.shared_x.then(|| {
+                let shared = x_tile_layout(kw, s.max_tokens(), chunk * c);
+                let tiles = (0..p)
+                    .map(|j| b.alloc_shared(&format!("x{j}"), act, shared.clone()))
+                    .collect();
+                let gxr = b.view_global(
+                    "gx_rows",
+                    &x,
+                    [Expr::from(kw as i32), m.clone(), slice_cols.clone()],
+                    [slice_cols.clone(), k.clone(), 1.into()],
+                );
+                (tiles, gxr)
+            });
+            let copy = |b: &mut ProgramBuilder, j: usize, first_chunk: Expr| {
+                b.copy_async(
+                    &ring[j],
+                    &gw,
+                    [t0.clone(), 0.into(), first_chunk.clone() * chunk_len],
+                );
+                if let Some((tiles, gxr)) = &x_ring {
+                    b.copy_async(
+                        &tiles[j],
+                        gxr,
+                        [0.into(), 0.into(), first_chunk * (chunk as i32)],
+                    );
+                }
                 b.commit_group();
             };
-            for (j, stage) in ring.iter().enumerate().take(p - 1) {
-                copy(&mut b, stage, Expr::from((j * c) as i32));
+            for j in 0..p - 1 {
+                copy(&mut b, j, Expr::from((j * c) as i32));
             }
             b.for_(
                 "c",
@@ -1337,16 +1414,18 @@ impl DecodeKernel {
                         b.barrier();
                         copy(
                             b,
-                            &ring[(j + p - 1) % p],
+                            (j + p - 1) % p,
                             first_chunk.clone() + ((p - 1) * c) as i32,
                         );
                         let weights = b.load_shared("wq", &ring[j], [0, 0, 0], load_layout.clone());
-                        step(b, &weights, None, first_chunk);
+                        let x_tile = x_ring.as_ref().map(|(tiles, _)| &tiles[j]);
+                        step(b, &weights, x_tile, first_chunk);
                     }
                 },
             );
             b.wait_group(0);
-            for stage in &ring {
+            let x_tiles = x_ring.iter().flat_map(|(tiles, _)| tiles);
+            for stage in ring.iter().chain(x_tiles) {
                 b.free_shared(stage);
             }
         } else if s.prefetch || s.shared_x {
@@ -1481,6 +1560,7 @@ mod tests {
             "w2k2r2t1c1pb4",
             "w8k4r1t8c1xb2",
             "w1k1r1t1c1b1",
+            "w8k1r2t8c2s3x",
         ] {
             let schedule: DecodeSchedule = tag.parse().unwrap();
             assert_eq!(schedule.tag(), tag);

@@ -1,10 +1,10 @@
 //! Every schedule the library may tune or choose is a valid program: for one weight type of
 //! every width (and two small floats), M across the token-tile counts and the benchmark shapes,
-//! the heuristic and every tuning candidate (quick and thorough) generate a program the verifier accepts and whose
-//! tiles fit the shared memory a block may take.
+//! the heuristic and every tuning candidate (quick and thorough) generate a program the verifier
+//! accepts and whose tiles fit the shared memory a block may take (more with a weight ring).
 
 use anybit_dtype::DType;
-use anybit_kernels::decode::MAX_SHARED_BYTES;
+use anybit_kernels::decode::{MAX_SHARED_BYTES, MAX_STAGED_SHARED_BYTES};
 use anybit_kernels::prepared::steps_per_chunk;
 use anybit_kernels::{Activation, DecodeKernel, DecodeSchedule, Group, QuantFormat};
 
@@ -71,11 +71,16 @@ fn check(weight: DType) -> usize {
                 };
                 assert!(kernel.supports(k), "{} k {k}", kernel.name());
                 assert!(schedule.max_tokens() >= m, "{}", kernel.name());
-                assert!(
-                    schedule.shared_bytes(chunk_cols, weight.bits()) <= MAX_SHARED_BYTES,
-                    "{}",
-                    kernel.name()
-                );
+                let (bytes, limit) = if schedule.stages > 0 && schedule.shared_x {
+                    let bytes = schedule.block_shared_bytes(chunk_cols, weight.bits());
+                    (bytes, MAX_STAGED_SHARED_BYTES)
+                } else {
+                    (
+                        schedule.shared_bytes(chunk_cols, weight.bits()),
+                        MAX_SHARED_BYTES,
+                    )
+                };
+                assert!(bytes <= limit, "{}: {bytes} bytes", kernel.name());
                 let program = kernel.program().program;
                 if let Err(errors) = anybit_vm::verify(&program) {
                     panic!("{}: {errors:?}", kernel.name());

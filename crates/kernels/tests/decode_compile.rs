@@ -2,10 +2,12 @@
 //! SASS shows what the schedule promises: 128-bit global loads of the weights, tensor-core
 //! HMMA, and no register array in local memory (a few local accesses of loop-invariant values
 //! are tolerated; a spilled array shows as hundreds), except the M = 64 kernels listed in
-//! `SPILLING_AT_64`, which must spill, and kernels that ask for blocks per multiprocessor (tag
-//! ending `b<n>`), which trade registers for occupancy and may spill. For sm_90a: every weight type with f16
-//! activations at M = 1 on a layer that splits K; M = 64, sm_80 and bf16 for one type of every
-//! width. (NVRTC takes seconds per kernel; the GPU check compiles and runs every type ×
+//! `SPILLING_AT_64`, which must spill, kernels that ask for blocks per multiprocessor (tag
+//! ending `b<n>`), which trade registers for occupancy and may spill, and the M = 64 kernels
+//! whose weights pass through a `cp.async` ring (tag `..t8..s<n>x`), which measured faster
+//! with their spills. (Ring kernels load the weights with 128-bit `LDGSTS`.) For sm_90a:
+//! every weight type with f16 activations at M = 1 on a layer that splits K; M = 64, sm_80
+//! and bf16 for one type of every width. (NVRTC takes seconds per kernel; the GPU check compiles and runs every type ×
 //! activation × group × M.) Needs the toolkit that `scripts/install-cuda-wheels` installs, as
 //! every CI run has.
 
@@ -123,7 +125,8 @@ fn library_kernels_compile_with_vector_loads_and_hmma() {
                             let function = sass
                                 .get(&name)
                                 .unwrap_or_else(|| panic!("{name}: no SASS for {target}"));
-                            let loads = count(function, "LDG.E.128");
+                            let loads = count(function, "LDG.E.128")
+                                + count(function, "LDGSTS.E.BYPASS.128");
                             let hmma = count(function, "HMMA");
                             let local = count(function, "LDL") + count(function, "STL");
                             report.insert(format!("{target} {name}"), (loads, hmma, local));
@@ -154,11 +157,19 @@ fn library_kernels_compile_with_vector_loads_and_hmma() {
             !blocks.is_empty() && blocks.bytes().all(|b| b.is_ascii_digit())
         })
     };
+    // The M = 64 kernels with the weights' `cp.async` ring spill some registers and still
+    // ran 1.08–1.22× faster than without the ring (docs/perf-notes.md).
+    let ring_at_64 = |name: &str| {
+        let tag = name.rsplit('_').next().unwrap_or_default();
+        tag.parse::<DecodeSchedule>()
+            .is_ok_and(|schedule| schedule.stages > 0 && schedule.token_tiles == 8)
+    };
     let bad: Vec<String> = report
         .iter()
         .filter(|(name, &(loads, hmma, local))| {
             let spills = local > LOCAL_ACCESSES;
-            loads == 0 || hmma == 0 || (spills != known_spill(name) && !(spills && hinted(name)))
+            let allowed = hinted(name) || ring_at_64(name);
+            loads == 0 || hmma == 0 || (spills != known_spill(name) && !(spills && allowed))
         })
         .map(|(name, (loads, hmma, local))| {
             let expected = if known_spill(name) {
@@ -176,4 +187,63 @@ fn library_kernels_compile_with_vector_loads_and_hmma() {
         report.len(),
         bad.join("\n")
     );
+}
+
+/// Shared memory per block that every GPU from sm_80 on grants (sm_86 and sm_89: 99 KB).
+const SHARED_BYTES_EVERY_GPU: usize = 99 * 1024;
+
+/// Every kernel the heuristic picks (every small weight type, with and without zero points,
+/// M = 32 and 64, whose `x` tiles and weight rings are the large ones, the three layer shapes;
+/// f16, as bf16 tiles are the same size) asks for no more shared memory than every supported
+/// GPU gives a block: its tiles, stages and the K reduction's scratch. Code generation only
+/// (no NVRTC).
+#[test]
+fn heuristic_kernels_fit_the_shared_memory_of_every_gpu() {
+    let shapes = [(8192, 8192), (57344, 8192), (8192, 28672)];
+    let mut checked = 0;
+    let mut largest = (0, String::new());
+    for weight in DType::all_small() {
+        let zero_forms: &[ZeroPoints] = if matches!(weight, DType::Unsigned(_)) {
+            &[ZeroPoints::None, ZeroPoints::Codes]
+        } else {
+            &[ZeroPoints::None]
+        };
+        for &zeros in zero_forms {
+            let format = QuantFormat {
+                weight,
+                group: Group::Elements(128),
+                zeros,
+            };
+            for m in [32, 64] {
+                for (n, k) in shapes {
+                    let activation = Activation::F16;
+                    let kernel = DecodeKernel {
+                        format,
+                        activation,
+                        scale_dtype: DType::F16,
+                        bias: false,
+                        schedule: DecodeSchedule::heuristic(m, n, k, format, activation),
+                    };
+                    let program = kernel.program().program;
+                    let verified = anybit_vm::verify(&program)
+                        .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+                    let generated = generate(&verified, Target::Sm90a)
+                        .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+                    let bytes = generated.static_shared_bytes + generated.dynamic_shared_bytes;
+                    assert!(
+                        bytes <= SHARED_BYTES_EVERY_GPU,
+                        "{} ({m} tokens, {n}×{k}) asks for {bytes} bytes of shared memory",
+                        kernel.name()
+                    );
+                    if bytes > largest.0 {
+                        largest = (bytes, kernel.name());
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 300, "only {checked} kernels");
+    // The rings at M ≥ 32 are the largest: the bound is not vacuous.
+    assert!(largest.0 > 64 * 1024, "largest: {largest:?}");
 }

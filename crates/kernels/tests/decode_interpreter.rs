@@ -226,7 +226,7 @@ fn groups_that_do_not_divide_k_leave_a_short_last_group() {
 }
 
 #[test]
-fn schedules_with_several_tiles_chunks_prefetch_split_k_and_shared_x() {
+fn schedules_with_several_tiles_chunks_prefetch_split_k_stages_and_shared_x() {
     for (tag, k) in [
         ("w1k1r2t2c2p", 448),
         ("w4k1r1t1c1p", 448),
@@ -243,6 +243,8 @@ fn schedules_with_several_tiles_chunks_prefetch_split_k_and_shared_x() {
         ("w2k1r2t1c1x", 448),
         ("w1k4r1t4c1px", 1024),
         ("w2k2r1t8c2x", 1024),
+        ("w1k1r2t2c1s3x", 448),
+        ("w2k2r1t8c2s2x", 1024),
     ] {
         let schedule: DecodeSchedule = tag.parse().unwrap();
         for (weight, group) in [

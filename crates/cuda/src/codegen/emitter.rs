@@ -10,7 +10,8 @@
 //! - Registers: where an instruction's result goes ([`Emitter::result`]), computed into a
 //!   temporary and copied, so that overwrites and aliasing operands are correct.
 //! - Shared memory: first-fit placement among the allocations live at once, and the scratch
-//!   region of the generic lowerings, after all of them.
+//!   region of the generic lowerings: at the bottom where nothing is live (reserved from then
+//!   on), else after every allocation.
 //!
 //! What this module promises: every error it returns names the instruction being lowered and
 //! its span. The program is verified, so names, spaces and types are not checked again: a
@@ -110,6 +111,8 @@ pub(super) struct Emitter<'a> {
     live_shared: Vec<(usize, usize, usize)>,
     next_shared_id: usize,
     shared_peak: usize,
+    /// Scratch bytes reserved at offset 0 for the rest of the kernel (see [`Emitter::scratch`]).
+    scratch_bottom: usize,
     scratch_bytes: usize,
     counter: usize,
     selections: Vec<String>,
@@ -154,6 +157,7 @@ impl<'a> Emitter<'a> {
             live_shared: Vec::new(),
             next_shared_id: 0,
             shared_peak: 0,
+            scratch_bottom: 0,
             scratch_bytes: 0,
             counter: 0,
             selections: Vec::new(),
@@ -437,6 +441,9 @@ impl<'a> Emitter<'a> {
         let bytes = align(bytes.max(16), 16);
         let mut live: Vec<(usize, usize)> =
             self.live_shared.iter().map(|&(_, o, b)| (o, b)).collect();
+        if self.scratch_bottom > 0 {
+            live.push((0, self.scratch_bottom));
+        }
         live.sort_unstable();
         let mut offset = 0;
         for (o, b) in live {
@@ -461,10 +468,49 @@ impl<'a> Emitter<'a> {
         self.undefine(name);
     }
 
-    /// Reserves `bytes` of scratch shared memory for one instruction; returns nothing: the
-    /// scratch region starts at `ab_scratch`, after every user allocation.
-    pub fn need_scratch(&mut self, bytes: usize) {
-        self.scratch_bytes = self.scratch_bytes.max(align(bytes, 16));
+    /// Reserves `bytes` of scratch shared memory for one instruction. Where no allocation is
+    /// live, the scratch takes the bottom of shared memory, reusing what freed tensors took
+    /// (so the lowering must wait for every copy and synchronise the block before writing
+    /// it: `reused`), and stays reserved there for the rest of the kernel, so that later
+    /// allocations go above it and never race with its last reads; otherwise it is the region
+    /// after every allocation (`ab_scratch`).
+    pub fn scratch(&mut self, bytes: usize) -> Scratch {
+        let bytes = align(bytes, 16);
+        if self.live_shared.is_empty() {
+            self.scratch_bottom = self.scratch_bottom.max(bytes);
+            self.shared_peak = self.shared_peak.max(self.scratch_bottom);
+            Scratch {
+                pointer: "ab_smem",
+                reused: true,
+            }
+        } else {
+            self.scratch_bytes = self.scratch_bytes.max(bytes);
+            Scratch {
+                pointer: "ab_scratch",
+                reused: false,
+            }
+        }
+    }
+}
+
+/// Where a generic lowering's scratch lies ([`Emitter::scratch`]).
+pub(super) struct Scratch {
+    /// The C pointer (bytes) to its start.
+    pub pointer: &'static str,
+    /// Whether it may overlap memory of freed tensors: then wait for every `cp.async` before
+    /// the barrier that precedes its first write.
+    pub reused: bool,
+}
+
+impl Scratch {
+    /// The lines that make the scratch safe to write: every copy landed (where it reuses
+    /// freed memory) and the whole block past its earlier uses.
+    pub fn fence(&self) -> &'static str {
+        if self.reused {
+            "ab_wait_group<0>();\n__syncthreads();"
+        } else {
+            "__syncthreads();"
+        }
     }
 }
 

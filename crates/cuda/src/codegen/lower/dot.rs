@@ -49,13 +49,13 @@ pub(in crate::codegen) fn dot(
         format!("generic dot through shared memory ({batch} x {m}x{k} by {k}x{n})")
     });
     let float = ra.dtype.is_float();
-    e.need_scratch(4 * batch * (m * k + k * n));
+    let scratch = e.scratch(4 * batch * (m * k + k * n));
     let vt = if float { "float" } else { "u32" };
     e.declare(dst, &reg, new);
     e.open("{");
-    e.line(&format!("{vt}* const sa = ({vt}*)ab_scratch;"));
+    e.line(&format!("{vt}* const sa = ({vt}*){};", scratch.pointer));
     e.line(&format!("{vt}* const sb = sa + {};", batch * m * k));
-    e.line("__syncthreads();");
+    e.line(scratch.fence());
     for (r, rows, stride, arr) in [(&ra, m, k, "sa"), (&rb, k, n, "sb")] {
         let terms = Terms::new(&r.layout);
         let owner = terms.first_owner_cond("tid");

@@ -40,12 +40,12 @@ pub(in crate::codegen) fn reduce(
     let float = dtype.is_float();
     let shape = x.layout.shape().to_vec();
     let total: usize = shape.iter().product();
-    e.need_scratch(4 * total);
+    let scratch = e.scratch(4 * total);
     let vt = if float { "float" } else { ctype(kind(dtype)) };
     e.declare(dst, &reg, new);
     e.open("{");
-    e.line(&format!("{vt}* const s = ({vt}*)ab_scratch;"));
-    e.line("__syncthreads();");
+    e.line(&format!("{vt}* const s = ({vt}*){};", scratch.pointer));
+    e.line(scratch.fence());
     let terms = Terms::new(&x.layout);
     let owner = terms.first_owner_cond("tid");
     if let Some(cnd) = &owner {
