@@ -413,7 +413,8 @@ impl DecodeSchedule {
     /// its neighbours (one or two row tiles per warp; K split over half, as many or twice as
     /// many warps; 1, 2 or 4 row warps), each supported by the shape and at most 16 warps, and
     /// each of them with and without `x` staged in shared memory where its tiles fit in
-    /// [`MAX_SHARED_BYTES`].
+    /// [`MAX_SHARED_BYTES`]; at M ≥ 32 those with `x` staged also with a weight ring of two or
+    /// three stages and without one (within [`MAX_STAGED_SHARED_BYTES`]).
     pub fn candidates(
         m: usize,
         n: usize,
@@ -499,6 +500,31 @@ impl DecodeSchedule {
         for twin in twins {
             if !candidates.contains(&twin) {
                 candidates.push(twin);
+            }
+        }
+        // At M ≥ 32, each of them with `x` staged also with the weights through a ring of two
+        // or three stages, and without one, within the shared memory every GPU gives a block
+        // (three stages beat two on some narrow layers where the memory allows).
+        if base.token_tiles >= 4 {
+            let rings: Vec<DecodeSchedule> = candidates
+                .iter()
+                .filter(|c| c.shared_x)
+                .flat_map(|c| {
+                    [0, 2, 3].map(|stages| DecodeSchedule {
+                        stages,
+                        prefetch: false,
+                        ..*c
+                    })
+                })
+                .filter(|c| match c.stages {
+                    0 => c.shared_bytes(chunk_cols, bits) <= MAX_SHARED_BYTES,
+                    _ => c.block_shared_bytes(chunk_cols, bits) <= MAX_STAGED_SHARED_BYTES,
+                })
+                .collect();
+            for ring in rings {
+                if !candidates.contains(&ring) {
+                    candidates.push(ring);
+                }
             }
         }
         // Blocks of 256 threads also with two of them per multiprocessor asked for (at most
