@@ -109,3 +109,57 @@ def test_the_profile_table_reads_an_ncu_raw_csv(tmp_path):
     stdout = _run([SCRIPTS / "gpu_profile.py", "--parse", tmp_path / "raw.csv",
                    "--weight-bytes", "241000000"])
     assert "| w2k4r1t1c2px | 100.1 | 81.5 | 0.170 | 55.2 | 23.1 | 128 (2) | long_scoreboard 3.25, wait 1.50, selected 1.00 |" in stdout
+
+
+def test_the_benchmark_report_compares_each_peer_with_its_kind_of_weights(tmp_path):
+    """scripts/bench-report: anybit's rows without zero points against Humming, those of a
+    `--zeros` run against the zero-point peers, speedups as the peer's time over anybit's,
+    failed peers listed with their error, and the chart titled with the run's device."""
+
+    def ours(weight, m, us, zeros):
+        tag = "_z_" if zeros else "_"
+        return {"kernel": f"qmm_decode_{weight}_f16_g128_sf16{tag}w2k4r1t1c1px", "weight": weight,
+                "group": "128", "activation": "f16", "m": m, "n": 8192, "k": 8192,
+                "schedule": "w2k4r1t1c1px", "us": us, "copy_fraction": 0.5}
+
+    def peer(kernel, wtype, m, us, error=None):
+        return {"kernel": kernel, "wtype": wtype, "M": m, "N": 8192, "K": 8192,
+                "median_us": None if error else us, "error": error}
+
+    signed = {"device": "Test GPU", "copy_tbps": 3.0,
+              "rows": [ours("i4", 1, 20.0, False), ours("i4", 16, 40.0, False)]}
+    with_zeros = {"device": "Test GPU", "copy_tbps": 3.0,
+                  "rows": [ours("u4", 1, 25.0, True), ours("u8", 1, 50.0, True)]}
+    (tmp_path / "signed.json").write_text(json.dumps(signed))
+    (tmp_path / "zeros.json").write_text(json.dumps(with_zeros))
+    baselines = [
+        {"kernel": "d2d-copy", "tbps": 3.0},
+        peer("cublas", "f16", 1, 60.0), peer("cublas", "f16", 16, 60.0),
+        peer("humming", "i4", 1, 30.0), peer("humming", "i4", 16, 20.0),
+        peer("gemlite", "u4", 1, 50.0), peer("gemlite", "u8", 1, 25.0),
+        peer("torch-int4pack", "u4", 1, None, error="RuntimeError: no kernel image"),
+    ]
+    (tmp_path / "peers.jsonl").write_text("\n".join(json.dumps(b) for b in baselines) + "\n")
+    out, chart = tmp_path / "BENCH.md", tmp_path / "chart.svg"
+    subprocess.run(
+        [sys.executable, SCRIPTS / "bench-report", "--anybit", tmp_path / "signed.json",
+         "--anybit", tmp_path / "zeros.json", "--baselines", tmp_path / "peers.jsonl",
+         "--out", out, "--chart", chart],
+        check=True, capture_output=True, text=True,
+    )
+    report = out.read_text()
+    lines = report.splitlines()
+    signed_head = lines.index("### 8192 x 8192 (N x K), without zero points")
+    zeros_head = lines.index("### 8192 x 8192 (N x K), with zero points (`--zeros`)")
+    signed_table = lines[signed_head:zeros_head]
+    zeros_table = lines[zeros_head:]
+    # Without zero points: Humming only (GemLite quantizes with zero points).
+    assert "vs Humming" in signed_table[2] and "GemLite" not in signed_table[2]
+    assert signed_table[4] == ("| i4 | 20.0 | 50.0 | 3.00× | 1.50× "
+                               "| 40.0 | 50.0 | 1.50× | 0.50× |")
+    # With zero points: GemLite, and not torch int4, whose only row failed.
+    assert "vs GemLite" in zeros_table[2] and "torch" not in zeros_table[2]
+    assert "| u4 | 25.0 | 50.0 | 2.40× | 2.00× |" in zeros_table
+    assert "| u8 | 50.0 | 50.0 | 1.20× | 0.50× |" in zeros_table
+    assert "- torch-int4pack (u4): RuntimeError: no kernel image" in lines
+    assert "group 128 (Test GPU)" in chart.read_text()
