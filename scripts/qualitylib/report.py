@@ -7,7 +7,8 @@ import os
 from .metrics import dtype_bits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCH_NAME = "2026-11-28-anybit-34ac735.json"
+# The run docs/BENCHMARKS.md was made from (keep the two in step).
+BENCH_NAME = "2026-11-28-h200/anybit-4eb5676.json"
 BENCH_RUN = os.path.join(ROOT, "docs", "bench-runs", BENCH_NAME)
 CHOICE_NOTES = os.path.join(ROOT, "data", "quality", "choose.md")
 COLORS = {"i": "#1f77b4", "u": "#2ca02c", "f": "#d62728"}
