@@ -163,3 +163,26 @@ def test_the_benchmark_report_compares_each_peer_with_its_kind_of_weights(tmp_pa
     assert "| u8 | 50.0 | 50.0 | 1.20× | 0.50× |" in zeros_table
     assert "- torch-int4pack (u4): RuntimeError: no kernel image" in lines
     assert "group 128 (Test GPU)" in chart.read_text()
+
+
+def test_bench_compare_matches_configurations_and_reports_speedups(tmp_path):
+    """scripts/bench-compare: rows matched on weight, zero points, M and shape; the speedup is
+    the first run's time over the second's; rows of one run only are counted."""
+
+    def row(weight, m, us, schedule, zeros=False):
+        tag = "_z_" if zeros else "_"
+        return {"kernel": f"qmm_decode_{weight}_f16_g128_sf16{tag}{schedule}", "weight": weight,
+                "group": "128", "activation": "f16", "m": m, "n": 8192, "k": 8192,
+                "schedule": schedule, "us": us, "copy_fraction": 0.25}
+
+    old = {"rows": [row("i4", 1, 30.0, "w2k4r1t1c2px"), row("u4", 1, 40.0, "w2k4r1t1c2px", True),
+                    row("i8", 1, 50.0, "w2k4r1t1c4px")]}
+    new = {"rows": [row("i4", 1, 20.0, "w2k4r1t1c2px"), row("u4", 1, 50.0, "w4k4r1t1c2px", True),
+                    row("u4", 1, 10.0, "w2k4r1t1c2px")]}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    out = _run([SCRIPTS / "bench-compare", tmp_path / "old.json", tmp_path / "new.json",
+                "--markdown"])
+    assert "| i4 | 1 | 8192x8192 | 30.0 | 20.0 | 1.50× | 25.0 | w2k4r1t1c2px |" in out
+    assert "| u4 z | 1 | 8192x8192 | 40.0 | 50.0 | 0.80× | 25.0 | w2k4r1t1c2px -> w4k4r1t1c2px |" in out
+    assert "2 configurations: speedup 0.80–1.50×, median 1.15×; 2 in one run only" in out
