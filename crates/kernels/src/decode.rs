@@ -1386,6 +1386,20 @@ impl DecodeKernel {
             }
         };
         let cs = c as i32;
+        // `count` shared tiles of a step's `x`, and the view of `x` they are copied from.
+        let x_tiles_of = |b: &mut ProgramBuilder, count: usize| {
+            let shared = x_tile_layout(kw, s.max_tokens(), chunk * c);
+            let tiles: Vec<Tensor> = (0..count)
+                .map(|j| b.alloc_shared(&format!("x{j}"), act, shared.clone()))
+                .collect();
+            let gxr = b.view_global(
+                "gx_rows",
+                &x,
+                [Expr::from(kw as i32), m.clone(), slice_cols.clone()],
+                [slice_cols.clone(), k.clone(), 1.into()],
+            );
+            (tiles, gxr)
+        };
         if s.stages >= 2 {
             // A ring of `stages` shared tiles: step i reads stage i % P, which the copy issued
             // P − 1 steps earlier filled; after the barrier that follows its wait, every warp
@@ -1396,19 +1410,7 @@ impl DecodeKernel {
             let ring: Vec<Tensor> = (0..p)
                 .map(|j| b.alloc_shared(&format!("stage{j}"), stored, tile.clone()))
                 .collect();
-            let x_ring: Option<(Vec<Tensor>, Tensor)> = s.shared_x.then(|| {
-                let shared = x_tile_layout(kw, s.max_tokens(), chunk * c);
-                let tiles = (0..p)
-                    .map(|j| b.alloc_shared(&format!("x{j}"), act, shared.clone()))
-                    .collect();
-                let gxr = b.view_global(
-                    "gx_rows",
-                    &x,
-                    [Expr::from(kw as i32), m.clone(), slice_cols.clone()],
-                    [slice_cols.clone(), k.clone(), 1.into()],
-                );
-                (tiles, gxr)
-            });
+            let x_ring = s.shared_x.then(|| x_tiles_of(&mut b, p));
             let copy = |b: &mut ProgramBuilder, j: usize, first_chunk: Expr| {
                 b.copy_async(
                     &ring[j],
@@ -1459,17 +1461,7 @@ impl DecodeKernel {
             // the shared buffers of `x` alternate statically. With `x` in shared memory, the
             // barrier before step i's copy is where every warp has finished step i − 1, whose
             // buffer that copy refills.
-            let x_tiles = s.shared_x.then(|| {
-                let shared = x_tile_layout(kw, s.max_tokens(), chunk * c);
-                let tiles = [0, 1].map(|j| b.alloc_shared(&format!("x{j}"), act, shared.clone()));
-                let gxr = b.view_global(
-                    "gx_rows",
-                    &x,
-                    [Expr::from(kw as i32), m.clone(), slice_cols.clone()],
-                    [slice_cols.clone(), k.clone(), 1.into()],
-                );
-                (tiles, gxr)
-            });
+            let x_tiles = s.shared_x.then(|| x_tiles_of(&mut b, 2));
             let copy_x = |b: &mut ProgramBuilder, j: usize, first_chunk: Expr| {
                 if let Some((tiles, gxr)) = &x_tiles {
                     b.wait_group(0);
