@@ -257,3 +257,51 @@ fn blocks_per_sm_bounds_the_registers() {
         }
     });
 }
+
+/// The generic reduction's scratch: after freed tiles at the top level it reuses their bytes
+/// (the block needs the larger of the two, and waits for copies before the scratch is
+/// written); in a loop whose body allocates a tile it lies above every allocation, since the
+/// body's next iteration writes the tile while slow warps may still read the scratch.
+#[test]
+fn the_reduction_scratch_reuses_freed_tiles_outside_loops_only() {
+    let program = |body: &str| {
+        let text = format!(
+            "program scratch(x: ptr<f32>, s: ptr<f32>, n: i32)\ngrid(1)\nthreads(64)\n{{\n\
+             %g = view_global(x, [64, 4], [4, 1]);\n\
+             %gs = view_global(s, [1, 4], [4, 1]);\n{body}\n}}\n"
+        );
+        anybit_vm::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let tile_then_reduce = "%tile = alloc_shared(f32, row_major(64, 16));\n\
+         %t = load_global(%g[0, 0], spatial(64,1).local(1,4));\n\
+         store_shared(%tile[0, 0], %t);\n\
+         free_shared(%tile);\n\
+         %sum = reduce_sum(%t, 0);\n\
+         store_global(%gs[0, 0], %sum);";
+    let top = verified_kernel(&program(tile_then_reduce), Target::Sm90a).unwrap();
+    let source = top.kernel_source();
+    assert!(
+        source.contains("float* const s = (float*)ab_smem;"),
+        "{source}"
+    );
+    assert!(
+        source.contains("ab_wait_group<0>();\n    __syncthreads();"),
+        "{source}"
+    );
+    // The 4 KB tile and the 1 KB scratch share their bytes.
+    assert!(source.contains("u8 ab_smem[4096];"), "{source}");
+    let in_loop = verified_kernel(
+        &program(&format!("for i in 0..n {{\n{tile_then_reduce}\n}}")),
+        Target::Sm90a,
+    )
+    .unwrap();
+    let source = in_loop.kernel_source();
+    assert!(
+        source.contains("float* const s = (float*)ab_scratch;"),
+        "{source}"
+    );
+    assert!(source.contains("u8 ab_smem[5120];"), "{source}");
+    for kernel in [&top, &in_loop] {
+        compile_together(std::slice::from_ref(kernel), Target::Sm90a);
+    }
+}

@@ -111,7 +111,8 @@ impl DecodeSchedule {
     }
 
     /// A short name for kernel names: `w4k2r1t1c1p`, `w2k4r2t1c2s4`, `w2k2r1t2c2x`,
-    /// `w4k2r1t1c1pxb2` (two blocks per multiprocessor).
+    /// `w8k1r2t8c2s2x` (a weight ring and `x` staged), `w4k2r1t1c1pxb2` (two blocks per
+    /// multiprocessor).
     pub fn tag(&self) -> String {
         format!(
             "w{}k{}r{}t{}c{}{}{}{}{}",
@@ -606,7 +607,7 @@ impl DecodeSchedule {
 
 /// A schedule tag that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, then x to stage x in shared memory, then optionally b<blocks per multiprocessor> (1 to 32, at most 2048 threads in all), e.g. w4k2r1t1c2p, w2k4r2t1c2s4, w2k2r1t2c2px or w4k2r1t1c1pxb2 (at most 32 warps in all)")]
+#[error("`{0}` is not a decode schedule: write w<warps>k<K-splitting warps>r<row tiles per warp>t<token tiles>c<chunks per step>, then p for prefetch or s<stages> (2 to 8) for a cp.async pipeline, then x to stage x in shared memory, then optionally b<blocks per multiprocessor> (1 to 32, at most 2048 threads in all), e.g. w4k2r1t1c2p, w2k4r2t1c2s4, w2k2r1t2c2px, w8k1r2t8c2s2x or w4k2r1t1c1pxb2 (at most 32 warps in all)")]
 pub struct ParseScheduleError(pub String);
 
 impl std::str::FromStr for DecodeSchedule {

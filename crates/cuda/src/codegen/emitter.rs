@@ -113,6 +113,8 @@ pub(super) struct Emitter<'a> {
     shared_peak: usize,
     /// Scratch bytes reserved at offset 0 for the rest of the kernel (see [`Emitter::scratch`]).
     scratch_bottom: usize,
+    /// Loops the walk is inside.
+    loops: usize,
     scratch_bytes: usize,
     counter: usize,
     selections: Vec<String>,
@@ -158,6 +160,7 @@ impl<'a> Emitter<'a> {
             next_shared_id: 0,
             shared_peak: 0,
             scratch_bottom: 0,
+            loops: 0,
             scratch_bytes: 0,
             counter: 0,
             selections: Vec::new(),
@@ -404,6 +407,15 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// Enters (`true`) or leaves the body of a loop.
+    pub fn in_loop(&mut self, entering: bool) {
+        if entering {
+            self.loops += 1;
+        } else {
+            self.loops -= 1;
+        }
+    }
+
     /// Opens a scope (a block of the program).
     pub fn push_scope(&mut self) {
         self.scopes.push(Scope::default());
@@ -469,14 +481,15 @@ impl<'a> Emitter<'a> {
     }
 
     /// Reserves `bytes` of scratch shared memory for one instruction. Where no allocation is
-    /// live, the scratch takes the bottom of shared memory, reusing what freed tensors took
-    /// (so the lowering must wait for every copy and synchronise the block before writing
-    /// it: `reused`), and stays reserved there for the rest of the kernel, so that later
-    /// allocations go above it and never race with its last reads; otherwise it is the region
-    /// after every allocation (`ab_scratch`).
+    /// live and the instruction is in no loop, the scratch takes the bottom of shared memory,
+    /// reusing what freed tensors took (so the lowering must wait for every copy and
+    /// synchronise the block before writing it: `reused`), and stays reserved there for the
+    /// rest of the kernel, so that later allocations go above it and never race with its last
+    /// reads (in a loop, an allocation placed earlier in the body would run after it);
+    /// otherwise it is the region after every allocation (`ab_scratch`).
     pub fn scratch(&mut self, bytes: usize) -> Scratch {
         let bytes = align(bytes, 16);
-        if self.live_shared.is_empty() {
+        if self.live_shared.is_empty() && self.loops == 0 {
             self.scratch_bottom = self.scratch_bottom.max(bytes);
             self.shared_peak = self.shared_peak.max(self.scratch_bottom);
             Scratch {

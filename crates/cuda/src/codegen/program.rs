@@ -314,7 +314,9 @@ fn for_loop(e: &mut Emitter, f: &ForLoop) -> R<()> {
     let d = gcd(e.facts.divisor(&f.start), e.facts.divisor(&f.step));
     e.facts.set_divisor(&f.var, d);
     e.add_scalar(&f.var);
+    e.in_loop(true);
     let r = block(e, &f.body);
+    e.in_loop(false);
     e.end_scope();
     r?;
     e.close("}");
