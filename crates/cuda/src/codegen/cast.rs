@@ -855,17 +855,27 @@ mod tests {
             .is_none());
     }
 
-    /// The planes' registers of a pair of codes `lo` and `hi` split by `widths` (low bits
-    /// first): plane `i`'s fields at `fields[i]` and 16 bits above, every other bit set.
-    fn plane_registers(cast: &PlaneCast, lo: u32, hi: u32) -> Vec<u32> {
-        cast.fields
+    /// Asserts that `cast` converts the pair of codes `lo` and `hi` as `reference_cast` does,
+    /// from one register per field: the field's bits of `lo` at its place `to`, those of `hi`
+    /// 16 bits above, every other bit set.
+    fn assert_exact_pair(cast: &PlaneCast, lo: u32, hi: u32, context: &str) {
+        let registers: Vec<u32> = cast
+            .fields
             .iter()
             .map(|field| {
                 let shift = cast.widths[..field.plane].iter().sum::<u32>() + field.start;
                 let bits = |code: u32| (code >> shift) & ((1 << field.width) - 1);
                 (bits(lo) << field.to | bits(hi) << (field.to + 16)) | !field.mask()
             })
-            .collect()
+            .collect();
+        let got = cast.eval(&registers);
+        let (code, to) = (cast.base.from, cast.base.to);
+        assert_eq!(
+            (got & 0xffff, got >> 16),
+            (reference_cast(code, to, lo), reference_cast(code, to, hi)),
+            "{code} -> {to} from planes {:?}{context}: codes {lo:#x}, {hi:#x}",
+            cast.widths
+        );
     }
 
     /// Every code of every integer type up to 8 bits, split into planes in several ways, at
@@ -893,12 +903,7 @@ mod tests {
                         };
                         for lo in 0..1u32 << bits {
                             for hi in [0, (1 << bits) - 1, lo ^ 1] {
-                                let got = cast.eval(&plane_registers(&cast, lo, hi));
-                                assert_eq!(
-                                    (got & 0xffff, got >> 16),
-                                    (reference_cast(code, to, lo), reference_cast(code, to, hi)),
-                                    "{code} -> {to} from planes {split:?} at {offset}: codes {lo:#x}, {hi:#x}"
-                                );
+                                assert_exact_pair(&cast, lo, hi, &format!(" at {offset}"));
                             }
                         }
                         checked += 1;
@@ -992,13 +997,7 @@ mod tests {
                     let last = cast.fields.last().map(|field| field.to);
                     assert_eq!(last, Some(15), "{code}: the sign goes to bit 15");
                     for lo in 0..1u32 << n {
-                        let hi = lo ^ 0b101;
-                        let got = cast.eval(&plane_registers(&cast, lo, hi));
-                        assert_eq!(
-                            (got & 0xffff, got >> 16),
-                            (reference_cast(code, to, lo), reference_cast(code, to, hi)),
-                            "{code} -> {to} from planes {split:?}: codes {lo:#x}, {hi:#x}"
-                        );
+                        assert_exact_pair(&cast, lo, lo ^ 0b101, "");
                     }
                     checked += 1;
                 }
